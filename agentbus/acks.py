@@ -1,0 +1,130 @@
+"""Coalesced acknowledgements: one `ack(multiple=True)` for a run of finished deliveries.
+
+Per-message ack frames are most of what separates a Python consumer from the
+broker's ceiling. Deliveries finish out of order (they run in parallel lanes), so
+the batcher acks the longest finished prefix in delivery-tag order, per channel.
+When a slow delivery holds the prefix back and finished ones pile up behind it,
+those are acked one by one so the prefetch window cannot fill with finished work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from enum import Enum
+
+from agentbus.errors import BrokerUnavailable
+from agentbus.transport.base import Delivery
+
+log = logging.getLogger(__name__)
+
+
+class _State(Enum):
+    PENDING = 0
+    DONE = 1  # finished, to be acked
+    SETTLED = 2  # settled by other means (rejected): skip, never ack
+
+
+class _Slot:
+    __slots__ = ("delivery", "state")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.state = _State.PENDING
+
+
+class AckBatcher:
+    def __init__(self, *, linger: float = 0.002, batch: int = 64, spill: int = 100) -> None:
+        self._linger = linger
+        self._batch = batch
+        self._spill = spill
+        self._channels: dict[object, deque[_Slot]] = {}
+        self._slots: dict[tuple[object, int], _Slot] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._done_waiting = 0
+        self._flushing: asyncio.Task[None] | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._slots)
+
+    def track(self, delivery: Delivery) -> None:
+        slot = _Slot(delivery)
+        self._channels.setdefault(delivery.channel_key, deque()).append(slot)
+        self._slots[(delivery.channel_key, delivery.delivery_tag)] = slot
+
+    def done(self, delivery: Delivery) -> None:
+        self._mark(delivery, _State.DONE)
+
+    def settled(self, delivery: Delivery) -> None:
+        """The delivery was rejected or requeued elsewhere: forget it."""
+        self._mark(delivery, _State.SETTLED)
+
+    def _mark(self, delivery: Delivery, state: _State) -> None:
+        slot = self._slots.get((delivery.channel_key, delivery.delivery_tag))
+        if slot is None or slot.state is not _State.PENDING:
+            return
+        slot.state = state
+        self._done_waiting += 1
+        if self._done_waiting >= self._batch:
+            self._schedule(0.0)
+        else:
+            self._schedule(self._linger)
+
+    def _schedule(self, delay: float) -> None:
+        if self._timer is not None:
+            if delay > 0:
+                return
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = None
+        if self._flushing is not None and not self._flushing.done():
+            self._schedule(self._linger)
+            return
+        self._flushing = asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Ack every finished prefix now."""
+        self._done_waiting = 0
+        for key in list(self._channels):
+            slots = self._channels[key]
+            last_done: _Slot | None = None
+            while slots and slots[0].state is not _State.PENDING:
+                slot = slots.popleft()
+                del self._slots[(key, slot.delivery.delivery_tag)]
+                if slot.state is _State.DONE:
+                    last_done = slot
+            waiting = [s for s in slots if s.state is _State.DONE]
+            if not slots:
+                del self._channels[key]
+            if last_done is not None:
+                await self._ack(last_done.delivery, multiple=True, key=key)
+            if len(waiting) >= self._spill:
+                for slot in waiting:
+                    slot.state = _State.SETTLED
+                    await self._ack(slot.delivery, multiple=False, key=key)
+
+    async def _ack(self, delivery: Delivery, *, multiple: bool, key: object) -> None:
+        try:
+            await delivery.ack(multiple=multiple)
+        except BrokerUnavailable as exc:
+            # The channel is gone, and with it every unacked delivery on it: the broker
+            # redelivers them, and consumers dedup by event id.
+            log.warning("ack lost with its channel (%s); the broker will redeliver", exc)
+            self._forget(key)
+
+    def _forget(self, key: object) -> None:
+        for slot in self._channels.pop(key, deque()):
+            self._slots.pop((key, slot.delivery.delivery_tag), None)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flushing is not None:
+            await self._flushing
+        await self.flush()

@@ -1,0 +1,81 @@
+"""The application a deployment runs: its event catalog and its services.
+
+The platform never imports the application. It finds it through the
+`agentbus.apps` entry point group (or `AGENTBUS_APP=module:attribute`), so the
+same platform serves any catalog and any set of services.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel
+
+from agentbus.errors import ConfigurationError
+from agentbus.service import Service
+from agentbus.settings import Settings
+
+ServiceFactory = Callable[[], Service]
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `agentbus demo` passes to the application's demo."""
+
+    amqp_url: str | None
+    settings: Settings
+    as_json: bool = False
+
+
+DemoRunner = Callable[[DemoOptions], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Application:
+    name: str
+    catalog: Mapping[str, type[BaseModel]]
+    services: Mapping[str, ServiceFactory] = field(default_factory=dict)
+    demo: DemoRunner | None = None
+
+    def service(self, name: str) -> Service:
+        factory = self.services.get(name)
+        if factory is None:
+            known = ", ".join(sorted(self.services)) or "none"
+            raise ConfigurationError(f"unknown service {name!r} (known: {known})")
+        return factory()
+
+    def resolve(self, names: list[str]) -> list[Service]:
+        """Services by name; `all` expands to every registered one."""
+        wanted = list(self.services) if "all" in names else list(dict.fromkeys(names))
+        return [self.service(name) for name in wanted]
+
+
+def load_application() -> Application:
+    target = os.environ.get("AGENTBUS_APP")
+    if target:
+        return _import(target)
+    found = list(entry_points(group="agentbus.apps"))
+    if not found:
+        raise ConfigurationError("no application installed (entry point group agentbus.apps)")
+    if len(found) > 1:
+        names = ", ".join(ep.name for ep in found)
+        raise ConfigurationError(f"several applications installed ({names}): set AGENTBUS_APP")
+    loaded = found[0].load()
+    if not isinstance(loaded, Application):
+        raise ConfigurationError(f"entry point {found[0].value} is not an Application")
+    return loaded
+
+
+def _import(target: str) -> Application:
+    module_name, _, attribute = target.partition(":")
+    try:
+        loaded = getattr(importlib.import_module(module_name), attribute or "app")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"AGENTBUS_APP={target!r} cannot be loaded: {exc}") from None
+    if not isinstance(loaded, Application):
+        raise ConfigurationError(f"AGENTBUS_APP={target!r} is not an Application")
+    return loaded

@@ -1,0 +1,87 @@
+"""What the commands share: settings, the application, connections, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from agentbus.app import Application, load_application
+from agentbus.bus import Bus
+from agentbus.envelope import EventCodec
+from agentbus.errors import AgentbusError, ConfigurationError
+from agentbus.settings import Settings
+from agentbus.transport.base import Transport
+from agentbus.transport.rabbitmq import RabbitTransport
+
+T = TypeVar("T")
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and a non-zero exit: what the CLI does on any error."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a command's coroutine; errors become one line, never a traceback."""
+    try:
+        return asyncio.run(_as_coroutine(factory))
+    except typer.Exit:
+        raise
+    except AgentbusError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("AGENTBUS_DEBUG"):
+            raise
+        fail(f"{type(exc).__name__}: {exc} (set AGENTBUS_DEBUG=1 for a traceback)")
+
+
+async def _as_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
+    return await factory()
+
+
+def settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigurationError as exc:
+        fail(str(exc))
+
+
+def application() -> Application:
+    try:
+        return load_application()
+    except ConfigurationError as exc:
+        fail(str(exc))
+
+
+def codec(app: Application) -> EventCodec:
+    return EventCodec(app.catalog)
+
+
+def broker_transport(config: Settings, url: str | None, *, name: str) -> Transport:
+    """A RabbitMQ connection, from `--amqp-url` or `AMQP_URL`."""
+    target = url or config.amqp_url
+    if not target:
+        fail("no broker: set AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) or --amqp-url")
+    if not target.startswith(("amqp://", "amqps://")):
+        fail("the broker URL must start with amqp:// or amqps://")
+    return RabbitTransport(target, exchange=config.exchange, connection_name=name)
+
+
+async def open_bus(transport: Transport, app: Application) -> Bus:
+    await transport.start()
+    return Bus(transport, codec(app))
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")

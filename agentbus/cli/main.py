@@ -1,0 +1,30 @@
+"""Entry point: builds the command tree from the command modules."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from agentbus.cli import catalog_commands, dlq_commands, run_commands, stream_commands
+
+app = typer.Typer(
+    name="agentbus",
+    help="Deterministic consumers and AI agents on one traced event bus.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+run_commands.register(app)
+stream_commands.register(app)
+catalog_commands.register(app)
+app.add_typer(dlq_commands.app, name="dlq")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("AGENTBUS_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app()

@@ -1,0 +1,76 @@
+"""`run` (services as queue consumers) and `demo` (the whole system in one process)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from agentbus.app import DemoOptions
+from agentbus.cli.common import (
+    application,
+    broker_transport,
+    err,
+    fail,
+    open_bus,
+    run_async,
+    settings,
+)
+from agentbus.errors import ConfigurationError
+from agentbus.host import Host
+from agentbus.telemetry import configure_tracing, shutdown_tracing
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("demo")(demo)
+
+
+def run(
+    services: Annotated[list[str], typer.Argument(help="Service names, or 'all'.")],
+    amqp_url: Annotated[str | None, typer.Option("--amqp-url", help="Overrides AMQP_URL.")] = None,
+) -> None:
+    """Run services as queue consumers until SIGINT/SIGTERM, then drain and exit 0."""
+    config = settings()
+    app = application()
+    try:
+        chosen = app.resolve(services)
+    except ConfigurationError as exc:
+        fail(str(exc))
+    if not chosen:
+        fail("the application registers no services")
+    names = [service.name for service in chosen]
+    transport = broker_transport(config, amqp_url, name=f"agentbus run {' '.join(names)}")
+    configure_tracing("agentbus-" + "+".join(names))
+
+    async def go() -> None:
+        bus = await open_bus(transport, app)
+        host = Host(bus, chosen, config.consumer)
+        try:
+            err.print(f"running {', '.join(names)}; Ctrl-C to stop", highlight=False)
+            await host.run_until_signalled()
+        finally:
+            await transport.close()
+            shutdown_tracing()
+
+    run_async(go)
+    err.print("stopped", highlight=False)
+
+
+def demo(
+    amqp: Annotated[
+        bool, typer.Option("--amqp", help="Run over RabbitMQ (AMQP_URL) instead of in-process.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The whole system in one process on embedded defaults, with a summary at the end."""
+    config = settings()
+    app = application()
+    if app.demo is None:
+        fail(f"the application {app.name!r} has no demo")
+    runner = app.demo
+    amqp_url = config.amqp_url if amqp else None
+    if amqp and not amqp_url:
+        fail("--amqp needs AMQP_URL")
+    code = run_async(lambda: runner(DemoOptions(amqp_url, config, as_json)))
+    raise typer.Exit(code)

@@ -1,0 +1,113 @@
+"""`publish` and `record`: moving recordings on and off the exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agentbus.cli.common import (
+    application,
+    broker_transport,
+    codec,
+    err,
+    fail,
+    open_bus,
+    run_async,
+    settings,
+)
+from agentbus.recording import RecordingError, publish_recording, read_recording, record
+from agentbus.telemetry import configure_tracing, shutdown_tracing
+
+AmqpUrl = Annotated[str | None, typer.Option("--amqp-url", help="Overrides AMQP_URL.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("publish")(publish)
+    app.command("record")(record_command)
+
+
+def publish(
+    file: Annotated[Path, typer.Argument(help="A JSONL file: one CloudEvent per line.")],
+    amqp_url: AmqpUrl = None,
+) -> None:
+    """Publish recorded events, unchanged, with confirms. The whole file is checked first."""
+    config = settings()
+    app = application()
+    try:
+        events = read_recording(file, codec(app))
+    except RecordingError as exc:
+        fail(str(exc))
+    transport = broker_transport(config, amqp_url, name="agentbus publish")
+    configure_tracing("agentbus-publish")
+
+    async def go() -> int:
+        bus = await open_bus(transport, app)
+        try:
+            with Progress(
+                TextColumn("publishing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            ) as progress:
+                task = progress.add_task("publish", total=len(events))
+                return await publish_recording(
+                    bus, events, progress=lambda n: progress.advance(task, n)
+                )
+        finally:
+            await transport.close()
+            shutdown_tracing()
+
+    count = run_async(go)
+    typer.echo(f"published {count} event(s) from {file}", err=True)
+
+
+def record_command(
+    out: Annotated[Path, typer.Option("--out", help="The JSONL file to write ('-' for stdout).")],
+    count: Annotated[
+        int | None, typer.Option("--count", min=1, help="Stop after this many events.")
+    ] = None,
+    pattern: Annotated[str, typer.Option("--pattern", help="Routing-key pattern.")] = "#",
+    amqp_url: AmqpUrl = None,
+) -> None:
+    """Record every event on the exchange until SIGINT/SIGTERM (or --count)."""
+    config = settings()
+    transport = broker_transport(config, amqp_url, name="agentbus record")
+    if str(out) == "-":
+        handle = sys.stdout.buffer
+    else:
+        try:
+            handle = out.open("wb")
+        except OSError as exc:
+            fail(f"cannot write {out}: {exc.strerror or exc}")
+
+    async def go() -> tuple[int, int]:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await transport.start()
+        try:
+            return await record(transport, handle, stop=stop, pattern=pattern, limit=count)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+            await transport.close()
+
+    try:
+        written, skipped = run_async(go)
+    finally:
+        if handle is not sys.stdout.buffer:
+            handle.close()
+    note = f" ({skipped} non-JSON bodies skipped)" if skipped else ""
+    typer.echo(f"recorded {written} event(s) to {out}{note}", err=True)

@@ -1,0 +1,345 @@
+"""The consumer runtime: runs a `Service` on a queue of a transport.
+
+Per delivery: decode strictly (a malformed message is dead-lettered at once with
+its reason code), then hand the event to a lane chosen by its subject. A lane
+handles its events one at a time in delivery order, so events of one subject
+never overtake each other while different subjects run in parallel, `concurrency`
+lanes wide. Failures follow their kind: permanent -> dead letter; transient or
+unexpected -> a delay queue, then the dead letter once attempts run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+
+from agentbus.acks import AckBatcher
+from agentbus.bus import Bus
+from agentbus.envelope import Event
+from agentbus.errors import BrokerUnavailable, MalformedEvent, PermanentError, ProcessingError
+from agentbus.retry import (
+    ATTEMPT_HEADER,
+    ATTEMPTS_HEADER,
+    ERROR_CODE_HEADER,
+    ERROR_DETAIL_HEADER,
+    FAILED_AT_HEADER,
+    ORIGIN_QUEUE_HEADER,
+    ROUTING_KEY_HEADER,
+    RetryPolicy,
+    dead_letter_queue,
+    retry_queue,
+    topology,
+)
+from agentbus.service import Context, Route, Service
+from agentbus.telemetry import extract_context, tracer
+from agentbus.transport.base import Delivery, Message, QueueKind, QueueSpec, Subscription
+
+log = logging.getLogger(__name__)
+
+MAX_DETAIL = 500
+UNEXPECTED = "unexpected_error"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """How a service consumes. Defaults follow RabbitMQ's advice (prefetch 100 to 300)."""
+
+    prefetch: int = 256
+    concurrency: int = 16
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    queue_kind: QueueKind = "quorum"
+    delivery_limit: int | None = 20
+    ack_linger: float = 0.002
+    drain_timeout: float = 30.0
+
+
+@dataclass
+class ConsumerStats:
+    processed: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    ignored: int = 0
+
+
+@dataclass(slots=True)
+class _Item:
+    delivery: Delivery
+    event: Event[Any]
+    route: Route
+
+
+class _Lane:
+    """Events of the subjects hashed here, handled one batch at a time, in order."""
+
+    def __init__(self) -> None:
+        self.items: deque[_Item] = deque()
+        self.wakeup = asyncio.Event()
+        self.closing = False
+
+    def put(self, item: _Item) -> None:
+        self.items.append(item)
+        self.wakeup.set()
+
+    def take_batch(self) -> list[_Item]:
+        first = self.items.popleft()
+        batch = [first]
+        if first.route.batch:
+            while (
+                self.items
+                and len(batch) < first.route.max_batch
+                and self.items[0].route.handler is first.route.handler
+            ):
+                batch.append(self.items.popleft())
+        return batch
+
+
+class Consumer:
+    """Consumes one service's queue until stopped."""
+
+    def __init__(
+        self,
+        service: Service,
+        bus: Bus,
+        settings: ConsumerSettings | None = None,
+    ) -> None:
+        self.service = service
+        self.bus = bus
+        self.settings = settings or ConsumerSettings()
+        self.stats = ConsumerStats()
+        self._acks = AckBatcher(linger=self.settings.ack_linger, spill=self.settings.prefetch // 2)
+        self._lanes = [_Lane() for _ in range(max(1, self.settings.concurrency))]
+        self._workers: list[asyncio.Task[None]] = []
+        self._subscription: Subscription | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight = 0
+
+    @property
+    def queue(self) -> str:
+        return self.service.queue
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def topology(self) -> list[QueueSpec]:
+        return topology(
+            self.queue,
+            self.service.subscribes,
+            self.settings.retry,
+            kind=self.settings.queue_kind,
+            delivery_limit=self.settings.delivery_limit,
+        )
+
+    async def start(self) -> None:
+        await self.bus.transport.declare(self.topology())
+        self._workers = [asyncio.create_task(self._work(lane)) for lane in self._lanes]
+        self._subscription = await self.bus.transport.consume(
+            self.queue, self._on_delivery, prefetch=self.settings.prefetch
+        )
+
+    async def stop(self) -> None:
+        """Stop taking deliveries, finish and ack what is in flight, then return."""
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout)
+        except TimeoutError:
+            log.warning("%s: %d deliveries unfinished at shutdown", self.queue, self._in_flight)
+        for lane in self._lanes:
+            lane.closing = True
+            lane.wakeup.set()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self._acks.close()
+
+    # -- intake ----------------------------------------------------------------------
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+        self._acks.track(delivery)
+        message = delivery.message
+        try:
+            event = self.bus.codec.decode(
+                message.body,
+                content_type=message.content_type,
+                message_type=message.type,
+            )
+        except MalformedEvent as exc:
+            await self._dead_letter(delivery, exc.code, exc.detail, attempts=1)
+            return
+        route = self.service.routes.get(event.type)
+        if route is None:
+            # Bound by a wider pattern than the handlers cover: nothing to do.
+            self.stats.ignored += 1
+            self._finish(delivery)
+            return
+        lane = self._lanes[zlib.crc32(event.key.encode()) % len(self._lanes)]
+        lane.put(_Item(delivery, event, route))
+
+    def _finish(self, delivery: Delivery, *, acked: bool = True) -> None:
+        if acked:
+            self._acks.done(delivery)
+        else:
+            self._acks.settled(delivery)
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    # -- handling ----------------------------------------------------------------------
+
+    async def _work(self, lane: _Lane) -> None:
+        while True:
+            if not lane.items:
+                if lane.closing:
+                    return
+                lane.wakeup.clear()
+                await lane.wakeup.wait()
+                continue
+            batch = lane.take_batch()
+            try:
+                await self._handle(batch)
+            except Exception:  # never let a lane die: its subjects would stall
+                log.exception("%s: unexpected failure in the runtime", self.queue)
+                for item in batch:
+                    await self._requeue(item.delivery)
+
+    async def _handle(self, batch: Sequence[_Item]) -> None:
+        spans = [self._start_span(item) for item in batch]
+        context = Context(self.service.name, self.service.source)
+        route = batch[0].route
+        try:
+            with trace.use_span(spans[0], end_on_exit=False):
+                if route.batch:
+                    await route.handler([item.event for item in batch], context)
+                else:
+                    await route.handler(batch[0].event, context)
+            await self._publish(context, batch, spans)
+        except Exception as exc:
+            for span in spans:
+                span.end()
+            if len(batch) > 1:
+                # Isolate the bad event: replay one at a time.
+                for item in batch:
+                    await self._handle([item])
+                return
+            await self._fail(batch[0], exc)
+            return
+        for item, span in zip(batch, spans, strict=True):
+            span.end()
+            self.stats.processed += 1
+            self._finish(item.delivery)
+
+    async def _publish(self, context: Context, batch: Sequence[_Item], spans: list[Span]) -> None:
+        if not context.emitted:
+            return
+        span_of = {item.event.id: span for item, span in zip(batch, spans, strict=True)}
+        for event in context.emitted:
+            parent = span_of.get(event.causationid or "", spans[0])
+            with trace.use_span(parent, end_on_exit=False):
+                await self.bus.publish(event)
+
+    def _start_span(self, item: _Item) -> Span:
+        message = item.delivery.message
+        parent = extract_context(message.headers, item.event.traceparent)
+        return tracer().start_span(
+            f"process {self.queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": self.bus.transport.exchange,
+                "messaging.destination.subscription.name": self.queue,
+                "messaging.rabbitmq.destination.routing_key": item.event.type,
+                "messaging.rabbitmq.message.delivery_tag": item.delivery.delivery_tag,
+                "messaging.message.id": item.event.id,
+                "messaging.message.body.size": len(message.body),
+                "cloudevents.event_type": item.event.type,
+                "cloudevents.event_subject": item.event.subject or "",
+            },
+        )
+
+    # -- failure -----------------------------------------------------------------------
+
+    async def _fail(self, item: _Item, exc: Exception) -> None:
+        self.stats.failed += 1
+        attempt = _attempt_of(item.delivery.message) + 1
+        code = exc.code if isinstance(exc, ProcessingError) else UNEXPECTED
+        detail = _detail(exc)
+        if isinstance(exc, PermanentError) or attempt >= self.settings.retry.max_attempts:
+            await self._dead_letter(item.delivery, code, detail, attempts=attempt)
+            return
+        if not isinstance(exc, ProcessingError):
+            log.warning("%s: %s on %s, will retry", self.queue, detail, item.event.id)
+        delay_ms = self.settings.retry.delay_ms(attempt)
+        headers = dict(item.delivery.message.headers)
+        headers[ATTEMPT_HEADER] = attempt
+        headers[ERROR_CODE_HEADER] = code
+        headers[ERROR_DETAIL_HEADER] = detail
+        retry = replace(item.delivery.message, headers=headers)
+        try:
+            await self.bus.transport.send_to_queue(retry_queue(self.queue, delay_ms), retry)
+        except BrokerUnavailable:
+            await self._requeue(item.delivery)
+            return
+        self.stats.retried += 1
+        self._finish(item.delivery)
+
+    async def _dead_letter(
+        self, delivery: Delivery, code: str, detail: str, *, attempts: int
+    ) -> None:
+        message = delivery.message
+        headers = dict(message.headers)
+        headers.pop(ATTEMPT_HEADER, None)
+        headers[ERROR_CODE_HEADER] = code
+        headers[ERROR_DETAIL_HEADER] = detail
+        headers[ATTEMPTS_HEADER] = attempts
+        headers[ORIGIN_QUEUE_HEADER] = self.queue
+        headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)
+        headers[FAILED_AT_HEADER] = datetime.now(UTC).isoformat()
+        log.warning("%s: dead-lettering %s: %s (%s)", self.queue, message.message_id, code, detail)
+        try:
+            await self.bus.transport.send_to_queue(
+                dead_letter_queue(self.queue), replace(message, headers=headers)
+            )
+        except BrokerUnavailable:
+            await self._requeue(delivery)
+            return
+        self.stats.dead_lettered += 1
+        self._finish(delivery)
+
+    async def _requeue(self, delivery: Delivery) -> None:
+        # If the channel is gone the broker requeues the delivery by itself.
+        with contextlib.suppress(BrokerUnavailable):
+            await delivery.reject(requeue=True)
+        self._finish(delivery, acked=False)
+
+
+def _attempt_of(message: Message) -> int:
+    value = message.headers.get(ATTEMPT_HEADER, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^@/\s]+@", re.IGNORECASE)
+
+
+def _detail(exc: BaseException) -> str:
+    """A one-line, bounded error text with credentials in URLs masked."""
+    text = exc.detail if isinstance(exc, ProcessingError) else f"{type(exc).__name__}: {exc}"
+    text = _URL_CREDENTIALS.sub(r"\1***@", " ".join(text.split()))
+    return text[:MAX_DETAIL]

@@ -1,0 +1,237 @@
+"""CloudEvents 1.0 envelope in structured JSON mode, and its strict codec.
+
+The codec validates straight from bytes in one pass: the envelope is a union of
+one model per event type, discriminated by `type`, so the data of an event is
+checked against its own model without building an intermediate dict.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
+
+from agentbus.errors import MalformedEvent, Reason
+
+CONTENT_TYPE = "application/cloudevents+json"
+DATA_CONTENT_TYPE = "application/json"
+DEFAULT_MAX_BYTES = 1 << 20
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+_Text = Annotated[str, Field(min_length=1, max_length=512)]
+_Id = Annotated[str, Field(min_length=1, max_length=256)]
+# W3C trace context: version-traceid-parentid-flags.
+_TraceParent = Annotated[str, Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+
+
+class EventData(Protocol):
+    """What the platform needs to know of a catalog model."""
+
+    event_type: ClassVar[str]
+    subject_field: ClassVar[str]
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+
+
+class Event(BaseModel, Generic[DataT]):
+    """One CloudEvent. `data` is the validated model of its type."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    specversion: Literal["1.0"]
+    id: _Id
+    source: _Text
+    type: _Text
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"]
+    subject: _Text | None = None
+    dataschema: _Text | None = None
+    correlationid: _Id | None = None
+    causationid: _Id | None = None
+    traceparent: _TraceParent | None = None
+    tracestate: Annotated[str, Field(max_length=512)] | None = None
+    data: DataT
+
+    @property
+    def key(self) -> str:
+        """The ordering key: the subject, or the id when there is none."""
+        return self.subject if self.subject is not None else self.id
+
+
+def new_event(
+    data: BaseModel,
+    *,
+    source: str,
+    cause: Event[Any] | None = None,
+    id: str | None = None,
+    time: datetime | None = None,
+) -> Event[Any]:
+    """Build an event for a catalog model; flow extensions follow from `cause`."""
+    event_type: str = getattr(data, "event_type")  # noqa: B009 - a ClassVar of the catalog
+    subject_field: str | None = getattr(data, "subject_field", None)
+    subject = getattr(data, subject_field) if subject_field else None
+    event_id = id or str(uuid.uuid4())
+    correlation = None
+    if cause is not None:
+        correlation = cause.correlationid or cause.id
+    return Event[Any](
+        specversion="1.0",
+        datacontenttype=DATA_CONTENT_TYPE,
+        id=event_id,
+        source=source,
+        type=event_type,
+        time=time or datetime.now(UTC),
+        subject=str(subject) if subject is not None else None,
+        correlationid=correlation or event_id,
+        causationid=cause.id if cause is not None else None,
+        data=data,
+    )
+
+
+_NAMESPACE = uuid.UUID("6f1d2c2e-8a53-4c8e-9d6b-3b1e0c1f5a10")
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic id for something derived from `parts` (e.g. consumer + trigger id).
+
+    A redelivered trigger yields the same ids, so downstream dedup catches repeats.
+    """
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+_ROOT_ATTRIBUTES = frozenset(Event.model_fields)
+
+
+class EventCodec:
+    """Encodes events to bytes and decodes bytes to events of a catalog, strictly."""
+
+    def __init__(
+        self, catalog: Mapping[str, type[BaseModel]], *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if not catalog:
+            raise ValueError("an empty catalog cannot decode anything")
+        self.catalog = dict(catalog)
+        self.max_bytes = max_bytes
+        variants = [
+            Annotated[
+                create_model(
+                    f"Event[{event_type}]",
+                    __base__=Event[model],  # type: ignore[valid-type]
+                    type=(Literal[event_type], ...),  # type: ignore[arg-type]
+                ),
+                Tag(event_type),
+            ]
+            for event_type, model in self.catalog.items()
+        ]
+        union = Union[tuple(variants)]  # type: ignore[valid-type]  # noqa: UP007
+        self._adapter: TypeAdapter[Event[Any]] = TypeAdapter(
+            Annotated[union, Discriminator(_type_of)]  # type: ignore[arg-type]
+        )
+
+    def decode(
+        self,
+        body: bytes,
+        *,
+        content_type: str | None = CONTENT_TYPE,
+        message_type: str | None = None,
+    ) -> Event[Any]:
+        """Return the event in `body` or raise `MalformedEvent` with a reason code.
+
+        The body is authoritative. A `type` property that contradicts it is refused;
+        `message_id` is not checked, since some AMQP clients fill in a random one.
+        """
+        if len(body) > self.max_bytes:
+            raise MalformedEvent(
+                Reason.TOO_LARGE, f"body of {len(body)} bytes exceeds {self.max_bytes}"
+            )
+        if not _is_cloudevents_json(content_type):
+            raise MalformedEvent(
+                Reason.WRONG_CONTENT_TYPE, f"content type {content_type!r}, expected {CONTENT_TYPE}"
+            )
+        try:
+            event = self._adapter.validate_json(body)
+        except ValidationError as exc:
+            raise _classify(exc, body) from None
+        if message_type is not None and message_type != event.type:
+            raise MalformedEvent(
+                Reason.PROPERTY_MISMATCH,
+                f"message property type {message_type!r} differs from event type {event.type!r}",
+            )
+        return event
+
+    def encode(self, event: Event[Any]) -> bytes:
+        return event.model_dump_json(exclude_none=True).encode()
+
+
+def _type_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        found = value.get("type")
+        return found if isinstance(found, str) else None
+    return getattr(value, "type", None)
+
+
+def _is_cloudevents_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == CONTENT_TYPE
+
+
+def _classify(exc: ValidationError, body: bytes) -> MalformedEvent:
+    """Map pydantic's first error to one reason code and a short, safe detail."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    message = error["msg"]
+    if kind == "json_invalid":
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return MalformedEvent(Reason.INVALID_ENCODING, f"not UTF-8: {bad.reason}")
+        return MalformedEvent(Reason.MALFORMED_JSON, message)
+    if kind == "union_tag_not_found":
+        if not body.lstrip().startswith(b"{"):
+            return MalformedEvent(Reason.NOT_AN_OBJECT, "the body is not a JSON object")
+        return MalformedEvent(Reason.MISSING_ATTRIBUTE, "type: required attribute is missing")
+    if kind == "union_tag_invalid":
+        return MalformedEvent(Reason.UNKNOWN_TYPE, _unknown_type_detail(body))
+    if kind in {"model_type", "model_attributes_type", "dict_type"} and len(loc) <= 1:
+        return MalformedEvent(Reason.NOT_AN_OBJECT, "the body is not a JSON object")
+    # With a discriminated union the first location item is the tag: drop it.
+    path = loc[1:] if loc and isinstance(loc[0], str) and loc[0] not in _ROOT_ATTRIBUTES else loc
+    where = ".".join(str(part) for part in path) or "event"
+    detail = f"{where}: {message}"
+    if kind == "missing" and len(path) == 1:
+        return MalformedEvent(Reason.MISSING_ATTRIBUTE, detail)
+    if path and path[0] == "data":
+        return MalformedEvent(Reason.INVALID_DATA, detail)
+    if kind == "missing":
+        return MalformedEvent(Reason.MISSING_ATTRIBUTE, detail)
+    if path and path[0] == "specversion":
+        return MalformedEvent(Reason.UNSUPPORTED_SPECVERSION, detail)
+    return MalformedEvent(Reason.INVALID_ATTRIBUTE, detail)
+
+
+def _unknown_type_detail(body: bytes) -> str:
+    # The tag was a string we do not know; say which, within bounds.
+    try:
+        value = json.loads(body).get("type")
+    except (ValueError, AttributeError):
+        return "unknown event type"
+    text = repr(value)
+    return f"unknown event type {text[:80]}"

@@ -1,0 +1,102 @@
+"""How an application declares a service: its queue, handlers and what it publishes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from agentbus.envelope import Event, derived_id, new_event
+
+
+class Context:
+    """Given to a handler: collects the events it emits, with deterministic ids.
+
+    An emitted event's id derives from the service, the event that caused it, its
+    type and its rank among the events of that type emitted for that cause, so a
+    redelivered trigger produces the same ids and downstream dedup catches repeats.
+    """
+
+    def __init__(self, service: str, source: str) -> None:
+        self.service = service
+        self.source = source
+        self.emitted: list[Event[Any]] = []
+        self._ranks: dict[tuple[str, str], int] = {}
+
+    def emit(self, data: BaseModel, *, cause: Event[Any]) -> Event[Any]:
+        event_type: str = getattr(data, "event_type")  # noqa: B009 - a catalog ClassVar
+        rank = self._ranks.get((cause.id, event_type), 0)
+        self._ranks[(cause.id, event_type)] = rank + 1
+        event = new_event(
+            data,
+            source=self.source,
+            cause=cause,
+            id=derived_id(self.service, cause.id, event_type, str(rank)),
+        )
+        self.emitted.append(event)
+        return event
+
+
+Handler = Callable[[Event[Any], Context], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Event[Any]], Context], Awaitable[None]]
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    event_type: str
+    handler: Callable[..., Awaitable[None]]
+    batch: bool
+    max_batch: int = 1
+
+
+@dataclass
+class Service:
+    """A named consumer: one durable queue bound to the event types it handles."""
+
+    name: str
+    queue: str = ""
+    publishes: Sequence[str] = ()
+    description: str = ""
+    routes: dict[str, Route] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.queue:
+            self.queue = self.name
+
+    @property
+    def subscribes(self) -> tuple[str, ...]:
+        return tuple(self.routes)
+
+    @property
+    def source(self) -> str:
+        return f"/services/{self.name}"
+
+    def handles(self, *event_types: str) -> Callable[[H], H]:
+        """Register `handler(event, ctx)` for each of the event types."""
+        return self._register(event_types, batch=False, max_batch=1)
+
+    def handles_batch(self, *event_types: str, max_batch: int = 128) -> Callable[[H], H]:
+        """Register `handler(events, ctx)`: consecutive deliveries arrive as one list.
+
+        The list is applied as a unit (one transaction, one ack). If it raises, the
+        runtime replays its events one at a time, so one bad event cannot sink the rest.
+        """
+        return self._register(event_types, batch=True, max_batch=max_batch)
+
+    def _register(
+        self, event_types: Sequence[str], *, batch: bool, max_batch: int
+    ) -> Callable[[H], H]:
+        if not event_types:
+            raise ValueError("name at least one event type")
+
+        def decorate(handler: H) -> H:
+            for event_type in event_types:
+                if event_type in self.routes:
+                    raise ValueError(f"{self.name} already handles {event_type!r}")
+                self.routes[event_type] = Route(event_type, handler, batch, max_batch)
+            return handler
+
+        return decorate

@@ -1,0 +1,70 @@
+"""Settings read from the environment, with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbus.consumer import ConsumerSettings
+from agentbus.errors import ConfigurationError
+from agentbus.retry import RetryPolicy
+from agentbus.transport.base import EVENTS_EXCHANGE
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    amqp_url: str | None
+    data_dir: Path
+    exchange: str
+    consumer: ConsumerSettings
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        kind = env.get("AGENTBUS_QUEUE_TYPE", "quorum")
+        if kind not in ("quorum", "classic"):
+            raise ConfigurationError(f"AGENTBUS_QUEUE_TYPE must be quorum or classic, not {kind!r}")
+        retry = RetryPolicy(
+            max_attempts=_int(env, "AGENTBUS_MAX_ATTEMPTS", 5),
+            base_delay=_float(env, "AGENTBUS_RETRY_DELAY", 1.0),
+            max_delay=_float(env, "AGENTBUS_RETRY_MAX_DELAY", 300.0),
+        )
+        consumer = ConsumerSettings(
+            prefetch=_int(env, "AGENTBUS_PREFETCH", 256),
+            concurrency=_int(env, "AGENTBUS_CONCURRENCY", 16),
+            retry=retry,
+            queue_kind="quorum" if kind == "quorum" else "classic",
+        )
+        return cls(
+            amqp_url=env.get("AMQP_URL") or None,
+            data_dir=Path(env.get("AGENTBUS_DATA", ".agentbus")),
+            exchange=env.get("AGENTBUS_EXCHANGE", EVENTS_EXCHANGE),
+            consumer=consumer,
+        )
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise ConfigurationError(f"{name} must be at least 1, not {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be above 0, not {value}")
+    return value

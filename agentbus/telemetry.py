@@ -1,0 +1,105 @@
+"""OpenTelemetry set-up and the messaging conventions agentbus follows.
+
+Span names and attributes follow the OpenTelemetry messaging semantic
+conventions: a PRODUCER span `publish <exchange>` for each published event and a
+CONSUMER span `process <queue>` for each handled one, parented to the producer's
+context carried in the W3C `traceparent`/`tracestate` message headers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from agentbus.errors import ConfigurationError
+
+TRACER_NAME = "agentbus"
+_propagator = TraceContextTextMapPropagator()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def inject_headers(headers: MutableMapping[str, Any], context: Context | None = None) -> None:
+    """Write the current (or given) trace context into AMQP headers."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=context)
+    headers.update(carrier)
+
+
+def extract_context(headers: Mapping[str, Any], fallback_traceparent: str | None = None) -> Context:
+    """The producer's context from AMQP headers, else from the event's traceparent."""
+    carrier = {k: v for k, v in headers.items() if isinstance(v, str)}
+    if "traceparent" not in carrier and fallback_traceparent:
+        carrier["traceparent"] = fallback_traceparent
+    return _propagator.extract(carrier)
+
+
+def configure_tracing(service_name: str) -> TracerProvider | None:
+    """Install a tracer provider configured by the standard `OTEL_*` variables.
+
+    `OTEL_TRACES_EXPORTER` is a comma-separated list of `otlp`, `console` and `none`.
+    Unlike the SDK's own default, an unset variable means no exporter here, so a
+    laptop without a collector stays quiet; the OTLP exporter reads
+    `OTEL_EXPORTER_OTLP_*` itself. `OTEL_SDK_DISABLED=true` turns everything off.
+    """
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    names = [
+        name.strip().lower()
+        for name in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")
+        if name.strip()
+    ]
+    exporters = [_exporter(name) for name in names if name != "none"]
+    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    for exporter in exporters:
+        processor = (
+            SimpleSpanProcessor(exporter)
+            if isinstance(exporter, ConsoleSpanExporter)
+            else BatchSpanProcessor(exporter)
+        )
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(_propagator)
+    return provider
+
+
+def _exporter(name: str) -> SpanExporter:
+    if name == "console":
+        # stderr, so that spans never mix with the JSON a command prints.
+        return ConsoleSpanExporter(out=sys.stderr)
+    if name == "otlp":
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        if protocol != "http/protobuf":
+            raise ConfigurationError(
+                f"OTLP protocol {protocol!r} is not installed; use http/protobuf"
+            )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    raise ConfigurationError(f"unknown OTEL_TRACES_EXPORTER {name!r}: use otlp, console or none")
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if callable(shutdown):
+        shutdown()

@@ -1,0 +1,1 @@
+"""Transports: RabbitMQ and in-process, behind one port."""

@@ -1,0 +1,147 @@
+"""The transport port: the few AMQP 0-9-1 operations the runtime needs.
+
+Two adapters implement it, RabbitMQ (`rabbitmq.py`) and in-process (`memory.py`),
+and one contract test suite runs against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+HeaderValue = Any  # an AMQP field table value: str, int, bool, bytes, list, dict
+EVENTS_EXCHANGE = "agentbus.events"
+QueueKind = Literal["quorum", "classic"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What travels: a body with the properties and headers the contract names."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None = None
+    type: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, HeaderValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A durable queue and, for consumer queues, its bindings to the events exchange.
+
+    `dead_letter_to` names a queue that receives what this queue dead-letters (message
+    TTL expiry, or `delivery_limit` redeliveries exceeded on quorum queues).
+    """
+
+    name: str
+    bindings: tuple[str, ...] = ()
+    kind: QueueKind = "quorum"
+    message_ttl_ms: int | None = None
+    dead_letter_to: str | None = None
+    delivery_limit: int | None = None
+    single_active_consumer: bool = False
+    # A private queue that lives as long as the connection that declared it.
+    transient: bool = False
+
+
+class Delivery(Protocol):
+    """A message handed to a consumer, to be settled exactly once."""
+
+    @property
+    def message(self) -> Message: ...
+
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def delivery_tag(self) -> int: ...
+
+    @property
+    def redelivered(self) -> bool: ...
+
+    @property
+    def channel_key(self) -> object:
+        """Identifies the channel: delivery tags are only ordered within one."""
+        ...
+
+    async def ack(self, *, multiple: bool = False) -> None: ...
+
+    async def reject(self, *, requeue: bool) -> None: ...
+
+
+DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
+
+
+class Subscription(Protocol):
+    async def cancel(self) -> None:
+        """Stop new deliveries; what was delivered stays with the consumer to settle."""
+        ...
+
+
+class Transport(Protocol):
+    """A connection to a broker with one topic exchange for events."""
+
+    @property
+    def exchange(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None:
+        """Close cleanly: unsettled deliveries go back to their queues."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop the connection as a crash would, without settling anything."""
+        ...
+
+    async def declare(self, queues: Sequence[QueueSpec]) -> None: ...
+
+    async def publish(self, message: Message) -> None:
+        """Publish to the events exchange, confirmed; raise `Unroutable` if no queue binds."""
+        ...
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        """Publish several, pipelined; return when all are confirmed."""
+        ...
+
+    async def send_to_queue(self, queue: str, message: Message) -> None:
+        """Put a message straight into one queue (retry, dead letter, redrive)."""
+        ...
+
+    async def consume(
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int
+    ) -> Subscription: ...
+
+    async def get(self, queue: str) -> Delivery | None:
+        """Take one message without a consumer, unsettled; None when the queue is empty."""
+        ...
+
+    async def depth(self, queue: str) -> int:
+        """Messages ready in the queue; raise `KeyError` if there is no such queue."""
+        ...
+
+    async def delete_queue(self, queue: str) -> None: ...
+
+
+def describe(spec: QueueSpec) -> dict[str, Any]:
+    """AMQP queue arguments for a spec (shared by the RabbitMQ adapter and docs)."""
+    arguments: dict[str, Any] = {}
+    if spec.kind == "quorum" and not spec.transient:
+        arguments["x-queue-type"] = "quorum"
+    if spec.message_ttl_ms is not None:
+        arguments["x-message-ttl"] = spec.message_ttl_ms
+    if spec.dead_letter_to is not None:
+        arguments["x-dead-letter-exchange"] = ""
+        arguments["x-dead-letter-routing-key"] = spec.dead_letter_to
+        if spec.kind == "quorum":
+            # At-least-once dead-lettering: the broker keeps the message until the
+            # dead-letter queue has confirmed it. It requires reject-publish overflow.
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"
+    if spec.delivery_limit is not None and spec.kind == "quorum":
+        arguments["x-delivery-limit"] = spec.delivery_limit
+    if spec.single_active_consumer:
+        arguments["x-single-active-consumer"] = True
+    return arguments

@@ -1,0 +1,249 @@
+"""RabbitMQ adapter over aio-pika.
+
+A robust connection re-opens channels, re-declares what was declared through them
+and restores consumers after the broker drops the connection or restarts. One
+channel publishes (with confirms, returns raising); each consumer has its own
+channel with its own prefetch, so a slow consumer never stalls the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Sequence
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import DeliveryError, PublishError
+
+from agentbus.errors import BrokerUnavailable, Unroutable
+from agentbus.transport.base import (
+    EVENTS_EXCHANGE,
+    Delivery,
+    DeliveryHandler,
+    Message,
+    QueueSpec,
+    Subscription,
+    describe,
+)
+
+
+class _RabbitDelivery:
+    __slots__ = ("_incoming", "_message", "queue")
+
+    def __init__(self, incoming: AbstractIncomingMessage, queue: str) -> None:
+        self._incoming = incoming
+        self.queue = queue
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            incoming = self._incoming
+            self._message = Message(
+                body=incoming.body,
+                routing_key=incoming.routing_key or "",
+                message_id=incoming.message_id,
+                type=incoming.type,
+                content_type=incoming.content_type,
+                headers=dict(incoming.headers or {}),
+            )
+        return self._message
+
+    @property
+    def delivery_tag(self) -> int:
+        return self._incoming.delivery_tag or 0
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._incoming.redelivered)
+
+    @property
+    def channel_key(self) -> object:
+        return self._incoming.channel
+
+    async def ack(self, *, multiple: bool = False) -> None:
+        try:
+            await self._incoming.ack(multiple=multiple)
+        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"ack failed: {exc}") from exc
+
+    async def reject(self, *, requeue: bool) -> None:
+        try:
+            await self._incoming.reject(requeue=requeue)
+        except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"reject failed: {exc}") from exc
+
+
+class _RabbitSubscription:
+    def __init__(self, queue: AbstractQueue, tag: str, channel: AbstractChannel) -> None:
+        self._queue = queue
+        self._tag = tag
+        self._channel = channel
+
+    async def cancel(self) -> None:
+        if self._channel.is_closed:
+            return
+        # If the channel went away, the broker has stopped delivering anyway.
+        with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
+            await self._queue.cancel(self._tag)
+
+
+def _to_amqp(message: Message) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        content_type=message.content_type,
+        message_id=message.message_id,
+        type=message.type,
+        headers=dict(message.headers),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+class RabbitTransport:
+    """A robust connection to RabbitMQ; `url` is an `amqp://` or `amqps://` URL."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str = EVENTS_EXCHANGE,
+        connection_name: str = "agentbus",
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self._exchange_name = exchange
+        self._connection_name = connection_name
+        self._reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._consumer_channels: list[AbstractChannel] = []
+        self._get_channel: AbstractChannel | None = None
+
+    @property
+    def exchange(self) -> str:
+        return self._exchange_name
+
+    async def start(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self.url,
+                client_properties={"connection_name": self._connection_name},
+                reconnect_interval=self._reconnect_interval,
+            )
+        except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerUnavailable(f"cannot connect to RabbitMQ: {_safe(exc)}") from exc
+        self._publish_channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._publish_channel.declare_exchange(
+            self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+
+    def _require(self) -> tuple[AbstractRobustConnection, AbstractChannel, AbstractExchange]:
+        if self._connection is None or self._publish_channel is None or self._exchange is None:
+            raise BrokerUnavailable("the RabbitMQ transport is not started")
+        return self._connection, self._publish_channel, self._exchange
+
+    async def close(self) -> None:
+        connection = self._connection
+        self._connection = None
+        if connection is not None and not connection.is_closed:
+            await connection.close()
+
+    async def abort(self) -> None:
+        # Closing the connection is what the broker sees of a crash too: every
+        # unacked delivery on it goes back to its queue, marked redelivered.
+        await self.close()
+
+    async def declare(self, queues: Sequence[QueueSpec]) -> None:
+        _, channel, exchange = self._require()
+        for spec in queues:
+            queue = await channel.declare_queue(
+                spec.name,
+                durable=not spec.transient,
+                exclusive=spec.transient,
+                auto_delete=spec.transient,
+                arguments=describe(spec),
+            )
+            for pattern in spec.bindings:
+                await queue.bind(exchange, routing_key=pattern)
+
+    async def publish(self, message: Message) -> None:
+        _, _, exchange = self._require()
+        await self._confirmed(exchange, message, message.routing_key)
+
+    async def publish_many(self, messages: Sequence[Message]) -> None:
+        _, _, exchange = self._require()
+        await asyncio.gather(*(self._confirmed(exchange, m, m.routing_key) for m in messages))
+
+    async def send_to_queue(self, queue: str, message: Message) -> None:
+        _, channel, _ = self._require()
+        await self._confirmed(channel.default_exchange, message, queue)
+
+    async def _confirmed(self, exchange: AbstractExchange, message: Message, key: str) -> None:
+        try:
+            await exchange.publish(_to_amqp(message), routing_key=key, mandatory=True)
+        except PublishError as exc:
+            raise Unroutable(f"no queue is bound for routing key {key!r}") from exc
+        except DeliveryError as exc:
+            raise BrokerUnavailable(f"the broker refused the message for {key!r}") from exc
+        except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
+            raise BrokerUnavailable(f"publish failed: {_safe(exc)}") from exc
+
+    async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> Subscription:
+        connection, _, _ = self._require()
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        self._consumer_channels.append(channel)
+        # Declared passively through this robust channel so it is restored on reconnect.
+        amqp_queue = await channel.get_queue(queue, ensure=True)
+
+        async def on_message(incoming: AbstractIncomingMessage) -> None:
+            await handler(_RabbitDelivery(incoming, queue))
+
+        tag = await amqp_queue.consume(on_message)
+        return _RabbitSubscription(amqp_queue, tag, channel)
+
+    async def get(self, queue: str) -> Delivery | None:
+        connection, _, _ = self._require()
+        if self._get_channel is None or self._get_channel.is_closed:
+            self._get_channel = await connection.channel()
+        try:
+            amqp_queue = await self._get_channel.get_queue(queue, ensure=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            self._get_channel = None  # the broker closed the channel with the error
+            raise KeyError(queue) from exc
+        incoming = await amqp_queue.get(no_ack=False, fail=False)
+        return None if incoming is None else _RabbitDelivery(incoming, queue)
+
+    async def depth(self, queue: str) -> int:
+        connection, _, _ = self._require()
+        channel = await connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity as exc:
+            raise KeyError(queue) from exc
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        count = declared.declaration_result.message_count
+        return int(count or 0)
+
+    async def delete_queue(self, queue: str) -> None:
+        _, channel, _ = self._require()
+        await channel.queue_delete(queue)
+
+
+def _safe(exc: BaseException) -> str:
+    """An error text without credentials: URLs in it lose their user info."""
+    return re.sub(r"(amqps?://)[^@/\s]*@", r"\1***@", str(exc) or type(exc).__name__)
