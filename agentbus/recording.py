@@ -103,7 +103,7 @@ async def record(
     pattern: str = "#",
     limit: int | None = None,
     on_event: Callable[[int], None] | None = None,
-    ready: asyncio.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Write every event published on the exchange until `stop` is set or `limit` reached.
 
@@ -133,8 +133,8 @@ async def record(
             stop.set()
 
     subscription = await transport.consume(queue, on_delivery, prefetch=256)
-    if ready is not None:
-        ready.set()
+    if on_ready is not None:
+        on_ready(queue)
     try:
         await stop.wait()
     finally:

@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.tracing import SpanRecorder, install
+
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -44,3 +46,10 @@ def amqp_url() -> str:
 @pytest.fixture(scope="session")
 def database_url() -> str:
     return require_server("PostgreSQL", DATABASE_URL, 5432)
+
+
+@pytest.fixture
+def spans() -> SpanRecorder:
+    """Spans finished during the test (an in-memory exporter, installed once)."""
+    install()
+    return SpanRecorder()

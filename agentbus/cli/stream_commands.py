@@ -97,7 +97,17 @@ def record_command(
             loop.add_signal_handler(signum, stop.set)
         await transport.start()
         try:
-            return await record(transport, handle, stop=stop, pattern=pattern, limit=count)
+            return await record(
+                transport,
+                handle,
+                stop=stop,
+                pattern=pattern,
+                limit=count,
+                on_ready=lambda _: err.print(
+                    f"recording {pattern!r} on {transport.exchange}; Ctrl-C to stop",
+                    highlight=False,
+                ),
+            )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(ValueError, RuntimeError):
