@@ -27,4 +27,6 @@ def main() -> None:
         level=os.environ.get("AGENTBUS_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # aiormq logs each failed connect at ERROR; the CLI reports it once, itself.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     app()

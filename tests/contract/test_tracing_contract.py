@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -59,7 +60,7 @@ async def test_publish_process_publish_process_is_one_trace(
     assert process_order.kind is SpanKind.CONSUMER
     chain = [publish_order, process_order, publish_low, process_low]
     assert len({span.context.trace_id for span in chain}) == 1
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert child.parent is not None
         assert child.parent.span_id == parent.context.span_id
 

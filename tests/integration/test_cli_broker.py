@@ -115,7 +115,7 @@ async def test_publish_refuses_a_malformed_file_whole(
     good = EventCodec(CATALOG).encode(sample("order.created", "k", 1)).decode()
     bad.write_text(good + "\n" + '{"specversion": "1.0"}\n')
     process = await agentbus("publish", str(bad), env=env)
-    code, out, err = await finish(process)
+    code, _, err = await finish(process)
     assert code != 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
