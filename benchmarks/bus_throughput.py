@@ -135,7 +135,8 @@ async def main() -> None:
             await fill(bus, runtime_queue, args.messages, args.keys)
             runtime.append(await run_runtime(bus, runtime_queue, args.messages, args.prefetch))
             print(
-                f"round {round_ + 1}: baseline {baseline[-1]:.0f} msg/s, runtime {runtime[-1]:.0f} msg/s",
+                f"round {round_ + 1}: baseline {baseline[-1]:.0f} msg/s, "
+                f"runtime {runtime[-1]:.0f} msg/s",
                 file=sys.stderr,
             )
     finally:
