@@ -216,7 +216,11 @@ class Consumer:
 
     async def _handle(self, batch: Sequence[_Item]) -> None:
         spans = [self._start_span(item) for item in batch]
-        context = Context(self.service.name, self.service.source)
+        context = Context(
+            self.service.name,
+            self.service.source,
+            {item.event.id: span for item, span in zip(batch, spans, strict=True)},
+        )
         route = batch[0].route
         try:
             with trace.use_span(spans[0], end_on_exit=False):

@@ -8,25 +8,36 @@ import signal
 from collections.abc import Sequence
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
-from agentbus.service import Service
+from agentbus.consumer import Consumer
+from agentbus.service import Service, ServiceEnv
+from agentbus.settings import Settings
 
 
 class Host:
     """The consumers of some services sharing one bus."""
 
-    def __init__(
-        self, bus: Bus, services: Sequence[Service], settings: ConsumerSettings | None = None
-    ) -> None:
+    def __init__(self, bus: Bus, services: Sequence[Service], settings: Settings) -> None:
         self.bus = bus
-        self.consumers = [Consumer(service, bus, settings) for service in services]
+        self.settings = settings
+        self.services = list(services)
+        self.consumers = [Consumer(service, bus, settings.consumer) for service in services]
+        self._started: list[Service] = []
 
     async def start(self) -> None:
-        for consumer in self.consumers:
+        env = ServiceEnv(self.bus, self.settings)
+        for service, consumer in zip(self.services, self.consumers, strict=True):
+            self._started.append(service)
+            for hook in service.startup:
+                await hook(env)
             await consumer.start()
 
     async def stop(self) -> None:
+        """Drain every consumer first, then run the shutdown hooks (flush outboxes)."""
         await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
+        for service in reversed(self._started):
+            for hook in reversed(service.shutdown):
+                await hook()
+        self._started.clear()
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGINT or SIGTERM, then drain in-flight work and return."""

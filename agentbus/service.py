@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from agentbus.envelope import Event, derived_id, new_event
+from agentbus.telemetry import inject_headers
+
+if TYPE_CHECKING:
+    from agentbus.bus import Bus
+    from agentbus.settings import Settings
 
 
 class Context:
@@ -19,11 +26,12 @@ class Context:
     redelivered trigger produces the same ids and downstream dedup catches repeats.
     """
 
-    def __init__(self, service: str, source: str) -> None:
+    def __init__(self, service: str, source: str, spans: dict[str, Span] | None = None) -> None:
         self.service = service
         self.source = source
         self.emitted: list[Event[Any]] = []
         self._ranks: dict[tuple[str, str], int] = {}
+        self._spans = spans or {}
 
     def emit(self, data: BaseModel, *, cause: Event[Any]) -> Event[Any]:
         event_type: str = getattr(data, "event_type")  # noqa: B009 - a catalog ClassVar
@@ -35,13 +43,39 @@ class Context:
             cause=cause,
             id=derived_id(self.service, cause.id, event_type, str(rank)),
         )
+        traceparent = self._traceparent(cause)
+        if traceparent is not None:
+            # The CloudEvents tracing extension: the context the event was made in,
+            # which survives a wait in an outbox.
+            event = event.model_copy(update={"traceparent": traceparent})
         self.emitted.append(event)
         return event
+
+    def _traceparent(self, cause: Event[Any]) -> str | None:
+        span = self._spans.get(cause.id)
+        if span is None or not span.get_span_context().is_valid:
+            return None
+        carrier: dict[str, Any] = {}
+        inject_headers(carrier, trace.set_span_in_context(span))
+        value = carrier.get("traceparent")
+        return value if isinstance(value, str) else None
 
 
 Handler = Callable[[Event[Any], Context], Awaitable[None]]
 BatchHandler = Callable[[Sequence[Event[Any]], Context], Awaitable[None]]
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEnv:
+    """What a service's start-up hooks get: the bus and the settings."""
+
+    bus: Bus
+    settings: Settings
+
+
+Startup = Callable[[ServiceEnv], Awaitable[None]]
+Shutdown = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +95,8 @@ class Service:
     publishes: Sequence[str] = ()
     description: str = ""
     routes: dict[str, Route] = field(default_factory=dict)
+    startup: list[Startup] = field(default_factory=list)
+    shutdown: list[Shutdown] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.queue:
@@ -73,6 +109,16 @@ class Service:
     @property
     def source(self) -> str:
         return f"/services/{self.name}"
+
+    def on_startup(self, hook: Startup) -> Startup:
+        """Run `hook(env)` before the service consumes (open a database, say)."""
+        self.startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Shutdown) -> Shutdown:
+        """Run `hook()` after the service has stopped consuming and drained."""
+        self.shutdown.append(hook)
+        return hook
 
     def handles(self, *event_types: str) -> Callable[[H], H]:
         """Register `handler(event, ctx)` for each of the event types."""

@@ -15,6 +15,7 @@ from agentbus.transport.base import EVENTS_EXCHANGE
 @dataclass(frozen=True, slots=True)
 class Settings:
     amqp_url: str | None
+    database_url: str | None
     data_dir: Path
     exchange: str
     consumer: ConsumerSettings
@@ -38,6 +39,7 @@ class Settings:
         )
         return cls(
             amqp_url=env.get("AMQP_URL") or None,
+            database_url=env.get("DATABASE_URL") or None,
             data_dir=Path(env.get("AGENTBUS_DATA", ".agentbus")),
             exchange=env.get("AGENTBUS_EXCHANGE", EVENTS_EXCHANGE),
             consumer=consumer,

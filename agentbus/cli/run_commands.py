@@ -45,7 +45,7 @@ def run(
 
     async def go() -> None:
         bus = await open_bus(transport, app)
-        host = Host(bus, chosen, config.consumer)
+        host = Host(bus, chosen, config)
         try:
             err.print(f"running {', '.join(names)}; Ctrl-C to stop", highlight=False)
             await host.run_until_signalled()

@@ -1,0 +1,104 @@
+"""Attaching a database to a service so that it applies each event exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from agentbus.envelope import Event
+from agentbus.errors import ConfigurationError
+from agentbus.service import Context, Service, ServiceEnv
+from agentbus.store.database import Database, Transaction, open_database
+from agentbus.store.migrations import Migration
+from agentbus.store.relay import OutboxRelay
+
+Apply = Callable[[Transaction, Event[Any], Context], Awaitable[None]]
+A = TypeVar("A", bound=Apply)
+
+
+class StoreBinding:
+    """A service's database and outbox relay, opened and closed with the service.
+
+    Handlers registered with `applies` run as one batch handler: a batch of
+    deliveries is claimed in the inbox, applied and its emitted events staged in
+    the outbox, all in one transaction, then acked together. An event id already
+    in the inbox is skipped, so redeliveries and duplicates change nothing.
+    """
+
+    def __init__(
+        self, service: Service, migrations: Sequence[Migration] = (), *, max_batch: int = 128
+    ) -> None:
+        self.service = service
+        self.migrations = tuple(migrations)
+        self.max_batch = max_batch
+        self._database: Database | None = None
+        self._relay: OutboxRelay | None = None
+        self._appliers: dict[str, Apply] = {}
+        service.on_startup(self._open)
+        service.on_shutdown(self._close)
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            raise ConfigurationError(f"{self.service.name}: the database is not open")
+        return self._database
+
+    @property
+    def relay(self) -> OutboxRelay:
+        if self._relay is None:
+            raise ConfigurationError(f"{self.service.name}: the relay is not running")
+        return self._relay
+
+    def applies(self, *event_types: str) -> Callable[[A], A]:
+        """Register `apply(tx, event, ctx)` for event types, inside the service's transaction."""
+
+        def decorate(apply: A) -> A:
+            for event_type in event_types:
+                self._appliers[event_type] = apply
+            self.service.handles_batch(*event_types, max_batch=self.max_batch)(self._handle)
+            return apply
+
+        return decorate
+
+    async def attach(self, database: Database, relay: OutboxRelay | None) -> None:
+        """Use an already open database (tests, the demo) instead of opening one."""
+        await database.migrate(self.migrations)
+        self._database = database
+        self._relay = relay
+
+    async def _open(self, env: ServiceEnv) -> None:
+        if self._database is not None:
+            return
+        database = open_database(
+            self.service.name,
+            env.bus.codec,
+            url=env.settings.database_url,
+            data_dir=env.settings.data_dir,
+        )
+        await database.migrate(self.migrations)
+        relay = OutboxRelay(database, env.bus)
+        await relay.start()
+        self._database = database
+        self._relay = relay
+
+    async def _close(self) -> None:
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
+        if self._database is not None:
+            await self._database.close()
+            self._database = None
+
+    async def _handle(self, events: Sequence[Event[Any]], ctx: Context) -> None:
+        database = self.database
+        async with database.transaction() as tx:
+            fresh = await tx.claim(self.service.name, [event.id for event in events])
+            for event in events:
+                if event.id in fresh:
+                    fresh.discard(event.id)  # a second copy within the batch is a duplicate
+                    await self._appliers[event.type](tx, event, ctx)
+            await tx.stage(ctx.emitted)
+        # They leave through the outbox, not straight from the runtime.
+        ctx.emitted.clear()
+        if self._relay is not None:
+            self._relay.wake()

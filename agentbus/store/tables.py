@@ -1,0 +1,48 @@
+"""The platform's own tables: the inbox (applied event ids) and the outbox."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+inbox = sa.Table(
+    "agentbus_inbox",
+    metadata,
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(256), primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+outbox = sa.Table(
+    "agentbus_outbox",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("event_id", sa.String(256), nullable=False, unique=True),
+    sa.Column("type", sa.String(512), nullable=False),
+    sa.Column("subject", sa.String(512), nullable=True),
+    sa.Column("body", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+sa.Index(
+    "agentbus_outbox_unpublished",
+    outbox.c.seq,
+    postgresql_where=outbox.c.published_at.is_(None),
+    sqlite_where=outbox.c.published_at.is_(None),
+)
+
+migrations_table = sa.Table(
+    "agentbus_migrations",
+    metadata,
+    sa.Column("component", sa.String(100), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("description", sa.String(500), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)

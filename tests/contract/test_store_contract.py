@@ -1,0 +1,188 @@
+"""Exactly-once effects through inbox and outbox, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from agentbus.bus import Bus
+from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.envelope import Event, EventCodec
+from agentbus.errors import PermanentError
+from agentbus.service import Context, Service
+from agentbus.store import (
+    Database,
+    Migration,
+    OutboxRelay,
+    StoreBinding,
+    Transaction,
+    open_database,
+)
+from agentbus.store.migrations import create_tables
+from agentbus.transport.base import Delivery, QueueSpec
+from agentbus.transport.memory import InMemoryBroker
+from tests.contract.catalog import CATALOG, MODELS, sample
+from tests.contract.harness import MemoryHarness, eventually
+
+pytestmark = pytest.mark.postgres
+
+metadata = sa.MetaData()
+totals = sa.Table(
+    "totals",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("sum", sa.Integer, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+MIGRATIONS = [Migration("summer", 1, "totals", create_tables(totals))]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    codec = EventCodec(CATALOG)
+    if request.param == "sqlite":
+        db = open_database("summer", codec, url=None, data_dir=tmp_path)
+    else:
+        url = request.getfixturevalue("database_url")
+        db = open_database(f"summer_{uuid.uuid4().hex[:8]}", codec, url=url, data_dir=tmp_path)
+    try:
+        yield db
+    finally:
+        if db.schema is not None:
+            async with db.engine.begin() as connection:
+                await connection.execute(sa.text(f'DROP SCHEMA "{db.schema}" CASCADE'))
+        await db.close()
+
+
+def summer(binding_holder: list[StoreBinding]) -> Service:
+    service = Service("summer", publishes=("inventory.low",))
+    store = StoreBinding(service, MIGRATIONS)
+    binding_holder.append(store)
+
+    @store.applies("order.created")
+    async def add(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        if event.data.key == "poison":
+            raise PermanentError("poison", code="poison")
+        upsert = tx.insert(totals).values(key=event.data.key, sum=event.data.seq, count=1)
+        await tx.connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[totals.c.key],
+                set_={"sum": totals.c.sum + event.data.seq, "count": totals.c.count + 1},
+            )
+        )
+        ctx.emit(MODELS["inventory.low"](key=event.data.key, seq=event.data.seq), cause=event)
+
+    return service
+
+
+async def read_totals(db: Database) -> dict[str, tuple[int, int]]:
+    async with db.connect() as connection:
+        rows = await connection.execute(sa.select(totals))
+        return {row.key: (row.sum, row.count) for row in rows}
+
+
+async def test_duplicates_and_redeliveries_apply_once_and_emit_once(database: Database) -> None:
+    harness = MemoryHarness()
+    transport = harness.connect()
+    await transport.start()
+    bus = Bus(transport, EventCodec(CATALOG))
+    holder: list[StoreBinding] = []
+    service = summer(holder)
+    relay = OutboxRelay(database, bus)
+    await holder[0].attach(database, relay)
+    await transport.declare([QueueSpec("downstream", bindings=("inventory.low",))])
+    consumer = Consumer(service, bus, ConsumerSettings(concurrency=4))
+    await consumer.start()
+
+    events = [sample("order.created", f"k{n % 5}", n) for n in range(100)]
+    duplicated = events + events[::3] + events[:10]
+    await bus.publish_many(duplicated)
+    await eventually(lambda: consumer.stats.processed == len(duplicated), harness)
+    while await relay.pump():
+        pass
+    await consumer.stop()
+
+    expected: dict[str, tuple[int, int]] = {}
+    for event in events:
+        total, count = expected.get(event.data.key, (0, 0))
+        expected[event.data.key] = (total + event.data.seq, count + 1)
+    assert await read_totals(database) == expected
+    assert relay.published == len(events)
+    assert await transport.depth("downstream") == len(events)
+
+
+async def test_poison_in_a_batch_is_dead_lettered_and_the_rest_commits(database: Database) -> None:
+    harness = MemoryHarness()
+    transport = harness.connect()
+    await transport.start()
+    bus = Bus(transport, EventCodec(CATALOG))
+    holder: list[StoreBinding] = []
+    service = summer(holder)
+    await holder[0].attach(database, OutboxRelay(database, bus))
+    consumer = Consumer(service, bus, ConsumerSettings(concurrency=1))
+    await transport.declare(consumer.topology())
+    events = [sample("order.created", "poison" if n == 5 else "good", n) for n in range(20)]
+    await bus.publish_many(events)
+    await consumer.start()
+    await eventually(lambda: consumer.stats.processed == 19, harness)
+    await consumer.stop()
+    assert consumer.stats.dead_lettered == 1
+    assert await read_totals(database) == {"good": (sum(range(20)) - 5, 19)}
+
+
+async def test_relay_that_dies_before_marking_republishes_the_same_ids(database: Database) -> None:
+    broker = InMemoryBroker()
+    transport = broker.connect()
+    await transport.start()
+    bus = Bus(transport, EventCodec(CATALOG))
+    await database.migrate(MIGRATIONS)
+    await transport.declare([QueueSpec("sink", bindings=("#",))])
+    staged = [sample("inventory.low", "sku", n) for n in range(5)]
+    async with database.transaction() as tx:
+        await tx.stage(staged)
+
+    class DiesAfterPublish(Exception):
+        pass
+
+    relay = OutboxRelay(database, bus)
+    original = transport.publish_many
+
+    async def publish_then_die(messages: Any) -> None:
+        await original(messages)
+        raise DiesAfterPublish
+
+    transport.publish_many = publish_then_die  # type: ignore[method-assign]
+    with pytest.raises(DiesAfterPublish):
+        await relay.pump()
+    transport.publish_many = original  # type: ignore[method-assign]
+    assert await relay.pump() == 5
+    assert await relay.pump() == 0
+
+    ids: list[str] = []
+    while (delivery := await transport.get("sink")) is not None:
+        ids.append(await _id(delivery))
+    assert ids == [e.id for e in staged] * 2, "same ids, same order, twice"
+
+
+async def _id(delivery: Delivery) -> str:
+    await delivery.ack()
+    assert delivery.message.message_id is not None
+    return delivery.message.message_id
+
+
+async def test_migrations_are_versioned_and_rerunnable(database: Database) -> None:
+    first = await database.migrate(MIGRATIONS)
+    assert [(m.component, m.version) for m in first] == [("agentbus", 1), ("summer", 1)]
+    assert await database.migrate(MIGRATIONS) == []
+    extra = sa.Table("extra", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    upgraded = await database.migrate(
+        [*MIGRATIONS, Migration("summer", 2, "extra", create_tables(extra))]
+    )
+    assert [(m.component, m.version) for m in upgraded] == [("summer", 2)]
+    with pytest.raises(ValueError, match="numbered"):
+        await database.migrate([Migration("summer", 3, "gap", create_tables())])
