@@ -1,0 +1,110 @@
+"""The payments service: a simulated, deterministic gateway.
+
+An order's total (sum of quantity x unit price) above the limit fails with
+`limit_exceeded`; anything else is authorized. Payment is asked for once the
+stock is reserved.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentbus.envelope import Event
+from agentbus.errors import ConfigurationError, TransientError
+from agentbus.service import Context, Service
+from agentbus.store import Migration, StoreBinding, Transaction
+from agentbus.store.migrations import create_tables
+from events import InventoryReserved, OrderCreated, PaymentAuthorized, PaymentFailed
+
+NAME = "payments"
+DEFAULT_LIMIT = Decimal("5000.00")
+CENT = Decimal("0.01")
+
+metadata = sa.MetaData()
+amounts = sa.Table(
+    "order_amounts",
+    metadata,
+    sa.Column("order_id", sa.String(200), primary_key=True),
+    sa.Column("amount", sa.Numeric(14, 2), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=True),
+)
+MIGRATIONS = (Migration(NAME, 1, "order amounts and outcomes", create_tables(amounts)),)
+
+
+def order_total(lines: list[tuple[int, Decimal]]) -> Decimal:
+    return sum((Decimal(quantity) * price for quantity, price in lines), Decimal(0)).quantize(CENT)
+
+
+def limit_from_env() -> Decimal:
+    raw = os.environ.get("PAYMENT_LIMIT")
+    if not raw:
+        return DEFAULT_LIMIT
+    try:
+        limit = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigurationError(f"PAYMENT_LIMIT must be a decimal amount, not {raw!r}") from None
+    if limit < 0:
+        raise ConfigurationError("PAYMENT_LIMIT must not be negative")
+    return limit
+
+
+def build(limit: Decimal | None = None) -> Service:
+    cap = limit_from_env() if limit is None else limit
+    service = Service(
+        NAME,
+        description=f"Simulated gateway: totals above {cap} fail with limit_exceeded.",
+        publishes=("payment.authorized", "payment.failed"),
+    )
+    store = StoreBinding(service, MIGRATIONS)
+
+    @store.applies("order.created")
+    async def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        data: OrderCreated = event.data
+        total = order_total([(line.quantity, line.unit_price) for line in data.lines])
+        await tx.connection.execute(
+            tx.insert(amounts)
+            .values(order_id=data.order_id, amount=total, currency=data.currency)
+            .on_conflict_do_nothing(index_elements=[amounts.c.order_id])
+        )
+
+    @store.applies("inventory.reserved")
+    async def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        data: InventoryReserved = event.data
+        row = (
+            await tx.connection.execute(
+                sa.select(amounts).where(amounts.c.order_id == data.order_id)
+            )
+        ).first()
+        if row is None:
+            # A retry overtook its order: wait for order.created to arrive.
+            raise TransientError(f"order {data.order_id} not seen yet", code="order_unknown")
+        if row.outcome is not None:
+            return  # one payment per order
+        amount = Decimal(row.amount).quantize(CENT)
+        if amount > cap:
+            outcome = "failed"
+            ctx.emit(
+                PaymentFailed(
+                    order_id=data.order_id,
+                    amount=amount,
+                    currency=row.currency,
+                    reason="limit_exceeded",
+                ),
+                cause=event,
+            )
+        else:
+            outcome = "authorized"
+            ctx.emit(
+                PaymentAuthorized(order_id=data.order_id, amount=amount, currency=row.currency),
+                cause=event,
+            )
+        await tx.connection.execute(
+            sa.update(amounts).where(amounts.c.order_id == data.order_id).values(outcome=outcome)
+        )
+
+    return service

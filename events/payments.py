@@ -1,0 +1,25 @@
+"""Payment outcomes."""
+
+from __future__ import annotations
+
+from events.base import EventData
+from events.types import Currency, Id, Money, ShortText
+
+
+class PaymentAuthorized(EventData):
+    event_type = "payment.authorized"
+    subject_field = "order_id"
+
+    order_id: Id
+    amount: Money
+    currency: Currency
+
+
+class PaymentFailed(EventData):
+    event_type = "payment.failed"
+    subject_field = "order_id"
+
+    order_id: Id
+    amount: Money
+    currency: Currency
+    reason: ShortText

@@ -1,0 +1,59 @@
+"""Restock suggestions, their review, and purchase orders."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from events.base import EventData
+from events.types import Confidence, Id, LongText, Name, Quantity, ShortText, Sku, Urgency
+
+
+class RestockRecommended(EventData):
+    event_type = "restock.recommended"
+    subject_field = "sku"
+
+    recommendation_id: Id
+    sku: Sku
+    quantity: Quantity
+    urgency: Urgency
+    rationale: LongText
+    evidence: Annotated[list[Id], Field(max_length=200)]
+    confidence: Confidence
+    agent: Name
+    model: Name
+    prompt_version: Name
+    trigger_event_id: Id
+
+
+class RestockApproved(EventData):
+    event_type = "restock.approved"
+    subject_field = "sku"
+
+    recommendation_id: Id
+    sku: Sku
+    quantity: Quantity
+    reviewer: Name
+    note: ShortText
+
+
+class RestockRejected(EventData):
+    event_type = "restock.rejected"
+    subject_field = "sku"
+
+    recommendation_id: Id
+    sku: Sku
+    reviewer: Name
+    reason: ShortText
+
+
+class PurchaseOrderCreated(EventData):
+    event_type = "purchase_order.created"
+    subject_field = "sku"
+
+    purchase_order_id: Id
+    sku: Sku
+    quantity: Quantity
+    supplier: Name
+    recommendation_id: Id

@@ -1,0 +1,31 @@
+"""Substitutes for what is out of stock."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from events.base import EventData, Part
+from events.types import Count, Id, LongText, Name, Score, Sku
+
+
+class Substitute(Part):
+    sku: Sku
+    name: Name
+    score: Score
+    available: Count
+
+
+class SubstituteSuggested(EventData):
+    event_type = "substitute.suggested"
+    subject_field = "order_id"
+
+    suggestion_id: Id
+    order_id: Id
+    sku: Sku
+    substitutes: Annotated[list[Substitute], Field(max_length=50)]
+    message: LongText
+    agent: Name
+    model: Name
+    trigger_event_id: Id
