@@ -12,8 +12,10 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentbus.errors import ConfigurationError
 from agentbus.service import Service
@@ -35,11 +37,21 @@ DemoRunner = Callable[[DemoOptions], Awaitable[int]]
 
 
 @dataclass(frozen=True)
+class StateView:
+    """A read of one service's database for `agentbus state NAME`."""
+
+    service: str
+    read: Callable[[AsyncConnection], Awaitable[Any]]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Application:
     name: str
     catalog: Mapping[str, type[BaseModel]]
     services: Mapping[str, ServiceFactory] = field(default_factory=dict)
     demo: DemoRunner | None = None
+    states: Mapping[str, StateView] = field(default_factory=dict)
 
     def service(self, name: str) -> Service:
         factory = self.services.get(name)

@@ -118,7 +118,10 @@ class Consumer:
         self.settings = settings or ConsumerSettings()
         self.stats = ConsumerStats()
         self._acks = AckBatcher(linger=self.settings.ack_linger, spill=self.settings.prefetch // 2)
-        self._lanes = [_Lane() for _ in range(max(1, self.settings.concurrency))]
+        lanes = self.settings.concurrency
+        if service.max_concurrency is not None:
+            lanes = min(lanes, service.max_concurrency)
+        self._lanes = [_Lane() for _ in range(max(1, lanes))]
         self._subscription: Subscription | None = None
         self._idle = asyncio.Event()
         self._idle.set()

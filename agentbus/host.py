@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentbus.bus import Bus
 from agentbus.consumer import Consumer
+from agentbus.retry import dead_letter_queue
 from agentbus.service import Service, ServiceEnv
 from agentbus.settings import Settings
 
@@ -39,7 +40,34 @@ class Host:
                 await hook()
         self._started.clear()
 
-    async def run_until_signalled(self) -> None:
+    async def idle(self) -> bool:
+        """Nothing in flight, nothing queued (retries included), no outbox backlog."""
+        for consumer in self.consumers:
+            if consumer.in_flight:
+                return False
+            for spec in consumer.topology():
+                dead = spec.name == dead_letter_queue(consumer.queue)
+                if not dead and await self.bus.transport.depth(spec.name):
+                    return False
+        for service in self.services:
+            for check in service.idle_checks:
+                if not await check():
+                    return False
+        return True
+
+    async def settle(
+        self, *, interval: float = 0.05, stable: int = 3, timeout: float = 300
+    ) -> None:
+        """Wait until the system has been idle for `stable` looks in a row."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        calm = 0
+        while calm < stable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"not idle after {timeout}s")
+            calm = calm + 1 if await self.idle() else 0
+            await asyncio.sleep(interval)
+
+    async def run_until_signalled(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT or SIGTERM, then drain in-flight work and return."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -47,6 +75,8 @@ class Host:
             loop.add_signal_handler(signum, stop.set)
         try:
             await self.start()
+            if on_started is not None:
+                on_started()
             await stop.wait()
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):

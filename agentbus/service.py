@@ -94,9 +94,15 @@ class Service:
     queue: str = ""
     publishes: Sequence[str] = ()
     description: str = ""
+    # Caps the lanes of the consumer. 1 keeps the queue's delivery order across
+    # subjects too, for a service whose decisions depend on events of several
+    # subjects (an order reserves stock of several SKUs).
+    max_concurrency: int | None = None
     routes: dict[str, Route] = field(default_factory=dict)
     startup: list[Startup] = field(default_factory=list)
     shutdown: list[Shutdown] = field(default_factory=list)
+    # Each says whether the service has work of its own left (an outbox backlog).
+    idle_checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.queue:

@@ -7,7 +7,13 @@ import os
 
 import typer
 
-from agentbus.cli import catalog_commands, dlq_commands, run_commands, stream_commands
+from agentbus.cli import (
+    catalog_commands,
+    dlq_commands,
+    run_commands,
+    state_commands,
+    stream_commands,
+)
 
 app = typer.Typer(
     name="agentbus",
@@ -19,6 +25,7 @@ app = typer.Typer(
 run_commands.register(app)
 stream_commands.register(app)
 catalog_commands.register(app)
+state_commands.register(app)
 app.add_typer(dlq_commands.app, name="dlq")
 
 

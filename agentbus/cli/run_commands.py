@@ -47,8 +47,9 @@ def run(
         bus = await open_bus(transport, app)
         host = Host(bus, chosen, config)
         try:
-            err.print(f"running {', '.join(names)}; Ctrl-C to stop", highlight=False)
-            await host.run_until_signalled()
+            await host.run_until_signalled(
+                lambda: err.print(f"running {', '.join(names)}; Ctrl-C to stop", highlight=False)
+            )
         finally:
             await transport.close()
             shutdown_tracing()

@@ -34,8 +34,10 @@ class StoreBinding:
         self._database: Database | None = None
         self._relay: OutboxRelay | None = None
         self._appliers: dict[str, Apply] = {}
+        self._after_commit: list[Callable[[], None]] = []
         service.on_startup(self._open)
         service.on_shutdown(self._close)
+        service.idle_checks.append(self._relay_idle)
 
     @property
     def database(self) -> Database:
@@ -48,6 +50,10 @@ class StoreBinding:
         if self._relay is None:
             raise ConfigurationError(f"{self.service.name}: the relay is not running")
         return self._relay
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Call `hook()` after each committed batch (wake a sender, say)."""
+        self._after_commit.append(hook)
 
     def applies(self, *event_types: str) -> Callable[[A], A]:
         """Register `apply(tx, event, ctx)` for event types, inside the service's transaction."""
@@ -81,6 +87,9 @@ class StoreBinding:
         self._database = database
         self._relay = relay
 
+    async def _relay_idle(self) -> bool:
+        return self._relay is None or await self._relay.backlog() == 0
+
     async def _close(self) -> None:
         if self._relay is not None:
             await self._relay.stop()
@@ -102,3 +111,5 @@ class StoreBinding:
         ctx.emitted.clear()
         if self._relay is not None:
             self._relay.wake()
+        for hook in self._after_commit:
+            hook()

@@ -79,6 +79,17 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.idle_poll)
 
+    async def backlog(self) -> int:
+        """Rows committed but not yet confirmed by the broker."""
+        outbox = tables.outbox
+        async with self.database.connect() as connection:
+            count = await connection.scalar(
+                sa.select(sa.func.count())
+                .select_from(outbox)
+                .where(outbox.c.published_at.is_(None))
+            )
+        return int(count or 0)
+
     async def pump(self) -> int:
         """Publish one batch of unpublished rows; return how many."""
         outbox = tables.outbox

@@ -33,6 +33,9 @@ def build() -> Service:
     service = Service(
         NAME,
         description="Stock per SKU, all-or-nothing reservations, low-stock signals.",
+        # Reservations read stock of several SKUs: apply in the queue's order, in
+        # batches, so that outcomes follow the order events were published in.
+        max_concurrency=1,
         publishes=(
             "inventory.reserved",
             "inventory.reservation_failed",
@@ -243,3 +246,19 @@ async def reserved_lines(tx: Transaction, order_id: str) -> list[tuple[str, int]
         .order_by(reservation_lines.c.sku)
     )
     return [(row.sku, row.quantity) for row in rows]
+
+
+async def read_state(connection: Any) -> dict[str, dict[str, int]]:
+    """`agentbus state inventory`: {sku: {on_hand, reserved, available}} for every known SKU."""
+    known = sa.union(sa.select(products.c.sku), sa.select(stock.c.sku)).subquery()
+    rows = await connection.execute(
+        sa.select(known.c.sku, stock.c.on_hand, stock.c.reserved)
+        .select_from(known.outerjoin(stock, stock.c.sku == known.c.sku))
+        .order_by(known.c.sku)
+    )
+    state: dict[str, dict[str, int]] = {}
+    for row in rows:
+        on_hand = row.on_hand or 0
+        reserved = row.reserved or 0
+        state[row.sku] = {"on_hand": on_hand, "reserved": reserved, "available": on_hand - reserved}
+    return state

@@ -1,0 +1,138 @@
+"""`agentbus demo`: the shop in one process, on embedded defaults, with a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from agentbus.app import DemoOptions
+from agentbus.bus import Bus
+from agentbus.envelope import EventCodec
+from agentbus.host import Host
+from agentbus.store import open_database
+from agentbus.transport.base import Delivery, QueueSpec, Transport
+from agentbus.transport.memory import InMemoryBroker
+from agentbus.transport.rabbitmq import RabbitTransport
+from consumers import inventory, notifications, orders, payments
+from evals.simulator import ShopSimulation
+from events import CATALOG
+
+OBSERVER = "demo.observer"
+
+
+async def run_demo(options: DemoOptions) -> int:
+    console = Console(stderr=options.as_json)
+    data_dir = options.settings.data_dir / "demo"
+    shutil.rmtree(data_dir, ignore_errors=True)  # the demo's own folder: a fresh shop each run
+    settings = replace(options.settings, data_dir=data_dir, database_url=None)
+    transport: Transport = (
+        RabbitTransport(options.amqp_url, exchange=settings.exchange, connection_name="demo")
+        if options.amqp_url
+        else InMemoryBroker(exchange=settings.exchange).connect()
+    )
+    await transport.start()
+    codec = EventCodec(CATALOG)
+    bus = Bus(transport, codec)
+    seen: Counter[str] = Counter()
+    await transport.declare([QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True)])
+
+    async def observe(delivery: Delivery) -> None:
+        seen[delivery.message.type or "?"] += 1
+        await delivery.ack()
+
+    await transport.consume(OBSERVER, observe, prefetch=256)
+    services = [inventory.build(), orders.build(), payments.build(), notifications.build()]
+    host = Host(bus, services, settings)
+    simulation = ShopSimulation()
+    events = list(simulation.events())
+    started = time.perf_counter()
+    await host.start()
+    try:
+        with Live(_status(seen, 0, len(events), host), console=console, transient=True) as live:
+            for start in range(0, len(events), 20):
+                await bus.publish_many(events[start : start + 20])
+                await asyncio.sleep(0.01)  # a shop's pace, so the status has something to show
+                live.update(_status(seen, start + 20, len(events), host))
+            waiting = host.settle(timeout=120)
+            task = asyncio.ensure_future(waiting)
+            while not task.done():
+                live.update(_status(seen, len(events), len(events), host))
+                await asyncio.sleep(0.1)
+            await task
+    finally:
+        await host.stop()
+        await transport.close()
+    elapsed = time.perf_counter() - started
+    summary = await _summary(settings, codec, seen, elapsed, len(events))
+    if options.as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    else:
+        _print_summary(console, summary, data_dir)
+    return 0
+
+
+def _status(seen: Counter[str], published: int, total: int, host: Host) -> Table:
+    table = Table(title=f"agentbus demo: {min(published, total)}/{total} input events published")
+    table.add_column("event type")
+    table.add_column("seen on the bus", justify="right")
+    for event_type, count in sorted(seen.items()):
+        table.add_row(event_type, str(count))
+    in_flight = sum(consumer.in_flight for consumer in host.consumers)
+    table.caption = f"in flight: {in_flight}"
+    return table
+
+
+async def _summary(
+    settings: Any, codec: EventCodec, seen: Counter[str], elapsed: float, inputs: int
+) -> dict[str, Any]:
+    async def read(service: str, reader: Any) -> Any:
+        database = open_database(service, codec, url=None, data_dir=settings.data_dir)
+        try:
+            async with database.connect() as connection:
+                return await reader(connection)
+        finally:
+            await database.close()
+
+    stock = await read("inventory", inventory.read_state)
+    order_state = await read("orders", orders.read_state)
+    outcomes = Counter(
+        f"{row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
+        for row in order_state.values()
+    )
+    return {
+        "input_events": inputs,
+        "events_on_bus": dict(sorted(seen.items())),
+        "orders": dict(sorted(outcomes.items())),
+        "inventory": stock,
+        "low_stock_events": seen.get("inventory.low", 0),
+        "emails_queued": seen.get("order.confirmed", 0) + seen.get("order.rejected", 0),
+        "seconds": round(elapsed, 2),
+    }
+
+
+def _print_summary(console: Console, summary: dict[str, Any], data_dir: Any) -> None:
+    outcomes = Table("outcome", "orders", title="Orders")
+    for outcome, count in summary["orders"].items():
+        outcomes.add_row(outcome, str(count))
+    stock = Table("sku", "on hand", "reserved", "available", title="Stock")
+    for sku, row in summary["inventory"].items():
+        stock.add_row(sku, str(row["on_hand"]), str(row["reserved"]), str(row["available"]))
+    flow = Table("event type", "count", title="Events on the bus")
+    for event_type, count in summary["events_on_bus"].items():
+        flow.add_row(event_type, str(count))
+    console.print(Group(outcomes, stock, flow))
+    console.print(
+        f"{summary['input_events']} input events, {summary['low_stock_events']} low-stock "
+        f"signals, in {summary['seconds']}s. State is kept in {data_dir}: try "
+        f"AGENTBUS_DATA={data_dir} agentbus state inventory"
+    )

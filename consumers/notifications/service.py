@@ -1,0 +1,212 @@
+"""The notifications service: emails for order outcomes and for every suggestion.
+
+Applying an event writes its email into the service's own table, keyed by the
+event id, in the transaction that claims the event in the inbox: a redelivered
+event is skipped there and adds nothing. A sender then sends what is unsent and
+marks it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentbus.envelope import Event
+from agentbus.errors import AgentbusError
+from agentbus.service import Context, Service, ServiceEnv
+from agentbus.store import Migration, StoreBinding, Transaction
+from agentbus.store.migrations import create_tables
+from consumers.notifications.mailer import Email, FolderMailer, Mailer, SmtpMailer
+
+NAME = "notifications"
+SUGGESTIONS = ("restock.recommended", "substitute.suggested")
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+emails = sa.Table(
+    "emails",
+    metadata,
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("subject", sa.String(500), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+)
+order_customers = sa.Table(
+    "order_customers",
+    metadata,
+    sa.Column("order_id", sa.String(200), primary_key=True),
+    sa.Column("customer_id", sa.String(200), nullable=False),
+)
+MIGRATIONS = (
+    Migration(
+        NAME, 1, "emails to send, customers of orders", create_tables(emails, order_customers)
+    ),
+)
+
+
+def customer_address(customer_id: str) -> str:
+    template = os.environ.get("CUSTOMER_EMAIL_TEMPLATE", "{customer_id}@customers.invalid")
+    return template.format(customer_id=customer_id)
+
+
+def reviewers_address() -> str:
+    return os.environ.get("REVIEWERS_EMAIL", "reviewers@shop.invalid")
+
+
+def mailer_from_env(data_dir: Path) -> Mailer:
+    sender = os.environ.get("MAIL_FROM", "agentbus@shop.invalid")
+    url = os.environ.get("SMTP_URL")
+    if url:
+        return SmtpMailer(url, sender)
+    return FolderMailer(data_dir / "mail", sender)
+
+
+def build(mailer: Mailer | None = None) -> Service:
+    service = Service(
+        NAME, description="Emails customers about order outcomes and reviewers about suggestions."
+    )
+    store = StoreBinding(service, MIGRATIONS)
+    sender = Sender(store, mailer)
+    store.after_commit(sender.wake)
+    service.on_startup(sender.start)
+    service.on_shutdown(sender.stop)
+
+    @store.applies("order.created")
+    async def order_created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        await tx.connection.execute(
+            tx.insert(order_customers)
+            .values(order_id=event.data.order_id, customer_id=event.data.customer_id)
+            .on_conflict_do_nothing(index_elements=[order_customers.c.order_id])
+        )
+
+    @store.applies("order.confirmed", "order.rejected")
+    async def order_outcome(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        order_id = event.data.order_id
+        row = (
+            await tx.connection.execute(
+                sa.select(order_customers.c.customer_id).where(
+                    order_customers.c.order_id == order_id
+                )
+            )
+        ).first()
+        if row is None:
+            return  # cancelled before it was placed: no customer to write to
+        if event.type == "order.confirmed":
+            subject = f"Your order {order_id} is confirmed"
+            body = f"Thank you. Order {order_id} is confirmed and will be shipped."
+        else:
+            subject = f"Your order {order_id} could not be completed"
+            body = f"Order {order_id} was not completed (reason: {event.data.reason})."
+        await queue_email(tx, Email(event.id, customer_address(row.customer_id), subject, body))
+
+    @store.applies(*SUGGESTIONS)
+    async def suggestion(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        await queue_email(tx, suggestion_email(event))
+
+    return service
+
+
+def suggestion_email(event: Event[Any]) -> Email:
+    data = event.data
+    if event.type == "restock.recommended":
+        subject = f"Restock suggested: {data.quantity} x {data.sku} ({data.urgency})"
+        body = (
+            f"{data.agent} suggests ordering {data.quantity} of {data.sku}.\n"
+            f"Urgency: {data.urgency}; confidence {data.confidence:.2f}.\n\n"
+            f"Rationale (written by a model; check it):\n{data.rationale}\n\n"
+            f"Recommendation {data.recommendation_id}."
+        )
+    else:
+        names = ", ".join(s.sku for s in data.substitutes) or "none"
+        subject = f"Substitutes suggested for {data.sku} in order {data.order_id}"
+        body = f"{data.agent} suggests: {names}.\n\n{data.message}"
+    return Email(event.id, reviewers_address(), subject, body)
+
+
+async def queue_email(tx: Transaction, email: Email) -> None:
+    await tx.connection.execute(
+        tx.insert(emails)
+        .values(
+            key=email.key,
+            recipient=email.to,
+            subject=email.subject,
+            body=email.body,
+            created_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=[emails.c.key])
+    )
+
+
+class Sender:
+    """Sends unsent emails in the order they were queued; retries later on failure."""
+
+    def __init__(self, store: StoreBinding, mailer: Mailer | None, *, poll: float = 2.0) -> None:
+        self.store = store
+        self.mailer = mailer
+        self.poll = poll
+        self.sent = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self, env: ServiceEnv) -> None:
+        if self.mailer is None:
+            self.mailer = mailer_from_env(env.settings.data_dir)
+        self._stopping = False
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.send_pending()
+            except (AgentbusError, OSError, sa.exc.SQLAlchemyError) as exc:
+                log.warning("notifications: %s; retrying later", exc)
+            if self._stopping:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll)
+
+    async def send_pending(self, limit: int = 100) -> int:
+        assert self.mailer is not None
+        database = self.store.database
+        async with database.connect() as connection:
+            rows = (
+                await connection.execute(
+                    sa.select(emails)
+                    .where(emails.c.sent_at.is_(None))
+                    .order_by(emails.c.created_at, emails.c.key)
+                    .limit(limit)
+                )
+            ).all()
+        count = 0
+        for row in rows:
+            await self.mailer.send(Email(row.key, row.recipient, row.subject, row.body))
+            async with database.transaction() as tx:
+                await tx.connection.execute(
+                    sa.update(emails)
+                    .where(emails.c.key == row.key)
+                    .values(sent_at=datetime.now(UTC))
+                )
+            count += 1
+        self.sent += count
+        return count
