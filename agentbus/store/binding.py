@@ -13,7 +13,9 @@ from agentbus.store.migrations import Migration
 from agentbus.store.relay import OutboxRelay
 
 Apply = Callable[[Transaction, Event[Any], Context], Awaitable[None]]
+ApplyBatch = Callable[[Transaction, Sequence[Event[Any]], Context], Awaitable[None]]
 A = TypeVar("A", bound=Apply)
+B = TypeVar("B", bound=ApplyBatch)
 
 
 class StoreBinding:
@@ -34,6 +36,7 @@ class StoreBinding:
         self._database: Database | None = None
         self._relay: OutboxRelay | None = None
         self._appliers: dict[str, Apply] = {}
+        self._batch_appliers: dict[str, ApplyBatch] = {}
         self._after_commit: list[Callable[[], None]] = []
         service.on_startup(self._open)
         service.on_shutdown(self._close)
@@ -61,6 +64,21 @@ class StoreBinding:
         def decorate(apply: A) -> A:
             for event_type in event_types:
                 self._appliers[event_type] = apply
+            self.service.handles_batch(*event_types, max_batch=self.max_batch)(self._handle)
+            return apply
+
+        return decorate
+
+    def applies_batch(self, *event_types: str) -> Callable[[B], B]:
+        """Register `apply(tx, events, ctx)`: the batch's new events, in delivery order.
+
+        For services that load what a batch touches in a few queries, change it in
+        memory and save it in a few more.
+        """
+
+        def decorate(apply: B) -> B:
+            for event_type in event_types:
+                self._batch_appliers[event_type] = apply
             self.service.handles_batch(*event_types, max_batch=self.max_batch)(self._handle)
             return apply
 
@@ -102,10 +120,12 @@ class StoreBinding:
         database = self.database
         async with database.transaction() as tx:
             fresh = await tx.claim(self.service.name, [event.id for event in events])
+            new: list[Event[Any]] = []
             for event in events:
                 if event.id in fresh:
                     fresh.discard(event.id)  # a second copy within the batch is a duplicate
-                    await self._appliers[event.type](tx, event, ctx)
+                    new.append(event)
+            await self._apply(tx, new, ctx)
             await tx.stage(ctx.emitted)
         # They leave through the outbox, not straight from the runtime.
         ctx.emitted.clear()
@@ -113,3 +133,22 @@ class StoreBinding:
             self._relay.wake()
         for hook in self._after_commit:
             hook()
+
+    async def _apply(self, tx: Transaction, events: list[Event[Any]], ctx: Context) -> None:
+        run: list[Event[Any]] = []
+        batch_apply: ApplyBatch | None = None
+        for event in events:
+            found = self._batch_appliers.get(event.type)
+            if found is not None and (batch_apply is None or found is batch_apply):
+                batch_apply = found
+                run.append(event)
+                continue
+            if batch_apply is not None:
+                await batch_apply(tx, run, ctx)
+                run, batch_apply = [], None
+            if found is not None:
+                batch_apply, run = found, [event]
+            else:
+                await self._appliers[event.type](tx, event, ctx)
+        if batch_apply is not None:
+            await batch_apply(tx, run, ctx)

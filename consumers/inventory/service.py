@@ -1,32 +1,38 @@
-"""The inventory service: catalog, stock, reservations and low-stock signals."""
+"""The inventory service: catalog, stock, reservations and low-stock signals.
+
+Each batch of events is applied as a unit: load the rows the batch touches
+(stock rows locked in SKU order), apply the events in delivery order to an
+in-memory `Inventory`, then save what changed and stage the emitted events.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
-from agentbus.errors import PermanentError
 from agentbus.service import Context, Service
 from agentbus.store import StoreBinding, Transaction
-from consumers.inventory import domain
+from consumers.inventory.domain import Inventory, Level, LowStock, Product, Reservation
 from consumers.inventory.tables import MIGRATIONS, products, reservation_lines, reservations, stock
 from events import (
-    InventoryAdjusted,
     InventoryLow,
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
-    OrderConfirmed,
-    OrderCreated,
-    OrderRejected,
-    ProductUpserted,
-    StockReceived,
 )
 
 NAME = "inventory"
+HANDLED = (
+    "product.upserted",
+    "stock.received",
+    "inventory.adjusted",
+    "order.created",
+    "order.confirmed",
+    "order.rejected",
+)
 
 
 def build() -> Service:
@@ -43,47 +49,41 @@ def build() -> Service:
             "inventory.low",
         ),
     )
-    store = StoreBinding(service, MIGRATIONS)
+    store = StoreBinding(service, MIGRATIONS, max_batch=256)
+    store.applies_batch(*HANDLED)(apply_batch)
+    return service
 
-    @store.applies("product.upserted")
-    async def product_upserted(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: ProductUpserted = event.data
-        row = {
-            "name": data.name,
-            "category": data.category,
-            "supplier": data.supplier,
-            "reorder_point": data.reorder_point,
-            "max_stock": data.max_stock,
-            "lead_time_days": data.lead_time_days,
-        }
-        await tx.connection.execute(
-            tx.insert(products)
-            .values(sku=data.sku, **row)
-            .on_conflict_do_update(index_elements=[products.c.sku], set_=row)
-        )
 
-    @store.applies("stock.received")
-    async def stock_received(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: StockReceived = event.data
-        await change_on_hand(tx, event, ctx, data.sku, data.quantity)
+async def apply_batch(tx: Transaction, events: Sequence[Event[Any]], ctx: Context) -> None:
+    inventory = await load(tx, events)
+    for event in events:
+        apply(inventory, event, ctx)
+    await save(tx, inventory)
 
-    @store.applies("inventory.adjusted")
-    async def inventory_adjusted(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: InventoryAdjusted = event.data
-        await change_on_hand(tx, event, ctx, data.sku, data.delta)
 
-    @store.applies("order.created")
-    async def order_created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: OrderCreated = event.data
-        if await reservation_status(tx, data.order_id) is not None:
-            return  # rejected before it arrived, or a second order under the same id
-        wanted = domain.merge_lines([(line.sku, line.quantity) for line in data.lines])
-        levels = await lock_levels(tx, wanted)
-        short = domain.shortages(levels, wanted)
-        if short:
-            await tx.connection.execute(
-                sa.insert(reservations).values(order_id=data.order_id, status="failed")
+def apply(inventory: Inventory, event: Event[Any], ctx: Context) -> None:
+    data = event.data
+    if event.type == "product.upserted":
+        inventory.upsert_product(
+            Product(
+                sku=data.sku,
+                name=data.name,
+                category=data.category,
+                supplier=data.supplier,
+                reorder_point=data.reorder_point,
+                max_stock=data.max_stock,
+                lead_time_days=data.lead_time_days,
             )
+        )
+    elif event.type in ("stock.received", "inventory.adjusted"):
+        delta = data.quantity if event.type == "stock.received" else data.delta
+        signal(ctx, event, [low] if (low := inventory.change_on_hand(data.sku, delta)) else [])
+    elif event.type == "order.created":
+        outcome = inventory.reserve(data.order_id, [(x.sku, x.quantity) for x in data.lines])
+        if outcome is None:
+            return  # rejected before it arrived, or a second order under the same id
+        wanted, short, lows = outcome
+        if short:
             ctx.emit(
                 InventoryReservationFailed(
                     order_id=data.order_id,
@@ -95,157 +95,161 @@ def build() -> Service:
                 cause=event,
             )
             return
-        for sku, quantity in wanted.items():
-            await tx.connection.execute(
-                sa.update(stock)
-                .where(stock.c.sku == sku)
-                .values(reserved=stock.c.reserved + quantity)
-            )
-        await tx.connection.execute(
-            sa.insert(reservations).values(order_id=data.order_id, status="held")
-        )
-        await tx.connection.execute(
-            sa.insert(reservation_lines),
-            [{"order_id": data.order_id, "sku": s, "quantity": q} for s, q in wanted.items()],
-        )
         ctx.emit(
             InventoryReserved(
                 order_id=data.order_id,
-                lines=[{"sku": s, "quantity": q} for s, q in wanted.items()],
+                lines=[{"sku": sku, "quantity": q} for sku, q in wanted.items()],
             ),
             cause=event,
         )
-        for sku, quantity in wanted.items():
-            before = levels[sku].available
-            await signal_if_low(tx, event, ctx, sku, before, before - quantity)
+        signal(ctx, event, lows)
+    elif event.type == "order.confirmed":
+        inventory.commit(data.order_id)
+    elif event.type == "order.rejected":
+        released = inventory.release(data.order_id)
+        if released is not None:
+            ctx.emit(
+                InventoryReleased(
+                    order_id=data.order_id,
+                    lines=[{"sku": sku, "quantity": q} for sku, q in released.items()],
+                ),
+                cause=event,
+            )
 
-    @store.applies("order.confirmed")
-    async def order_confirmed(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: OrderConfirmed = event.data
-        if await reservation_status(tx, data.order_id) != "held":
-            return
-        for sku, quantity in await reserved_lines(tx, data.order_id):
-            # Committing takes the goods: on_hand and reserved drop together, so
-            # available does not move.
-            await tx.connection.execute(
-                sa.update(stock)
-                .where(stock.c.sku == sku)
-                .values(
-                    on_hand=sa.func.max(stock.c.on_hand - quantity, 0)
-                    if tx.dialect == "sqlite"
-                    else sa.func.greatest(stock.c.on_hand - quantity, 0),
-                    reserved=stock.c.reserved - quantity,
-                )
-            )
-        await set_status(tx, data.order_id, "committed")
 
-    @store.applies("order.rejected")
-    async def order_rejected(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: OrderRejected = event.data
-        status = await reservation_status(tx, data.order_id)
-        if status is None:
-            # Rejected (cancelled) before the order reached us: never reserve it.
-            await tx.connection.execute(
-                sa.insert(reservations).values(order_id=data.order_id, status="refused")
-            )
-            return
-        if status != "held":
-            return
-        lines = await reserved_lines(tx, data.order_id)
-        for sku, quantity in lines:
-            await tx.connection.execute(
-                sa.update(stock)
-                .where(stock.c.sku == sku)
-                .values(reserved=stock.c.reserved - quantity)
-            )
-        await set_status(tx, data.order_id, "released")
+def signal(ctx: Context, cause: Event[Any], lows: list[LowStock]) -> None:
+    for low in lows:
         ctx.emit(
-            InventoryReleased(
-                order_id=data.order_id, lines=[{"sku": s, "quantity": q} for s, q in lines]
+            InventoryLow(
+                sku=low.sku,
+                available=low.level.available,
+                on_hand=low.level.on_hand,
+                reserved=low.level.reserved,
+                reorder_point=low.product.reorder_point,
+                max_stock=low.product.max_stock,
+                lead_time_days=low.product.lead_time_days,
             ),
-            cause=event,
+            cause=cause,
         )
 
-    return service
+
+def _skus_and_orders(events: Sequence[Event[Any]]) -> tuple[set[str], set[str]]:
+    skus: set[str] = set()
+    orders: set[str] = set()
+    for event in events:
+        data = event.data
+        if event.type == "order.created":
+            orders.add(data.order_id)
+            skus.update(line.sku for line in data.lines)
+        elif event.type in ("order.confirmed", "order.rejected"):
+            orders.add(data.order_id)
+        else:
+            skus.add(data.sku)
+    return skus, orders
 
 
-async def change_on_hand(
-    tx: Transaction, event: Event[Any], ctx: Context, sku: str, delta: int
-) -> None:
-    level = (await lock_levels(tx, [sku]))[sku]
-    if level.on_hand + delta < 0:
-        raise PermanentError(
-            f"{sku}: on_hand {level.on_hand} {delta:+d} would go below zero",
-            code="negative_stock",
+async def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
+    skus, order_ids = _skus_and_orders(events)
+    inventory = Inventory()
+    connection = tx.connection
+    if order_ids:
+        rows = await connection.execute(
+            sa.select(reservations).where(reservations.c.order_id.in_(order_ids))
         )
-    await tx.connection.execute(
-        sa.update(stock).where(stock.c.sku == sku).values(on_hand=stock.c.on_hand + delta)
-    )
-    await signal_if_low(tx, event, ctx, sku, level.available, level.available + delta)
-
-
-async def lock_levels(tx: Transaction, skus: Iterable[str]) -> dict[str, domain.Level]:
-    """Stock rows of the SKUs, created if missing, locked until commit.
-
-    Rows are locked in SKU order so that two transactions over the same SKUs can
-    never deadlock; on SQLite the whole write transaction is already exclusive.
-    """
-    ordered = sorted(set(skus))
-    await tx.connection.execute(
+        for row in rows:
+            inventory.reservations[row.order_id] = Reservation(row.order_id, row.status)
+        held = [o for o, r in inventory.reservations.items() if r.status == "held"]
+        if held:
+            for row in await connection.execute(
+                sa.select(reservation_lines).where(reservation_lines.c.order_id.in_(held))
+            ):
+                inventory.reservations[row.order_id].lines[row.sku] = row.quantity
+                skus.add(row.sku)
+    if not skus:
+        return inventory
+    ordered = sorted(skus)
+    # Create missing rows first so that every SKU of the batch can be locked.
+    await connection.execute(
         tx.insert(stock)
         .values([{"sku": sku, "on_hand": 0, "reserved": 0} for sku in ordered])
         .on_conflict_do_nothing(index_elements=[stock.c.sku])
     )
     query = sa.select(stock).where(stock.c.sku.in_(ordered)).order_by(stock.c.sku)
     if tx.dialect == "postgresql":
+        # Row locks in SKU order: competing instances serialize per SKU and never
+        # deadlock. On SQLite the write transaction is exclusive already.
         query = query.with_for_update()
-    rows = (await tx.connection.execute(query)).all()
-    return {row.sku: domain.Level(row.on_hand, row.reserved) for row in rows}
-
-
-async def signal_if_low(
-    tx: Transaction, event: Event[Any], ctx: Context, sku: str, before: int, after: int
-) -> None:
-    row = (await tx.connection.execute(sa.select(products).where(products.c.sku == sku))).first()
-    if row is None or not domain.crossed_low(before, after, row.reorder_point):
-        return
-    level = (await tx.connection.execute(sa.select(stock).where(stock.c.sku == sku))).one()
-    ctx.emit(
-        InventoryLow(
-            sku=sku,
-            available=level.on_hand - level.reserved,
-            on_hand=level.on_hand,
-            reserved=level.reserved,
+    for row in await connection.execute(query):
+        inventory.levels[row.sku] = Level(row.on_hand, row.reserved)
+    for row in await connection.execute(sa.select(products).where(products.c.sku.in_(ordered))):
+        inventory.products[row.sku] = Product(
+            sku=row.sku,
+            name=row.name,
+            category=row.category,
+            supplier=row.supplier,
             reorder_point=row.reorder_point,
             max_stock=row.max_stock,
             lead_time_days=row.lead_time_days,
-        ),
-        cause=event,
-    )
-
-
-async def reservation_status(tx: Transaction, order_id: str) -> str | None:
-    row = (
-        await tx.connection.execute(
-            sa.select(reservations.c.status).where(reservations.c.order_id == order_id)
         )
-    ).first()
-    return None if row is None else str(row.status)
+    return inventory
 
 
-async def set_status(tx: Transaction, order_id: str, status: str) -> None:
-    await tx.connection.execute(
-        sa.update(reservations).where(reservations.c.order_id == order_id).values(status=status)
-    )
+async def save(tx: Transaction, inventory: Inventory) -> None:
+    connection = tx.connection
+    if inventory.changed_products:
+        rows = [_product_row(inventory.products[sku]) for sku in sorted(inventory.changed_products)]
+        insert = tx.insert(products)
+        await connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=[products.c.sku],
+                set_={c: insert.excluded[c] for c in rows[0] if c != "sku"},
+            ),
+            rows,
+        )
+    if inventory.changed_levels:
+        await connection.execute(
+            sa.update(stock)
+            .where(stock.c.sku == sa.bindparam("key"))
+            .values(on_hand=sa.bindparam("on_hand"), reserved=sa.bindparam("reserved")),
+            [
+                {"key": sku, "on_hand": level.on_hand, "reserved": level.reserved}
+                for sku, level in (
+                    (s, inventory.levels[s]) for s in sorted(inventory.changed_levels)
+                )
+            ],
+        )
+    if inventory.changed_reservations:
+        rows = [
+            {"order_id": o, "status": inventory.reservations[o].status}
+            for o in sorted(inventory.changed_reservations)
+        ]
+        insert = tx.insert(reservations)
+        await connection.execute(
+            insert.on_conflict_do_update(
+                index_elements=[reservations.c.order_id], set_={"status": insert.excluded.status}
+            ),
+            rows,
+        )
+        lines = [
+            {"order_id": o, "sku": sku, "quantity": q}
+            for o in sorted(inventory.changed_reservations)
+            for sku, q in inventory.reservations[o].lines.items()
+            if inventory.reservations[o].status == "held"
+        ]
+        if lines:
+            await connection.execute(tx.insert(reservation_lines).on_conflict_do_nothing(), lines)
 
 
-async def reserved_lines(tx: Transaction, order_id: str) -> list[tuple[str, int]]:
-    rows = await tx.connection.execute(
-        sa.select(reservation_lines.c.sku, reservation_lines.c.quantity)
-        .where(reservation_lines.c.order_id == order_id)
-        .order_by(reservation_lines.c.sku)
-    )
-    return [(row.sku, row.quantity) for row in rows]
+def _product_row(product: Product) -> dict[str, Any]:
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "category": product.category,
+        "supplier": product.supplier,
+        "reorder_point": product.reorder_point,
+        "max_stock": product.max_stock,
+        "lead_time_days": product.lead_time_days,
+    }
 
 
 async def read_state(connection: Any) -> dict[str, dict[str, int]]:
