@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentbus.errors import ConfigurationError
 from agentbus.service import Service
@@ -41,7 +41,7 @@ class StateView:
     """A read of one service's database for `agentbus state NAME`."""
 
     service: str
-    read: Callable[[AsyncConnection], Awaitable[Any]]
+    read: Callable[[sa.Connection], Any]
     description: str = ""
 
 

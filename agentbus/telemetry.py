@@ -31,8 +31,28 @@ TRACER_NAME = "agentbus"
 _propagator = TraceContextTextMapPropagator()
 
 
+_override: trace.TracerProvider | None = None
+_tracers: dict[int, trace.Tracer] = {}
+
+
+def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
+    """Trace agentbus with `provider` instead of the global one (None: back to global).
+
+    For tests and benchmarks that compare tracing on and off in one process: the
+    global provider can be set only once.
+    """
+    global _override
+    _override = provider
+    _tracers.clear()
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    provider = _override or trace.get_tracer_provider()
+    key = id(provider)
+    found = _tracers.get(key)
+    if found is None:
+        found = _tracers[key] = provider.get_tracer(TRACER_NAME)
+    return found
 
 
 def inject_headers(headers: MutableMapping[str, Any], context: Context | None = None) -> None:

@@ -98,8 +98,7 @@ async def _summary(
     async def read(service: str, reader: Any) -> Any:
         database = open_database(service, codec, url=None, data_dir=settings.data_dir)
         try:
-            async with database.connect() as connection:
-                return await reader(connection)
+            return await database.read(reader)
         finally:
             await database.close()
 

@@ -31,13 +31,15 @@ def state(
         view.service, codec(app), url=config.database_url, data_dir=config.data_dir
     )
 
+    def read(connection: sa.Connection) -> Any:
+        try:
+            return view.read(connection)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            return {}  # the service has not run here yet: nothing to show
+
     async def go() -> Any:
         try:
-            async with database.connect() as connection:
-                try:
-                    return await view.read(connection)
-                except (sa.exc.OperationalError, sa.exc.ProgrammingError):
-                    return {}  # the service has not run here yet: nothing to show
+            return await database.read(read)
         finally:
             await database.close()
 

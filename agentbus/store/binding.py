@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from agentbus.envelope import Event
@@ -12,8 +12,8 @@ from agentbus.store.database import Database, Transaction, open_database
 from agentbus.store.migrations import Migration
 from agentbus.store.relay import OutboxRelay
 
-Apply = Callable[[Transaction, Event[Any], Context], Awaitable[None]]
-ApplyBatch = Callable[[Transaction, Sequence[Event[Any]], Context], Awaitable[None]]
+Apply = Callable[[Transaction, Event[Any], Context], None]
+ApplyBatch = Callable[[Transaction, Sequence[Event[Any]], Context], None]
 A = TypeVar("A", bound=Apply)
 B = TypeVar("B", bound=ApplyBatch)
 
@@ -21,14 +21,14 @@ B = TypeVar("B", bound=ApplyBatch)
 class StoreBinding:
     """A service's database and outbox relay, opened and closed with the service.
 
-    Handlers registered with `applies` run as one batch handler: a batch of
-    deliveries is claimed in the inbox, applied and its emitted events staged in
+    Appliers are plain functions run in the database's worker thread. A batch of
+    deliveries is claimed in the inbox, applied, and its emitted events staged in
     the outbox, all in one transaction, then acked together. An event id already
     in the inbox is skipped, so redeliveries and duplicates change nothing.
     """
 
     def __init__(
-        self, service: Service, migrations: Sequence[Migration] = (), *, max_batch: int = 128
+        self, service: Service, migrations: Sequence[Migration] = (), *, max_batch: int = 256
     ) -> None:
         self.service = service
         self.migrations = tuple(migrations)
@@ -38,6 +38,8 @@ class StoreBinding:
         self._appliers: dict[str, Apply] = {}
         self._batch_appliers: dict[str, ApplyBatch] = {}
         self._after_commit: list[Callable[[], None]] = []
+        # One bound method object, so the runtime batches events of all our types together.
+        self._handler = self._handle
         service.on_startup(self._open)
         service.on_shutdown(self._close)
         service.idle_checks.append(self._relay_idle)
@@ -64,7 +66,7 @@ class StoreBinding:
         def decorate(apply: A) -> A:
             for event_type in event_types:
                 self._appliers[event_type] = apply
-            self.service.handles_batch(*event_types, max_batch=self.max_batch)(self._handle)
+            self._route(event_types)
             return apply
 
         return decorate
@@ -79,13 +81,18 @@ class StoreBinding:
         def decorate(apply: B) -> B:
             for event_type in event_types:
                 self._batch_appliers[event_type] = apply
-            self.service.handles_batch(*event_types, max_batch=self.max_batch)(self._handle)
+            self._route(event_types)
             return apply
 
         return decorate
 
+    def _route(self, event_types: Sequence[str]) -> None:
+        for event_type in event_types:
+            if event_type not in self.service.routes:
+                self.service.handles_batch(event_type, max_batch=self.max_batch)(self._handler)
+
     async def attach(self, database: Database, relay: OutboxRelay | None) -> None:
-        """Use an already open database (tests, the demo) instead of opening one."""
+        """Use an already open database (tests, benchmarks) instead of opening one."""
         await database.migrate(self.migrations)
         self._database = database
         self._relay = relay
@@ -105,9 +112,6 @@ class StoreBinding:
         self._database = database
         self._relay = relay
 
-    async def _relay_idle(self) -> bool:
-        return self._relay is None or await self._relay.backlog() == 0
-
     async def _close(self) -> None:
         if self._relay is not None:
             await self._relay.stop()
@@ -116,17 +120,11 @@ class StoreBinding:
             await self._database.close()
             self._database = None
 
+    async def _relay_idle(self) -> bool:
+        return self._relay is None or await self._relay.backlog() == 0
+
     async def _handle(self, events: Sequence[Event[Any]], ctx: Context) -> None:
-        database = self.database
-        async with database.transaction() as tx:
-            fresh = await tx.claim(self.service.name, [event.id for event in events])
-            new: list[Event[Any]] = []
-            for event in events:
-                if event.id in fresh:
-                    fresh.discard(event.id)  # a second copy within the batch is a duplicate
-                    new.append(event)
-            await self._apply(tx, new, ctx)
-            await tx.stage(ctx.emitted)
+        await self.database.run(lambda tx: self._transaction(tx, events, ctx))
         # They leave through the outbox, not straight from the runtime.
         ctx.emitted.clear()
         if self._relay is not None:
@@ -134,21 +132,27 @@ class StoreBinding:
         for hook in self._after_commit:
             hook()
 
-    async def _apply(self, tx: Transaction, events: list[Event[Any]], ctx: Context) -> None:
+    def _transaction(self, tx: Transaction, events: Sequence[Event[Any]], ctx: Context) -> None:
+        fresh = tx.claim(self.service.name, [event.id for event in events])
+        new: list[Event[Any]] = []
+        for event in events:
+            if event.id in fresh:
+                fresh.discard(event.id)  # a second copy within the batch is a duplicate
+                new.append(event)
         run: list[Event[Any]] = []
         batch_apply: ApplyBatch | None = None
-        for event in events:
+        for event in new:
             found = self._batch_appliers.get(event.type)
-            if found is not None and (batch_apply is None or found is batch_apply):
-                batch_apply = found
+            if found is not None and found is batch_apply:
                 run.append(event)
                 continue
             if batch_apply is not None:
-                await batch_apply(tx, run, ctx)
+                batch_apply(tx, run, ctx)
                 run, batch_apply = [], None
             if found is not None:
                 batch_apply, run = found, [event]
             else:
-                await self._appliers[event.type](tx, event, ctx)
+                self._appliers[event.type](tx, event, ctx)
         if batch_apply is not None:
-            await batch_apply(tx, run, ctx)
+            batch_apply(tx, run, ctx)
+        tx.stage(ctx.emitted)

@@ -2,18 +2,17 @@
 
 Each component (the platform, each service) numbers its migrations from 1. A
 database records which have run in `agentbus_migrations`; `migrate` runs the
-rest in order, each in its own transaction, and is safe when several processes
-start at once (an advisory lock on PostgreSQL, a write lock on SQLite).
+rest in order inside one transaction, safe when several processes start at once
+(an advisory lock on PostgreSQL, the write lock on SQLite).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agentbus.store import tables
 
@@ -23,18 +22,15 @@ class Migration:
     component: str
     version: int
     description: str
-    apply: Callable[[AsyncConnection], Awaitable[None]]
+    apply: Callable[[sa.Connection], None]
 
 
-def create_tables(*table_list: sa.Table) -> Callable[[AsyncConnection], Awaitable[None]]:
+def create_tables(*table_list: sa.Table) -> Callable[[sa.Connection], None]:
     """A migration step that creates tables (and their indexes)."""
 
-    def create(sync: sa.Connection) -> None:
+    def apply(connection: sa.Connection) -> None:
         for table in table_list:
-            table.create(sync)
-
-    async def apply(connection: AsyncConnection) -> None:
-        await connection.run_sync(create)
+            table.create(connection)
 
     return apply
 
@@ -46,35 +42,31 @@ PLATFORM: tuple[Migration, ...] = (
 _LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
 
 
-async def applied_versions(connection: AsyncConnection, component: str) -> set[int]:
+def applied_versions(connection: sa.Connection, component: str) -> set[int]:
     table = tables.migrations_table
-    rows = await connection.execute(
-        sa.select(table.c.version).where(table.c.component == component)
-    )
+    rows = connection.execute(sa.select(table.c.version).where(table.c.component == component))
     return {row[0] for row in rows}
 
 
-async def run_migrations(
-    connection: AsyncConnection, migrations: Sequence[Migration]
-) -> list[Migration]:
+def run_migrations(connection: sa.Connection, migrations: Sequence[Migration]) -> list[Migration]:
     """Apply what has not run yet, inside the caller's transaction. Returns what ran."""
     if connection.dialect.name == "postgresql":
-        await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    await connection.run_sync(lambda sync: tables.migrations_table.create(sync, checkfirst=True))
-    ran: list[Migration] = []
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    tables.migrations_table.create(connection, checkfirst=True)
     by_component: dict[str, list[Migration]] = {}
     for migration in migrations:
         by_component.setdefault(migration.component, []).append(migration)
+    ran: list[Migration] = []
     for component, steps in by_component.items():
         versions = [step.version for step in steps]
         if versions != list(range(1, len(versions) + 1)):
             raise ValueError(f"migrations of {component!r} must be numbered 1..n in order")
-        done = await applied_versions(connection, component)
+        done = applied_versions(connection, component)
         for step in steps:
             if step.version in done:
                 continue
-            await step.apply(connection)
-            await connection.execute(
+            step.apply(connection)
+            connection.execute(
                 sa.insert(tables.migrations_table).values(
                     component=component,
                     version=step.version,

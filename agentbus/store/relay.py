@@ -17,6 +17,7 @@ from agentbus.envelope import CONTENT_TYPE
 from agentbus.errors import AgentbusError
 from agentbus.store import tables
 from agentbus.store.database import Database
+from agentbus.store.lease import Lease, lease_for
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from agentbus.transport.base import Message
 
@@ -28,9 +29,8 @@ class OutboxRelay:
 
     A row is marked published only after the broker confirmed it. A relay that dies
     in between publishes the row again with the same event id on restart, and
-    consumers downstream dedup it. One pump at a time holds the rows it sends
-    (row locks on PostgreSQL, the write lock on SQLite), so competing processes
-    never interleave a subject's events.
+    consumers downstream dedup it. Only the holder of the database's relay lease
+    publishes, so competing processes never interleave a subject's events.
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class OutboxRelay:
         self.batch = batch
         self.idle_poll = idle_poll
         self.published = 0
+        self._lease: Lease = lease_for(database.engine, database.schema)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -49,17 +50,20 @@ class OutboxRelay:
         self._wake.set()
 
     async def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Publish what is committed, then stop."""
+        """Publish what is committed, then stop and give up the lease."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             await self._task
-        with contextlib.suppress(AgentbusError):
+            self._task = None
+        with contextlib.suppress(AgentbusError, sa.exc.SQLAlchemyError, OSError):
             while await self.pump():
                 pass
+        await self.database.read(lambda _: self._lease.release())
 
     async def _run(self) -> None:
         delay = self.idle_poll
@@ -70,7 +74,6 @@ class OutboxRelay:
                 delay = self.idle_poll
             except (AgentbusError, OSError, sa.exc.SQLAlchemyError) as exc:
                 log.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
-                sent = 0
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -82,35 +85,41 @@ class OutboxRelay:
     async def backlog(self) -> int:
         """Rows committed but not yet confirmed by the broker."""
         outbox = tables.outbox
-        async with self.database.connect() as connection:
-            count = await connection.scalar(
-                sa.select(sa.func.count())
-                .select_from(outbox)
-                .where(outbox.c.published_at.is_(None))
-            )
-        return int(count or 0)
+
+        def count(connection: sa.Connection) -> int:
+            query = sa.select(sa.func.count()).select_from(outbox)
+            return int(connection.scalar(query.where(outbox.c.published_at.is_(None))) or 0)
+
+        return await self.database.read(count)
 
     async def pump(self) -> int:
-        """Publish one batch of unpublished rows; return how many."""
+        """Publish one batch of unpublished rows, if this process holds the lease."""
         outbox = tables.outbox
-        async with self.database.transaction() as tx:
+        batch = self.batch
+        lease = self._lease
+
+        def take(connection: sa.Connection) -> list[Any]:
+            if not lease.acquire():
+                return []
             query = (
                 sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.type, outbox.c.body)
                 .where(outbox.c.published_at.is_(None))
                 .order_by(outbox.c.seq)
-                .limit(self.batch)
+                .limit(batch)
             )
-            if tx.dialect == "postgresql":
-                query = query.with_for_update()
-            rows = (await tx.connection.execute(query)).all()
-            if not rows:
-                return 0
-            await self.bus.transport.publish_many([self._message(row) for row in rows])
-            await tx.connection.execute(
-                sa.update(outbox)
-                .where(outbox.c.seq.in_([row.seq for row in rows]))
-                .values(published_at=datetime.now(UTC))
+            return list(connection.execute(query).all())
+
+        rows = await self.database.read(take)
+        if not rows:
+            return 0
+        await self.bus.transport.publish_many([self._message(row) for row in rows])
+        sequence = [row.seq for row in rows]
+        now = datetime.now(UTC)
+        await self.database.run(
+            lambda tx: tx.execute(
+                sa.update(outbox).where(outbox.c.seq.in_(sequence)).values(published_at=now)
             )
+        )
         self.published += len(rows)
         return len(rows)
 

@@ -49,16 +49,16 @@ def build() -> Service:
             "inventory.low",
         ),
     )
-    store = StoreBinding(service, MIGRATIONS, max_batch=256)
+    store = StoreBinding(service, MIGRATIONS, max_batch=512)
     store.applies_batch(*HANDLED)(apply_batch)
     return service
 
 
-async def apply_batch(tx: Transaction, events: Sequence[Event[Any]], ctx: Context) -> None:
-    inventory = await load(tx, events)
+def apply_batch(tx: Transaction, events: Sequence[Event[Any]], ctx: Context) -> None:
+    inventory = load(tx, events)
     for event in events:
         apply(inventory, event, ctx)
-    await save(tx, inventory)
+    save(tx, inventory)
 
 
 def apply(inventory: Inventory, event: Event[Any], ctx: Context) -> None:
@@ -148,19 +148,19 @@ def _skus_and_orders(events: Sequence[Event[Any]]) -> tuple[set[str], set[str]]:
     return skus, orders
 
 
-async def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
+def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     skus, order_ids = _skus_and_orders(events)
     inventory = Inventory()
     connection = tx.connection
     if order_ids:
-        rows = await connection.execute(
+        rows = connection.execute(
             sa.select(reservations).where(reservations.c.order_id.in_(order_ids))
         )
         for row in rows:
             inventory.reservations[row.order_id] = Reservation(row.order_id, row.status)
         held = [o for o, r in inventory.reservations.items() if r.status == "held"]
         if held:
-            for row in await connection.execute(
+            for row in connection.execute(
                 sa.select(reservation_lines).where(reservation_lines.c.order_id.in_(held))
             ):
                 inventory.reservations[row.order_id].lines[row.sku] = row.quantity
@@ -168,20 +168,18 @@ async def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     if not skus:
         return inventory
     ordered = sorted(skus)
-    # Create missing rows first so that every SKU of the batch can be locked.
-    await connection.execute(
-        tx.insert(stock)
-        .values([{"sku": sku, "on_hand": 0, "reserved": 0} for sku in ordered])
-        .on_conflict_do_nothing(index_elements=[stock.c.sku])
-    )
-    query = sa.select(stock).where(stock.c.sku.in_(ordered)).order_by(stock.c.sku)
-    if tx.dialect == "postgresql":
-        # Row locks in SKU order: competing instances serialize per SKU and never
-        # deadlock. On SQLite the write transaction is exclusive already.
-        query = query.with_for_update()
-    for row in await connection.execute(query):
+    for row in connection.execute(_lock(tx, ordered)):
         inventory.levels[row.sku] = Level(row.on_hand, row.reserved)
-    for row in await connection.execute(sa.select(products).where(products.c.sku.in_(ordered))):
+    missing = [sku for sku in ordered if sku not in inventory.levels]
+    if missing:
+        # New SKUs get their row now, so that they are locked like the rest.
+        connection.execute(
+            tx.insert(stock).on_conflict_do_nothing(index_elements=[stock.c.sku]),
+            [{"sku": sku, "on_hand": 0, "reserved": 0} for sku in missing],
+        )
+        for row in connection.execute(_lock(tx, missing)):
+            inventory.levels[row.sku] = Level(row.on_hand, row.reserved)
+    for row in connection.execute(sa.select(products).where(products.c.sku.in_(ordered))):
         inventory.products[row.sku] = Product(
             sku=row.sku,
             name=row.name,
@@ -194,12 +192,21 @@ async def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     return inventory
 
 
-async def save(tx: Transaction, inventory: Inventory) -> None:
+def _lock(tx: Transaction, skus: list[str]) -> Any:
+    query = sa.select(stock).where(stock.c.sku.in_(skus)).order_by(stock.c.sku)
+    if tx.dialect == "postgresql":
+        # Row locks in SKU order: competing instances serialize per SKU and never
+        # deadlock. On SQLite the write transaction is exclusive already.
+        query = query.with_for_update()
+    return query
+
+
+def save(tx: Transaction, inventory: Inventory) -> None:
     connection = tx.connection
     if inventory.changed_products:
         rows = [_product_row(inventory.products[sku]) for sku in sorted(inventory.changed_products)]
         insert = tx.insert(products)
-        await connection.execute(
+        connection.execute(
             insert.on_conflict_do_update(
                 index_elements=[products.c.sku],
                 set_={c: insert.excluded[c] for c in rows[0] if c != "sku"},
@@ -207,7 +214,7 @@ async def save(tx: Transaction, inventory: Inventory) -> None:
             rows,
         )
     if inventory.changed_levels:
-        await connection.execute(
+        connection.execute(
             sa.update(stock)
             .where(stock.c.sku == sa.bindparam("key"))
             .values(on_hand=sa.bindparam("on_hand"), reserved=sa.bindparam("reserved")),
@@ -224,7 +231,7 @@ async def save(tx: Transaction, inventory: Inventory) -> None:
             for o in sorted(inventory.changed_reservations)
         ]
         insert = tx.insert(reservations)
-        await connection.execute(
+        connection.execute(
             insert.on_conflict_do_update(
                 index_elements=[reservations.c.order_id], set_={"status": insert.excluded.status}
             ),
@@ -237,7 +244,7 @@ async def save(tx: Transaction, inventory: Inventory) -> None:
             if inventory.reservations[o].status == "held"
         ]
         if lines:
-            await connection.execute(tx.insert(reservation_lines).on_conflict_do_nothing(), lines)
+            connection.execute(tx.insert(reservation_lines).on_conflict_do_nothing(), lines)
 
 
 def _product_row(product: Product) -> dict[str, Any]:
@@ -252,10 +259,10 @@ def _product_row(product: Product) -> dict[str, Any]:
     }
 
 
-async def read_state(connection: Any) -> dict[str, dict[str, int]]:
+def read_state(connection: sa.Connection) -> dict[str, dict[str, int]]:
     """`agentbus state inventory`: {sku: {on_hand, reserved, available}} for every known SKU."""
     known = sa.union(sa.select(products.c.sku), sa.select(stock.c.sku)).subquery()
-    rows = await connection.execute(
+    rows = connection.execute(
         sa.select(known.c.sku, stock.c.on_hand, stock.c.reserved)
         .select_from(known.outerjoin(stock, stock.c.sku == known.c.sku))
         .order_by(known.c.sku)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,18 +82,18 @@ def build(mailer: Mailer | None = None) -> Service:
     service.on_shutdown(sender.stop)
 
     @store.applies("order.created")
-    async def order_created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        await tx.connection.execute(
+    def order_created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        tx.connection.execute(
             tx.insert(order_customers)
             .values(order_id=event.data.order_id, customer_id=event.data.customer_id)
             .on_conflict_do_nothing(index_elements=[order_customers.c.order_id])
         )
 
     @store.applies("order.confirmed", "order.rejected")
-    async def order_outcome(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def order_outcome(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         order_id = event.data.order_id
         row = (
-            await tx.connection.execute(
+            tx.connection.execute(
                 sa.select(order_customers.c.customer_id).where(
                     order_customers.c.order_id == order_id
                 )
@@ -106,11 +107,11 @@ def build(mailer: Mailer | None = None) -> Service:
         else:
             subject = f"Your order {order_id} could not be completed"
             body = f"Order {order_id} was not completed (reason: {event.data.reason})."
-        await queue_email(tx, Email(event.id, customer_address(row.customer_id), subject, body))
+        queue_email(tx, Email(event.id, customer_address(row.customer_id), subject, body))
 
     @store.applies(*SUGGESTIONS)
-    async def suggestion(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        await queue_email(tx, suggestion_email(event))
+    def suggestion(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        queue_email(tx, suggestion_email(event))
 
     return service
 
@@ -132,8 +133,8 @@ def suggestion_email(event: Event[Any]) -> Email:
     return Email(event.id, reviewers_address(), subject, body)
 
 
-async def queue_email(tx: Transaction, email: Email) -> None:
-    await tx.connection.execute(
+def queue_email(tx: Transaction, email: Email) -> None:
+    tx.connection.execute(
         tx.insert(emails)
         .values(
             key=email.key,
@@ -189,24 +190,33 @@ class Sender:
     async def send_pending(self, limit: int = 100) -> int:
         assert self.mailer is not None
         database = self.store.database
-        async with database.connect() as connection:
-            rows = (
-                await connection.execute(
-                    sa.select(emails)
-                    .where(emails.c.sent_at.is_(None))
-                    .order_by(emails.c.created_at, emails.c.key)
-                    .limit(limit)
-                )
-            ).all()
+        unsent = (
+            sa.select(emails)
+            .where(emails.c.sent_at.is_(None))
+            .order_by(emails.c.created_at, emails.c.key)
+            .limit(limit)
+        )
+
+        def fetch(connection: sa.Connection) -> list[Any]:
+            return list(connection.execute(unsent).all())
+
+        rows = await database.read(fetch)
         count = 0
         for row in rows:
             await self.mailer.send(Email(row.key, row.recipient, row.subject, row.body))
-            async with database.transaction() as tx:
-                await tx.connection.execute(
-                    sa.update(emails)
-                    .where(emails.c.key == row.key)
-                    .values(sent_at=datetime.now(UTC))
-                )
+            mark = sa.update(emails).where(emails.c.key == row.key)
+            await database.run(
+                lambda tx, mark=mark: tx.execute(mark.values(sent_at=datetime.now(UTC)))
+            )
             count += 1
         self.sent += count
         return count
+
+
+def _marker(key: str) -> Callable[[Transaction], object]:
+    def mark(tx: Transaction) -> object:
+        return tx.execute(
+            sa.update(emails).where(emails.c.key == key).values(sent_at=datetime.now(UTC))
+        )
+
+    return mark

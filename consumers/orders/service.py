@@ -46,81 +46,81 @@ def build() -> Service:
     store = StoreBinding(service, MIGRATIONS)
 
     @store.applies("order.created")
-    async def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: OrderCreated = event.data
-        if await status_of(tx, data.order_id) is not None:
+        if status_of(tx, data.order_id) is not None:
             return  # cancelled before it arrived: it stays rejected
         skus = [line.sku for line in data.lines]
         if len(set(skus)) != len(skus):
-            await insert(tx, data.order_id, "rejected", "invalid", data.customer_id)
+            insert(tx, data.order_id, "rejected", "invalid", data.customer_id)
             ctx.emit(OrderRejected(order_id=data.order_id, reason="invalid"), cause=event)
             return
-        await insert(tx, data.order_id, "pending", None, data.customer_id)
+        insert(tx, data.order_id, "pending", None, data.customer_id)
 
     @store.applies("inventory.reservation_failed")
-    async def short(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        await reject_if_pending(tx, event, ctx, event.data.order_id, "out_of_stock")
+    def short(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        reject_if_pending(tx, event, ctx, event.data.order_id, "out_of_stock")
 
     @store.applies("payment.failed")
-    async def payment_failed(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def payment_failed(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: PaymentFailed = event.data
-        await reject_if_pending(tx, event, ctx, data.order_id, "payment_failed")
+        reject_if_pending(tx, event, ctx, data.order_id, "payment_failed")
 
     @store.applies("order.cancelled")
-    async def cancelled(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def cancelled(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: OrderCancelled = event.data
-        if await status_of(tx, data.order_id) is None:
+        if status_of(tx, data.order_id) is None:
             # The cancellation overtook the order: remember it, so the order is
             # rejected when (if) it arrives and its stock is never held.
-            await insert(tx, data.order_id, "rejected", "cancelled", None)
+            insert(tx, data.order_id, "rejected", "cancelled", None)
             ctx.emit(OrderRejected(order_id=data.order_id, reason="cancelled"), cause=event)
             return
-        await reject_if_pending(tx, event, ctx, data.order_id, "cancelled")
+        reject_if_pending(tx, event, ctx, data.order_id, "cancelled")
 
     @store.applies("payment.authorized")
-    async def authorized(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def authorized(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: PaymentAuthorized = event.data
-        if await status_of(tx, data.order_id) != "pending":
+        if status_of(tx, data.order_id) != "pending":
             return
-        await update(tx, data.order_id, "confirmed", None)
+        update(tx, data.order_id, "confirmed", None)
         ctx.emit(OrderConfirmed(order_id=data.order_id), cause=event)
 
     return service
 
 
-async def status_of(tx: Transaction, order_id: str) -> str | None:
+def status_of(tx: Transaction, order_id: str) -> str | None:
     row = (
-        await tx.connection.execute(sa.select(orders.c.status).where(orders.c.order_id == order_id))
+        tx.connection.execute(sa.select(orders.c.status).where(orders.c.order_id == order_id))
     ).first()
     return None if row is None else str(row.status)
 
 
-async def insert(
+def insert(
     tx: Transaction, order_id: str, status: str, reason: str | None, customer: str | None
 ) -> None:
-    await tx.connection.execute(
+    tx.connection.execute(
         sa.insert(orders).values(
             order_id=order_id, status=status, reason=reason, customer_id=customer
         )
     )
 
 
-async def update(tx: Transaction, order_id: str, status: str, reason: str | None) -> None:
-    await tx.connection.execute(
+def update(tx: Transaction, order_id: str, status: str, reason: str | None) -> None:
+    tx.connection.execute(
         sa.update(orders).where(orders.c.order_id == order_id).values(status=status, reason=reason)
     )
 
 
-async def reject_if_pending(
+def reject_if_pending(
     tx: Transaction, event: Event[Any], ctx: Context, order_id: str, reason: str
 ) -> None:
-    if await status_of(tx, order_id) != "pending":
+    if status_of(tx, order_id) != "pending":
         return
-    await update(tx, order_id, "rejected", reason)
+    update(tx, order_id, "rejected", reason)
     ctx.emit(OrderRejected(order_id=order_id, reason=reason), cause=event)
 
 
-async def read_state(connection: Any) -> dict[str, dict[str, Any]]:
+def read_state(connection: sa.Connection) -> dict[str, dict[str, Any]]:
     """`agentbus state orders`: {order_id: {status, reason}}."""
-    rows = await connection.execute(sa.select(orders).order_by(orders.c.order_id))
+    rows = connection.execute(sa.select(orders).order_by(orders.c.order_id))
     return {row.order_id: {"status": row.status, "reason": row.reason} for row in rows}

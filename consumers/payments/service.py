@@ -63,22 +63,20 @@ def build(limit: Decimal | None = None) -> Service:
     store = StoreBinding(service, MIGRATIONS)
 
     @store.applies("order.created")
-    async def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: OrderCreated = event.data
         total = order_total([(line.quantity, line.unit_price) for line in data.lines])
-        await tx.connection.execute(
+        tx.connection.execute(
             tx.insert(amounts)
             .values(order_id=data.order_id, amount=total, currency=data.currency)
             .on_conflict_do_nothing(index_elements=[amounts.c.order_id])
         )
 
     @store.applies("inventory.reserved")
-    async def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: InventoryReserved = event.data
         row = (
-            await tx.connection.execute(
-                sa.select(amounts).where(amounts.c.order_id == data.order_id)
-            )
+            tx.connection.execute(sa.select(amounts).where(amounts.c.order_id == data.order_id))
         ).first()
         if row is None:
             # A retry overtook its order: wait for order.created to arrive.
@@ -103,7 +101,7 @@ def build(limit: Decimal | None = None) -> Service:
                 PaymentAuthorized(order_id=data.order_id, amount=amount, currency=row.currency),
                 cause=event,
             )
-        await tx.connection.execute(
+        tx.connection.execute(
             sa.update(amounts).where(amounts.c.order_id == data.order_id).values(outcome=outcome)
         )
 

@@ -54,8 +54,10 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         yield db
     finally:
         if db.schema is not None:
-            async with db.engine.begin() as connection:
-                await connection.execute(sa.text(f'DROP SCHEMA "{db.schema}" CASCADE'))
+            schema = db.schema
+            await db.read(
+                lambda c: c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE')) and c.commit()
+            )
         await db.close()
 
 
@@ -65,11 +67,11 @@ def summer(binding_holder: list[StoreBinding]) -> Service:
     binding_holder.append(store)
 
     @store.applies("order.created")
-    async def add(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    def add(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         if event.data.key == "poison":
             raise PermanentError("poison", code="poison")
         upsert = tx.insert(totals).values(key=event.data.key, sum=event.data.seq, count=1)
-        await tx.connection.execute(
+        tx.connection.execute(
             upsert.on_conflict_do_update(
                 index_elements=[totals.c.key],
                 set_={"sum": totals.c.sum + event.data.seq, "count": totals.c.count + 1},
@@ -81,9 +83,11 @@ def summer(binding_holder: list[StoreBinding]) -> Service:
 
 
 async def read_totals(db: Database) -> dict[str, tuple[int, int]]:
-    async with db.connect() as connection:
-        rows = await connection.execute(sa.select(totals))
+    def read(connection: sa.Connection) -> dict[str, tuple[int, int]]:
+        rows = connection.execute(sa.select(totals))
         return {row.key: (row.sum, row.count) for row in rows}
+
+    return await db.read(read)
 
 
 async def test_duplicates_and_redeliveries_apply_once_and_emit_once(database: Database) -> None:
@@ -143,8 +147,7 @@ async def test_relay_that_dies_before_marking_republishes_the_same_ids(database:
     await database.migrate(MIGRATIONS)
     await transport.declare([QueueSpec("sink", bindings=("#",))])
     staged = [sample("inventory.low", "sku", n) for n in range(5)]
-    async with database.transaction() as tx:
-        await tx.stage(staged)
+    await database.run(lambda tx: tx.stage(staged))
 
     class DiesAfterPublish(Exception):
         pass
