@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
+from agentbus.asyncapi import build_asyncapi
 from agentbus.cli.common import application, fail, settings
+from agentbus.jsonschema import write_schemas
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +22,6 @@ def schema(
     out: Annotated[Path, typer.Option("--out", help="Directory for one JSON Schema per type.")],
 ) -> None:
     """Write a JSON Schema for the data of every event type."""
-    from agentbus.jsonschema import write_schemas
-
     app = application()
     try:
         written = write_schemas(app.catalog, out)
@@ -36,8 +36,6 @@ def asyncapi(
     ] = None,
 ) -> None:
     """Write the AsyncAPI 3.0 document of the exchange, its events and services."""
-    from agentbus.asyncapi import build_asyncapi
-
     app = application()
     config = settings()
     services = app.resolve(["all"])
