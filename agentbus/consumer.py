@@ -117,6 +117,8 @@ class Consumer:
         self.service = service
         self.bus = bus
         self.settings = settings or ConsumerSettings()
+        if service.prefetch is not None:
+            self.settings = replace(self.settings, prefetch=service.prefetch)
         self.stats = ConsumerStats()
         self._acks = AckBatcher(linger=self.settings.ack_linger, spill=self.settings.prefetch // 2)
         lanes = self.settings.concurrency

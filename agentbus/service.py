@@ -98,6 +98,9 @@ class Service:
     # subjects too, for a service whose decisions depend on events of several
     # subjects (an order reserves stock of several SKUs).
     max_concurrency: int | None = None
+    # A batching service keeps a batch in flight while the next one arrives, so it
+    # wants a deeper window than the consumer default.
+    prefetch: int | None = None
     routes: dict[str, Route] = field(default_factory=dict)
     startup: list[Startup] = field(default_factory=list)
     shutdown: list[Shutdown] = field(default_factory=list)

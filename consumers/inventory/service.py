@@ -42,6 +42,7 @@ def build() -> Service:
         # Reservations read stock of several SKUs: apply in the queue's order, in
         # batches, so that outcomes follow the order events were published in.
         max_concurrency=1,
+        prefetch=512,
         publishes=(
             "inventory.reserved",
             "inventory.reservation_failed",
@@ -49,7 +50,7 @@ def build() -> Service:
             "inventory.low",
         ),
     )
-    store = StoreBinding(service, MIGRATIONS, max_batch=512)
+    store = StoreBinding(service, MIGRATIONS, max_batch=256)
     store.applies_batch(*HANDLED)(apply_batch)
     return service
 
