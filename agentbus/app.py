@@ -52,6 +52,8 @@ class Application:
     services: Mapping[str, ServiceFactory] = field(default_factory=dict)
     demo: DemoRunner | None = None
     states: Mapping[str, StateView] = field(default_factory=dict)
+    # Where `agentbus suggestions` reads from: one view per agent.
+    suggestions: tuple[StateView, ...] = ()
 
     def service(self, name: str) -> Service:
         factory = self.services.get(name)

@@ -62,6 +62,9 @@ class ConsumerSettings:
     delivery_limit: int | None = 20
     ack_linger: float = 0.002
     drain_timeout: float = 30.0
+    # "wall": derived events carry the time they were made; "cause": their cause's
+    # time (simulations and replays, where time follows the events).
+    event_time: str = "wall"
 
 
 @dataclass
@@ -122,6 +125,8 @@ class Consumer:
         self.stats = ConsumerStats()
         self._acks = AckBatcher(linger=self.settings.ack_linger, spill=self.settings.prefetch // 2)
         lanes = self.settings.concurrency
+        if service.concurrency is not None:
+            lanes = service.concurrency
         if service.max_concurrency is not None:
             lanes = min(lanes, service.max_concurrency)
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
@@ -235,6 +240,7 @@ class Consumer:
             self.service.name,
             self.service.source,
             {item.event.id: span for item, span in zip(batch, spans, strict=True)},
+            time_of_cause=self.settings.event_time == "cause",
         )
         route = batch[0].route
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
@@ -26,14 +27,26 @@ class Context:
     redelivered trigger produces the same ids and downstream dedup catches repeats.
     """
 
-    def __init__(self, service: str, source: str, spans: dict[str, Span] | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        source: str,
+        spans: dict[str, Span] | None = None,
+        *,
+        time_of_cause: bool = False,
+    ) -> None:
         self.service = service
         self.source = source
+        # Simulations and replays stamp derived events with their cause's time, so
+        # that time follows the recording, not the machine running it.
+        self.time_of_cause = time_of_cause
         self.emitted: list[Event[Any]] = []
         self._ranks: dict[tuple[str, str], int] = {}
         self._spans = spans or {}
 
-    def emit(self, data: BaseModel, *, cause: Event[Any]) -> Event[Any]:
+    def emit(
+        self, data: BaseModel, *, cause: Event[Any], time: datetime | None = None
+    ) -> Event[Any]:
         event_type: str = getattr(data, "event_type")  # noqa: B009 - a catalog ClassVar
         rank = self._ranks.get((cause.id, event_type), 0)
         self._ranks[(cause.id, event_type)] = rank + 1
@@ -42,6 +55,7 @@ class Context:
             source=self.source,
             cause=cause,
             id=derived_id(self.service, cause.id, event_type, str(rank)),
+            time=time or (cause.time if self.time_of_cause else None),
         )
         traceparent = self._traceparent(cause)
         if traceparent is not None:
@@ -98,6 +112,9 @@ class Service:
     # subjects too, for a service whose decisions depend on events of several
     # subjects (an order reserves stock of several SKUs).
     max_concurrency: int | None = None
+    # Lanes wanted regardless of the consumer default: an agent waiting on a model
+    # keeps many runs in flight.
+    concurrency: int | None = None
     # A batching service keeps a batch in flight while the next one arrives, so it
     # wants a deeper window than the consumer default.
     prefetch: int | None = None

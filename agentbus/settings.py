@@ -31,7 +31,13 @@ class Settings:
             base_delay=_float(env, "AGENTBUS_RETRY_DELAY", 1.0),
             max_delay=_float(env, "AGENTBUS_RETRY_MAX_DELAY", 300.0),
         )
+        event_time = env.get("AGENTBUS_EVENT_TIME", "wall")
+        if event_time not in ("wall", "cause"):
+            raise ConfigurationError(
+                f"AGENTBUS_EVENT_TIME must be wall or cause, not {event_time!r}"
+            )
         consumer = ConsumerSettings(
+            event_time=event_time,
             prefetch=_int(env, "AGENTBUS_PREFETCH", 256),
             concurrency=_int(env, "AGENTBUS_CONCURRENCY", 16),
             retry=retry,

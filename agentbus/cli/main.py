@@ -13,6 +13,7 @@ from agentbus.cli import (
     run_commands,
     state_commands,
     stream_commands,
+    suggestion_commands,
 )
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ run_commands.register(app)
 stream_commands.register(app)
 catalog_commands.register(app)
 state_commands.register(app)
+suggestion_commands.register(app)
 app.add_typer(dlq_commands.app, name="dlq")
 
 
