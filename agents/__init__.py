@@ -1,1 +1,1 @@
-"""agents package."""
+"""The shop's agents, built on the platform's public API only."""

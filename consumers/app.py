@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from agentbus.agent import read_suggestions
 from agentbus.app import Application, StateView
-from consumers import inventory, notifications, orders, payments
+from agents import restock
+from agents.registry import restock_agent
+from consumers import inventory, memory, notifications, orders, payments, purchasing
 from consumers.demo import run_demo
 from events import CATALOG
 
@@ -15,6 +18,9 @@ app = Application(
         "orders": orders.build,
         "payments": payments.build,
         "notifications": notifications.build,
+        "purchasing": purchasing.build,
+        "memory": memory.build,
+        restock.NAME: restock_agent,
     },
     states={
         "inventory": StateView(
@@ -22,5 +28,6 @@ app = Application(
         ),
         "orders": StateView("orders", orders.read_state, "{order_id: {status, reason}}"),
     },
+    suggestions=(StateView(restock.NAME, read_suggestions, "restock suggestions"),),
     demo=run_demo,
 )

@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from agentbus.agent import read_suggestions
 from agentbus.app import DemoOptions
 from agentbus.bus import Bus
 from agentbus.envelope import EventCodec
@@ -23,7 +24,10 @@ from agentbus.store import open_database
 from agentbus.transport.base import Delivery, QueueSpec, Transport
 from agentbus.transport.memory import InMemoryBroker
 from agentbus.transport.rabbitmq import RabbitTransport
-from consumers import inventory, notifications, orders, payments
+from agents import restock
+from agents.registry import restock_agent
+from consumers import inventory, memory, notifications, orders, payments, purchasing
+from evals import actors
 from evals.simulator import ShopSimulation
 from events import CATALOG
 
@@ -34,7 +38,12 @@ async def run_demo(options: DemoOptions) -> int:
     console = Console(stderr=options.as_json)
     data_dir = options.settings.data_dir / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)  # the demo's own folder: a fresh shop each run
-    settings = replace(options.settings, data_dir=data_dir, database_url=None)
+    settings = replace(
+        options.settings,
+        data_dir=data_dir,
+        database_url=None,
+        consumer=replace(options.settings.consumer, event_time="cause"),
+    )
     transport: Transport = (
         RabbitTransport(options.amqp_url, exchange=settings.exchange, connection_name="demo")
         if options.amqp_url
@@ -51,7 +60,17 @@ async def run_demo(options: DemoOptions) -> int:
         await delivery.ack()
 
     await transport.consume(OBSERVER, observe, prefetch=256)
-    services = [inventory.build(), orders.build(), payments.build(), notifications.build()]
+    services = [
+        inventory.build(),
+        orders.build(),
+        payments.build(),
+        notifications.build(),
+        purchasing.build(),
+        memory.build(),
+        restock_agent(),
+        actors.reviewer(),
+        actors.supplier(),
+    ]
     host = Host(bus, services, settings)
     simulation = ShopSimulation()
     events = list(simulation.events())
@@ -59,10 +78,13 @@ async def run_demo(options: DemoOptions) -> int:
     await host.start()
     try:
         with Live(_status(seen, 0, len(events), host), console=console, transient=True) as live:
-            for start in range(0, len(events), 20):
-                await bus.publish_many(events[start : start + 20])
-                await asyncio.sleep(0.01)  # a shop's pace, so the status has something to show
-                live.update(_status(seen, start + 20, len(events), host))
+            published = 0
+            for day in _days(events):
+                # A day at a time, settled: agents then see the history in order.
+                await bus.publish_many(day)
+                published += len(day)
+                await host.settle(interval=0.02, stable=2, timeout=120)
+                live.update(_status(seen, published, len(events), host))
             waiting = host.settle(timeout=120)
             task = asyncio.ensure_future(waiting)
             while not task.done():
@@ -79,6 +101,13 @@ async def run_demo(options: DemoOptions) -> int:
     else:
         _print_summary(console, summary, data_dir)
     return 0
+
+
+def _days(events: list[Any]) -> list[list[Any]]:
+    days: dict[Any, list[Any]] = {}
+    for event in events:
+        days.setdefault(event.time.date(), []).append(event)
+    return [days[day] for day in sorted(days)]
 
 
 def _status(seen: Counter[str], published: int, total: int, host: Host) -> Table:
@@ -103,6 +132,7 @@ async def _summary(
             await database.close()
 
     stock = await read("inventory", inventory.read_state)
+    suggestions = await read(restock.NAME, read_suggestions)
     order_state = await read("orders", orders.read_state)
     outcomes = Counter(
         f"{row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
@@ -114,6 +144,20 @@ async def _summary(
         "orders": dict(sorted(outcomes.items())),
         "inventory": stock,
         "low_stock_events": seen.get("inventory.low", 0),
+        "suggestions": [
+            {
+                "sku": row["subject"],
+                "quantity": row["data"]["quantity"],
+                "urgency": row["data"]["urgency"],
+                "model": row["data"]["model"],
+                "rationale": row["data"]["rationale"],
+                "status": row["status"],
+                "decision": (row["decision"] or {}).get("note")
+                or (row["decision"] or {}).get("reason"),
+            }
+            for row in suggestions
+        ],
+        "purchase_orders": seen.get("purchase_order.created", 0),
         "emails_queued": seen.get("order.confirmed", 0) + seen.get("order.rejected", 0),
         "seconds": round(elapsed, 2),
     }
@@ -129,7 +173,11 @@ def _print_summary(console: Console, summary: dict[str, Any], data_dir: Any) -> 
     flow = Table("event type", "count", title="Events on the bus")
     for event_type, count in summary["events_on_bus"].items():
         flow.add_row(event_type, str(count))
-    console.print(Group(outcomes, stock, flow))
+    ideas = Table("sku", "qty", "urgency", "status", "rationale", title="Restock suggestions")
+    for row in summary["suggestions"]:
+        status = row["status"] + (f": {row['decision']}" if row["decision"] else "")
+        ideas.add_row(row["sku"], str(row["quantity"]), row["urgency"], status, row["rationale"])
+    console.print(Group(outcomes, stock, flow, ideas))
     console.print(
         f"{summary['input_events']} input events, {summary['low_stock_events']} low-stock "
         f"signals, in {summary['seconds']}s. State is kept in {data_dir}: try "

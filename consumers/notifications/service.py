@@ -204,10 +204,7 @@ class Sender:
         count = 0
         for row in rows:
             await self.mailer.send(Email(row.key, row.recipient, row.subject, row.body))
-            mark = sa.update(emails).where(emails.c.key == row.key)
-            await database.run(
-                lambda tx, mark=mark: tx.execute(mark.values(sent_at=datetime.now(UTC)))
-            )
+            await database.run(_marker(row.key))
             count += 1
         self.sent += count
         return count

@@ -1,0 +1,32 @@
+"""Choosing an agent's model from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agentbus.errors import ConfigurationError
+from agentbus.llm import CassetteModel, Model, openai_model_from_env
+
+
+def model_from_env() -> Model | None:
+    """`AGENTBUS_MODEL`: `policy` (offline, the default without OPENAI_API_KEY), `openai`,
+    `cassette:PATH` (strict replay) or `record:PATH` (OpenAI, answers recorded).
+
+    None means the agent's own offline policy decides.
+    """
+    choice = os.environ.get("AGENTBUS_MODEL") or (
+        "openai" if os.environ.get("OPENAI_API_KEY") else "policy"
+    )
+    if choice == "policy":
+        return None
+    if choice == "openai":
+        return openai_model_from_env()
+    kind, _, path = choice.partition(":")
+    if kind == "cassette" and path:
+        return CassetteModel(Path(path), mode="replay")
+    if kind == "record" and path:
+        return CassetteModel(Path(path), inner=openai_model_from_env(), mode="record")
+    raise ConfigurationError(
+        f"AGENTBUS_MODEL={choice!r}: use policy, openai, cassette:PATH or record:PATH"
+    )

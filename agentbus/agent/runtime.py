@@ -1,0 +1,348 @@
+"""Agents as queue consumers: one durable, exactly-once run per (agent, trigger).
+
+A trigger goes through three steps. Plan, in one transaction: a trigger already
+done is skipped; a trigger for a subject whose suggestion awaits review (or
+that ran within the coalescing window) is kept as evidence and starts nothing.
+Run, outside any transaction: the LangGraph graph, checkpointed per run, so a
+process killed mid-run resumes on redelivery without repeating completed nodes
+(model calls included). Commit, in one transaction: the trigger's inbox row,
+the run's outcome, and the suggestion in the outbox under an id derived from
+the agent and the trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import BaseModel
+
+from agentbus.agent import tables
+from agentbus.agent.checkpoints import Checkpoints
+from agentbus.agent.context import RunContext
+from agentbus.envelope import Event
+from agentbus.errors import TransientError
+from agentbus.service import Context, Service, ServiceEnv
+from agentbus.store import Migration, StoreBinding, Transaction
+from agentbus.telemetry import tracer
+
+log = logging.getLogger(__name__)
+
+GraphFactory = Callable[[RunContext], Any]  # returns an uncompiled langgraph StateGraph
+
+
+@dataclass
+class Agent:
+    """What an application declares; `agent_service` turns it into a service.
+
+    The graph's final state must hold what `suggest` needs, and the keys `model`,
+    `input_tokens` and `output_tokens` (from `RunContext.complete`) for accounting.
+    """
+
+    name: str
+    triggers: tuple[str, ...]
+    suggestion_type: str
+    build_graph: GraphFactory
+    initial_state: Callable[[Event[Any]], dict[str, Any]]
+    suggest: Callable[[Mapping[str, Any], Event[Any], str], BaseModel]
+    # Decision events that close a suggestion awaiting review: type -> field with its id.
+    closes: Mapping[str, str] = field(default_factory=dict)
+    migrations: Sequence[Migration] = ()
+    project: Callable[[StoreBinding], None] | None = None
+    coalesce_window: float = 0.0
+    token_budget_per_hour: int | None = None
+    run_timeout: float = 120.0
+    concurrency: int = 32
+    description: str = ""
+    extra_publishes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentRuntimeOptions:
+    """How the runtime gets its model, memory and embedder (from the environment by default)."""
+
+    model: Callable[[], Any] | None = None  # () -> Model | None (None: the offline policy)
+    memory: Callable[[ServiceEnv], Any] | None = None  # env -> VectorStore | None
+    embedder: Callable[[], Any] | None = None
+
+
+class AgentRunner:
+    def __init__(self, agent: Agent, options: AgentRuntimeOptions) -> None:
+        self.agent = agent
+        self.options = options
+        self.service = Service(
+            agent.name,
+            description=agent.description or f"agent {agent.name}",
+            publishes=(agent.suggestion_type, *agent.extra_publishes),
+            concurrency=agent.concurrency,
+        )
+        self.store = StoreBinding(self.service, (*tables.MIGRATIONS, *agent.migrations))
+        self.checkpoints = Checkpoints(agent.name)
+        self.context: RunContext | None = None
+        self._graph: Any = None
+        self.runs_started = 0
+        if agent.project is not None:
+            agent.project(self.store)
+        for event_type, id_field in agent.closes.items():
+            self.store.applies(event_type)(self._closer(id_field))
+        self.service.handles(*agent.triggers)(self._on_trigger)
+        self.service.on_startup(self._start)
+        self.service.on_shutdown(self._stop)
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def _start(self, env: ServiceEnv) -> None:
+        from agentbus.agent.models import model_from_env
+
+        model = self.options.model() if self.options.model else model_from_env()
+        memory = self.options.memory(env) if self.options.memory else None
+        embedder = self.options.embedder() if self.options.embedder else None
+        self.context = RunContext(
+            agent=self.agent.name,
+            database=self.store.database,
+            model=model,
+            memory=memory,
+            embedder=embedder,
+            token_budget_per_hour=self.agent.token_budget_per_hour,
+        )
+        saver = await self.checkpoints.open(env.settings)
+        self._graph = self.agent.build_graph(self.context).compile(checkpointer=saver)
+
+    async def _stop(self) -> None:
+        # The vector store is shared in the process (see agentbus.memory.shared): not ours to close.
+        await self.checkpoints.close()
+
+    # -- triggers ------------------------------------------------------------------------
+
+    async def _on_trigger(self, event: Event[Any], ctx: Context) -> None:
+        database = self.store.database
+        plan = await database.run(lambda tx: self._plan(tx, event))
+        if plan != "run":
+            return
+        self.runs_started += 1
+        try:
+            state = await asyncio.wait_for(self._run(event), self.agent.run_timeout)
+        except TimeoutError:
+            # The checkpoint keeps what was done; the retry resumes from there.
+            raise TransientError(
+                f"run of {self.agent.name} on {event.id} exceeded {self.agent.run_timeout}s",
+                code="run_timeout",
+            ) from None
+        suggestion_id = _suggestion_id(self.agent.name, event.id)
+        data = self.suggest(state, event, suggestion_id)
+        emitted = ctx.emit(data, cause=event)
+        span = trace.get_current_span().get_span_context()
+        trace_id = f"{span.trace_id:032x}" if span.is_valid else None
+        await database.run(
+            lambda tx: self._commit(tx, event, emitted, suggestion_id, state, trace_id)
+        )
+        ctx.emitted.clear()  # it left through the outbox
+        self.store.relay.wake()
+
+    def suggest(self, state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> BaseModel:
+        return self.agent.suggest(state, event, suggestion_id)
+
+    async def _run(self, event: Event[Any]) -> Mapping[str, Any]:
+        config = {"configurable": {"thread_id": f"{self.agent.name}:{event.id}"}}
+        with tracer().start_as_current_span(
+            f"invoke_agent {self.agent.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": self.agent.name,
+                "gen_ai.conversation.id": config["configurable"]["thread_id"],
+            },
+        ) as span:
+            snapshot = await self._graph.aget_state(config)
+            if snapshot.created_at is None:
+                result = await self._graph.ainvoke(self.agent.initial_state(event), config)
+            elif snapshot.next:
+                span.set_attribute("agentbus.run.resumed", True)
+                result = await self._graph.ainvoke(None, config)
+            else:
+                span.set_attribute("agentbus.run.reused", True)
+                result = snapshot.values
+            if not isinstance(result, Mapping):
+                span.set_status(StatusCode.ERROR)
+                raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
+            return result
+
+    def _plan(self, tx: Transaction, event: Event[Any]) -> str:
+        connection = tx.connection
+        now = datetime.now(UTC)
+        row = connection.execute(
+            sa.select(tables.runs.c.status).where(tables.runs.c.trigger_id == event.id)
+        ).first()
+        if row is not None and row.status != "started":
+            return "done"
+        if row is None:
+            subject = event.key
+            into = self._coalesce_target(connection, subject, now, event.id)
+            if into is not None:
+                if not tx.claim(self.agent.name, [event.id]):
+                    return "done"
+                connection.execute(
+                    sa.insert(tables.coalesced).values(
+                        trigger_id=event.id, subject=subject, into_suggestion=into, at=now
+                    )
+                )
+                connection.execute(
+                    sa.insert(tables.runs).values(
+                        trigger_id=event.id,
+                        subject=subject,
+                        status="coalesced",
+                        suggestion_id=into,
+                        input_tokens=0,
+                        output_tokens=0,
+                        started_at=now,
+                    )
+                )
+                return "coalesced"
+            connection.execute(
+                sa.insert(tables.runs).values(
+                    trigger_id=event.id,
+                    subject=subject,
+                    status="started",
+                    input_tokens=0,
+                    output_tokens=0,
+                    started_at=now,
+                )
+            )
+        return "run"
+
+    def _coalesce_target(
+        self, connection: sa.Connection, subject: str, now: datetime, trigger_id: str
+    ) -> str | None:
+        open_row = connection.execute(
+            sa.select(tables.open_suggestions.c.suggestion_id).where(
+                tables.open_suggestions.c.subject == subject
+            )
+        ).first()
+        if open_row is not None:
+            return str(open_row.suggestion_id)
+        running = connection.execute(
+            sa.select(tables.runs.c.trigger_id).where(
+                tables.runs.c.subject == subject,
+                tables.runs.c.status == "started",
+                tables.runs.c.trigger_id != trigger_id,
+            )
+        ).first()
+        if running is not None:
+            return _suggestion_id(self.agent.name, running.trigger_id)
+        if self.agent.coalesce_window > 0:
+            since = now - timedelta(seconds=self.agent.coalesce_window)
+            recent = connection.execute(
+                sa.select(tables.runs.c.suggestion_id).where(
+                    tables.runs.c.subject == subject,
+                    tables.runs.c.status == "completed",
+                    tables.runs.c.finished_at >= since,
+                )
+            ).first()
+            if recent is not None:
+                return str(recent.suggestion_id)
+        return None
+
+    def _commit(
+        self,
+        tx: Transaction,
+        event: Event[Any],
+        suggestion: Event[Any],
+        suggestion_id: str,
+        state: Mapping[str, Any],
+        trace_id: str | None,
+    ) -> None:
+        connection = tx.connection
+        now = datetime.now(UTC)
+        if not tx.claim(self.agent.name, [event.id]):
+            return  # another instance committed this run first
+        input_tokens = int(state.get("input_tokens") or 0)
+        output_tokens = int(state.get("output_tokens") or 0)
+        model = str(state.get("model") or "unknown")
+        connection.execute(
+            sa.update(tables.runs)
+            .where(tables.runs.c.trigger_id == event.id)
+            .values(
+                status="completed",
+                suggestion_id=suggestion_id,
+                model=model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                finished_at=now,
+            )
+        )
+        connection.execute(
+            tx.insert(tables.suggestions)
+            .values(
+                suggestion_id=suggestion_id,
+                event_id=suggestion.id,
+                subject=event.key,
+                type=suggestion.type,
+                data=suggestion.data.model_dump(mode="json"),
+                trace_id=trace_id,
+                status="pending",
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[tables.suggestions.c.suggestion_id])
+        )
+        connection.execute(
+            tx.insert(tables.open_suggestions)
+            .values(subject=event.key, suggestion_id=suggestion_id, opened_at=now)
+            .on_conflict_do_nothing(index_elements=[tables.open_suggestions.c.subject])
+        )
+        tx.stage([suggestion])
+
+    def _closer(self, id_field: str) -> Callable[[Transaction, Event[Any], Context], None]:
+        def close(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            suggestion_id = getattr(event.data, id_field)
+            status = "approved" if event.type.endswith(".approved") else "rejected"
+            tx.execute(
+                sa.update(tables.suggestions)
+                .where(tables.suggestions.c.suggestion_id == suggestion_id)
+                .values(status=status, decision=event.data.model_dump(mode="json"))
+            )
+            tx.execute(
+                sa.delete(tables.open_suggestions).where(
+                    tables.open_suggestions.c.suggestion_id == suggestion_id
+                )
+            )
+
+        return close
+
+
+def _suggestion_id(agent: str, trigger_id: str) -> str:
+    from agentbus.envelope import derived_id
+
+    return derived_id(agent, "suggestion", trigger_id)
+
+
+def agent_service(agent: Agent, options: AgentRuntimeOptions | None = None) -> Service:
+    """The service that runs `agent` as a queue consumer."""
+    return AgentRunner(agent, options or AgentRuntimeOptions()).service
+
+
+def read_suggestions(connection: sa.Connection) -> list[dict[str, Any]]:
+    """Every suggestion this agent made, newest first, with its review status."""
+    rows = connection.execute(
+        sa.select(tables.suggestions).order_by(tables.suggestions.c.created_at.desc())
+    )
+    return [
+        {
+            "suggestion_id": row.suggestion_id,
+            "event_id": row.event_id,
+            "type": row.type,
+            "subject": row.subject,
+            "status": row.status,
+            "data": row.data,
+            "decision": row.decision,
+            "trace_id": row.trace_id,
+            "created_at": row.created_at.isoformat() if row.created_at else None,
+        }
+        for row in rows
+    ]

@@ -1,0 +1,29 @@
+"""One vector store per process and data folder.
+
+The embedded engine keeps its files to one process, so services sharing a process
+(the demo, `agentbus run memory restock-agent`) must share one store; across
+processes, point them at a Qdrant server with `QDRANT_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agentbus.memory import VectorStore, open_vector_store
+
+_stores: dict[tuple[str, str | None], VectorStore] = {}
+
+
+def shared_vector_store(data_dir: Path) -> VectorStore:
+    url = os.environ.get("QDRANT_URL") or None
+    key = (str(data_dir.resolve()), url)
+    store = _stores.get(key)
+    if store is None:
+        store = _stores[key] = open_vector_store(data_dir, url)
+    return store
+
+
+def forget_shared_stores() -> None:
+    """Drop the registry (tests that open many data folders)."""
+    _stores.clear()

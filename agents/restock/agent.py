@@ -1,0 +1,179 @@
+"""The restock agent: `inventory.low` in, one `restock.recommended` out.
+
+gather (tools) -> recall (memory and past decisions) -> decide (model or policy)
+-> guard (bounds checked by code). Every node's result is checkpointed, so a
+run resumed after a crash does not ask the model again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from agentbus.agent import Agent, Prompt, RunContext, evidence_known, quote
+from agentbus.envelope import Event
+from agentbus.llm import ChatMessage, ModelRequest
+from agents.restock import policy
+from agents.restock.projection import MIGRATIONS, project
+from agents.restock.proposal import RestockProposal
+from events import RestockRecommended
+from tools import restock as tools
+
+NAME = "restock-agent"
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+PROMPT = Prompt.load(PROMPTS, "restock", "v1")
+MEMORY = "restock-episodes"
+CAP_MULTIPLE = 3  # of max_stock
+
+
+class RestockState(TypedDict, total=False):
+    trigger_id: str
+    trigger: dict[str, Any]
+    at: str
+    facts: dict[str, Any]
+    decisions: list[dict[str, Any]]
+    memories: list[dict[str, Any]]
+    proposal: dict[str, Any]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    guard_notes: list[str]
+
+
+def cap(trigger: Mapping[str, Any]) -> int:
+    multiple = int(os.environ.get("RESTOCK_CAP_MULTIPLE", CAP_MULTIPLE))
+    return max(1, multiple * int(trigger["max_stock"]))
+
+
+def build_graph(ctx: RunContext) -> StateGraph[RestockState]:
+    from datetime import datetime
+
+    async def gather(state: RestockState) -> RestockState:
+        sku = state["trigger"]["sku"]
+        now = datetime.fromisoformat(state["at"])
+
+        def read(connection: Any) -> dict[str, Any]:
+            return {
+                "trigger_id": state["trigger_id"],
+                "trigger": state["trigger"],
+                "product": tools.product(connection, sku),
+                "demand": tools.demand_history(connection, sku, now).as_dict(),
+                "open_purchase_orders": tools.open_purchase_orders(connection, sku, now),
+            }
+
+        return {"facts": await ctx.read(read)}
+
+    async def recall(state: RestockState) -> RestockState:
+        sku = state["trigger"]["sku"]
+        decisions = await ctx.read(lambda connection: tools.past_decisions(connection, sku))
+        hits = await ctx.search_memory(MEMORY, f"low stock of {sku}", limit=5, where={"sku": sku})
+        return {"decisions": decisions, "memories": [dict(hit.payload) for hit in hits]}
+
+    async def decide(state: RestockState) -> RestockState:
+        facts = state["facts"]
+        limit = cap(state["trigger"])
+        request = ModelRequest(
+            messages=(
+                ChatMessage("system", PROMPT.render(review_days="7", max_quantity=str(limit))),
+                ChatMessage(
+                    "user",
+                    "Data:\n"
+                    + quote(
+                        {
+                            **facts,
+                            "past_decisions": state.get("decisions", []),
+                            "similar_episodes": state.get("memories", []),
+                        }
+                    ),
+                ),
+            ),
+            output=RestockProposal,
+        )
+        decision = await ctx.complete(
+            request, fallback=lambda: policy.recommend(facts, state.get("decisions", []))
+        )
+        return {"proposal": decision.output.model_dump(), **decision.accounting()}  # type: ignore[typeddict-item]
+
+    async def guard(state: RestockState) -> RestockState:
+        proposal = dict(state["proposal"])
+        notes: list[str] = []
+        limit = cap(state["trigger"])
+        quantity = int(proposal["quantity"])
+        if quantity < 1 or quantity > limit:
+            clamped = min(max(quantity, 1), limit)
+            notes.append(f"quantity {quantity} clamped to {clamped} (bounds 1..{limit})")
+            proposal["quantity"] = clamped
+        confidence = float(proposal["confidence"])
+        proposal["confidence"] = min(max(confidence, 0.0), 1.0)
+        rationale = str(proposal["rationale"])[:3500] or "No rationale given."
+        if notes:
+            rationale += " [checked by code: " + "; ".join(notes) + "]"
+        proposal["rationale"] = rationale
+        trigger_id = state["trigger_id"]
+        candidates = [str(i) for i in proposal.get("evidence", [])][:100]
+        known = await ctx.read(
+            lambda connection: tools.known_event_ids(connection, NAME, candidates)
+        )
+        evidence = evidence_known([trigger_id, *candidates], known | {trigger_id})
+        if len(evidence) < len(dict.fromkeys([trigger_id, *candidates])):
+            notes.append("evidence ids of unknown events dropped")
+        proposal["evidence"] = evidence
+        return {"proposal": proposal, "guard_notes": notes}
+
+    graph: StateGraph[RestockState] = StateGraph(RestockState)
+    graph.add_node("gather", gather)
+    graph.add_node("recall", recall)
+    graph.add_node("decide", decide)
+    graph.add_node("guard", guard)
+    graph.add_edge(START, "gather")
+    graph.add_edge("gather", "recall")
+    graph.add_edge("recall", "decide")
+    graph.add_edge("decide", "guard")
+    graph.add_edge("guard", END)
+    return graph
+
+
+def initial_state(event: Event[Any]) -> dict[str, Any]:
+    return {
+        "trigger_id": event.id,
+        "trigger": event.data.model_dump(mode="json"),
+        "at": event.time.isoformat(),
+    }
+
+
+def suggest(state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> RestockRecommended:
+    proposal = state["proposal"]
+    return RestockRecommended(
+        recommendation_id=suggestion_id,
+        sku=event.data.sku,
+        quantity=proposal["quantity"],
+        urgency=proposal["urgency"],
+        rationale=proposal["rationale"],
+        evidence=proposal["evidence"],
+        confidence=proposal["confidence"],
+        agent=NAME,
+        model=str(state.get("model") or "policy"),
+        prompt_version=PROMPT.id,
+        trigger_event_id=event.id,
+    )
+
+
+def declaration() -> Agent:
+    return Agent(
+        name=NAME,
+        triggers=("inventory.low",),
+        suggestion_type="restock.recommended",
+        build_graph=build_graph,
+        initial_state=initial_state,
+        suggest=suggest,
+        closes={"restock.approved": "recommendation_id", "restock.rejected": "recommendation_id"},
+        migrations=MIGRATIONS,
+        project=project,
+        token_budget_per_hour=int(os.environ.get("RESTOCK_TOKEN_BUDGET", "200000")),
+        coalesce_window=float(os.environ.get("RESTOCK_COALESCE_SECONDS", "0")),
+        description="Turns low stock into a reviewed restock suggestion.",
+    )

@@ -1,0 +1,115 @@
+"""The restock agent's own projection, built from events: what its tools read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentbus.envelope import Event
+from agentbus.service import Context
+from agentbus.store import Migration, StoreBinding, Transaction
+from agentbus.store.migrations import create_tables
+
+metadata = sa.MetaData()
+
+products = sa.Table(
+    "restock_products",
+    metadata,
+    sa.Column("sku", sa.String(100), primary_key=True),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("category", sa.String(300), nullable=False),
+    sa.Column("supplier", sa.String(300), nullable=False),
+    sa.Column("lead_time_days", sa.Integer, nullable=False),
+    sa.Column("reorder_point", sa.Integer, nullable=False),
+    sa.Column("max_stock", sa.Integer, nullable=False),
+)
+
+# Demand is what customers asked for, lost sales included: order lines as placed.
+demand = sa.Table(
+    "restock_demand",
+    metadata,
+    sa.Column("event_id", sa.String(256), primary_key=True),
+    sa.Column("sku", sa.String(100), primary_key=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+purchase_orders = sa.Table(
+    "restock_purchase_orders",
+    metadata,
+    sa.Column("purchase_order_id", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(256), nullable=False),
+    sa.Column("sku", sa.String(100), nullable=False, index=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+MIGRATIONS = (
+    Migration(
+        "restock",
+        1,
+        "products, demand and purchase orders seen by the restock agent",
+        create_tables(products, demand, purchase_orders),
+    ),
+)
+
+
+def project(store: StoreBinding) -> None:
+    @store.applies("product.upserted")
+    def product(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        data = event.data
+        row = {
+            "name": data.name,
+            "description": data.description,
+            "category": data.category,
+            "supplier": data.supplier,
+            "lead_time_days": data.lead_time_days,
+            "reorder_point": data.reorder_point,
+            "max_stock": data.max_stock,
+        }
+        tx.execute(
+            tx.insert(products)
+            .values(sku=data.sku, **row)
+            .on_conflict_do_update(index_elements=[products.c.sku], set_=row)
+        )
+
+    @store.applies("order.created")
+    def order(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        rows: dict[str, int] = {}
+        for line in event.data.lines:
+            rows[line.sku] = rows.get(line.sku, 0) + line.quantity
+        tx.execute(
+            tx.insert(demand).on_conflict_do_nothing(),
+            [
+                {"event_id": event.id, "sku": sku, "quantity": quantity, "at": event.time}
+                for sku, quantity in rows.items()
+            ],
+        )
+
+    @store.applies("purchase_order.created")
+    def purchase_order(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        data = event.data
+        tx.execute(
+            tx.insert(purchase_orders)
+            .values(
+                purchase_order_id=data.purchase_order_id,
+                event_id=event.id,
+                sku=data.sku,
+                quantity=data.quantity,
+                created_at=event.time,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    @store.applies("stock.received")
+    def received(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        if event.data.purchase_order_id is None:
+            return
+        tx.execute(
+            sa.update(purchase_orders)
+            .where(purchase_orders.c.purchase_order_id == event.data.purchase_order_id)
+            .values(received_at=event.time)
+        )

@@ -1,0 +1,5 @@
+"""The memory service."""
+
+from consumers.memory.service import COLLECTION, build, episode
+
+__all__ = ["COLLECTION", "build", "episode"]

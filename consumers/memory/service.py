@@ -1,0 +1,173 @@
+"""The memory service: episodes of the restock story, written to the vector store.
+
+Each episode is one event told as a short text (what the embedder sees) with a
+payload of facts (what filters and the agent read): a low-stock signal, a
+suggestion, a reviewer's decision and its reason, an arrival, a stockout. Point
+ids derive from event ids, so an upsert repeated after a redelivery changes
+nothing: at-least-once delivery is enough here, with no transaction to share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agentbus.envelope import Event
+from agentbus.memory import Embedder, Point, VectorStore, embedder_from_env, point_id
+from agentbus.memory.shared import shared_vector_store
+from agentbus.service import Context, Service, ServiceEnv
+
+NAME = "memory"
+COLLECTION = "restock-episodes"
+TYPES = (
+    "inventory.low",
+    "restock.recommended",
+    "restock.approved",
+    "restock.rejected",
+    "stock.received",
+    "inventory.reservation_failed",
+)
+
+
+def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(text, payload) per SKU the event speaks of; empty when it says nothing to remember."""
+    data = event.data
+    base = {"event_id": event.id, "at": event.time.isoformat(), "type": event.type}
+    if event.type == "inventory.low":
+        text = (
+            f"low stock of {data.sku}: {data.available} available, reorder point "
+            f"{data.reorder_point}, lead time {data.lead_time_days} days"
+        )
+        return [
+            (
+                text,
+                {
+                    **base,
+                    "kind": "low",
+                    "sku": data.sku,
+                    "available": data.available,
+                    "reorder_point": data.reorder_point,
+                    "lead_time_days": data.lead_time_days,
+                },
+            )
+        ]
+    if event.type == "restock.recommended":
+        text = f"suggested ordering {data.quantity} of {data.sku} ({data.urgency})"
+        return [
+            (
+                text,
+                {
+                    **base,
+                    "kind": "suggestion",
+                    "sku": data.sku,
+                    "quantity": data.quantity,
+                    "urgency": data.urgency,
+                    "recommendation_id": data.recommendation_id,
+                    "model": data.model,
+                },
+            )
+        ]
+    if event.type == "restock.approved":
+        text = f"reviewer approved ordering {data.quantity} of {data.sku}: {data.note}"
+        return [
+            (
+                text,
+                {
+                    **base,
+                    "kind": "decision",
+                    "decision": "approved",
+                    "sku": data.sku,
+                    "quantity": data.quantity,
+                    "note": data.note,
+                    "recommendation_id": data.recommendation_id,
+                },
+            )
+        ]
+    if event.type == "restock.rejected":
+        text = f"reviewer rejected the restock of {data.sku}: {data.reason}"
+        return [
+            (
+                text,
+                {
+                    **base,
+                    "kind": "decision",
+                    "decision": "rejected",
+                    "sku": data.sku,
+                    "reason": data.reason,
+                    "recommendation_id": data.recommendation_id,
+                },
+            )
+        ]
+    if event.type == "stock.received":
+        if data.purchase_order_id is None:
+            return []
+        text = f"{data.quantity} of {data.sku} arrived for {data.purchase_order_id}"
+        return [
+            (
+                text,
+                {
+                    **base,
+                    "kind": "arrival",
+                    "sku": data.sku,
+                    "quantity": data.quantity,
+                    "purchase_order_id": data.purchase_order_id,
+                },
+            )
+        ]
+    if event.type == "inventory.reservation_failed":
+        return [
+            (
+                f"stockout of {s.sku}: {s.requested} asked, {s.available} available",
+                {
+                    **base,
+                    "kind": "stockout",
+                    "sku": s.sku,
+                    "requested": s.requested,
+                    "available": s.available,
+                },
+            )
+            for s in data.shortages
+        ]
+    return []
+
+
+class MemoryWriter:
+    def __init__(self, store: VectorStore | None, embedder: Embedder | None) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.written = 0
+
+    async def start(self, env: ServiceEnv) -> None:
+        if self.embedder is None:
+            self.embedder = embedder_from_env()
+        if self.store is None:
+            self.store = shared_vector_store(env.settings.data_dir)
+        await self.store.ensure_collection(COLLECTION, self.embedder.dim, indexed=("sku", "kind"))
+
+    async def write(self, events: Sequence[Event[Any]], ctx: Context) -> None:
+        assert self.store is not None
+        assert self.embedder is not None
+        items = [
+            (point_id(event.id, str(n)), text, payload)
+            for event in events
+            for n, (text, payload) in enumerate(episode(event))
+        ]
+        if not items:
+            return
+        vectors = await self.embedder.embed([text for _, text, _ in items])
+        await self.store.upsert(
+            COLLECTION,
+            [
+                Point(id=pid, vector=vector, payload={**payload, "text": text})
+                for (pid, text, payload), vector in zip(items, vectors, strict=True)
+            ],
+        )
+        self.written += len(items)
+
+
+def build(store: VectorStore | None = None, embedder: Embedder | None = None) -> Service:
+    service = Service(NAME, description="Writes restock episodes into the vector store.")
+    writer = MemoryWriter(store, embedder)
+    service.on_startup(writer.start)
+    service.handles_batch(*TYPES, max_batch=128)(writer.write)
+    return service
