@@ -21,7 +21,7 @@ SUPPLIER = "sim-supplier"
 
 
 def reviewer(*, shelf_factor: float = 1.5, name: str = "sim-reviewer") -> Service:
-    """Approves a suggestion that fits the shelf (trimmed to max stock), rejects one that does not."""
+    """Approves what fits the shelf (trimmed to max stock), rejects what does not."""
     service = Service(REVIEWER, publishes=("restock.approved", "restock.rejected"))
     max_stock: dict[str, int] = {}
 
