@@ -94,6 +94,7 @@ class _Lane:
     def __init__(self) -> None:
         self.items: deque[_Item] = deque()
         self.running = False
+        self.pending: dict[str, int] = {}  # subject -> events queued or in hand here
 
     def take_batch(self) -> list[_Item]:
         first = self.items.popleft()
@@ -130,6 +131,9 @@ class Consumer:
         if service.max_concurrency is not None:
             lanes = min(lanes, service.max_concurrency)
         self._lanes = [_Lane() for _ in range(max(1, lanes))]
+        # An ordered set: a lane is listed once however often it goes idle.
+        self._idle_lanes: dict[int, _Lane] = {id(lane): lane for lane in reversed(self._lanes)}
+        self._assigned: dict[str, _Lane] = {}
         self._subscription: Subscription | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -199,10 +203,42 @@ class Consumer:
             self.stats.ignored += 1
             self._finish(delivery)
             return
-        lane = self._lanes[zlib.crc32(event.key.encode()) % len(self._lanes)]
+        lane = self._lane_for(event.key)
         lane.items.append(_Item(delivery, event, route))
+        lane.pending[event.key] = lane.pending.get(event.key, 0) + 1
         if not lane.running:
             await self._drain(lane)
+
+    def _lane_for(self, key: str) -> _Lane:
+        """The lane that holds the subject's earlier events, else an idle one.
+
+        Keeping a subject on one lane while it has events pending keeps their
+        order; handing new subjects to idle lanes (rather than hashing them onto
+        busy ones) keeps as many subjects in flight as there are lanes.
+        """
+        lane = self._assigned.get(key)
+        if lane is not None:
+            return lane
+        while self._idle_lanes:
+            _, candidate = self._idle_lanes.popitem()
+            if not candidate.pending and not candidate.running:
+                lane = candidate
+                break
+        if lane is None:
+            lane = self._lanes[zlib.crc32(key.encode()) % len(self._lanes)]
+        self._assigned[key] = lane
+        return lane
+
+    def _release(self, lane: _Lane, items: Sequence[_Item]) -> None:
+        for item in items:
+            key = item.event.key
+            left = lane.pending.get(key, 0) - 1
+            if left > 0:
+                lane.pending[key] = left
+                continue
+            lane.pending.pop(key, None)
+            if self._assigned.get(key) is lane:
+                del self._assigned[key]
 
     def _finish(self, delivery: Delivery, *, acked: bool = True) -> None:
         if acked:
@@ -230,8 +266,12 @@ class Consumer:
                     log.exception("%s: unexpected failure in the runtime", self.queue)
                     for item in batch:
                         await self._requeue(item.delivery)
+                finally:
+                    self._release(lane, batch)
         finally:
             lane.running = False
+            if not lane.pending:
+                self._idle_lanes[id(lane)] = lane
 
     async def _handle(self, batch: Sequence[_Item]) -> None:
         self.stats.batches += 1

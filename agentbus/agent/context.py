@@ -35,11 +35,12 @@ class Decision:
     fallback_reason: str | None = None
 
     def accounting(self) -> dict[str, Any]:
-        """The state keys the runtime reads after a run."""
+        """The state keys the runtime reads after a run (and books with its commit)."""
         return {
             "model": self.model,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "fallback_reason": self.fallback_reason,
         }
 
 
@@ -80,7 +81,6 @@ class RunContext:
         if self.model is None:
             return Decision(fallback(), POLICY)
         if await self._budget_spent():
-            await self._count_fallback()
             return Decision(fallback(), f"{POLICY} (token budget spent)", fallback_reason="budget")
         model = self.model
         with tracer().start_as_current_span(
@@ -98,7 +98,6 @@ class RunContext:
             except ModelError as exc:
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
                 span.set_attribute("error.type", type(exc).__name__)
-                await self._count_fallback()
                 reason = type(exc).__name__
                 return Decision(
                     fallback(), f"{POLICY} (fallback: {reason})", fallback_reason=reason
@@ -108,7 +107,6 @@ class RunContext:
             span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
             if response.finish_reason:
                 span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
-        await self._spend(response.usage.input_tokens, response.usage.output_tokens)
         return Decision(
             response.output,
             response.model,
@@ -129,31 +127,25 @@ class RunContext:
 
         return await self.database.read(spent) >= self.token_budget_per_hour
 
-    async def _spend(self, input_tokens: int, output_tokens: int, fallbacks: int = 0) -> None:
-        hour = _hour()
 
-        def add(tx: Any) -> None:
-            insert = tx.insert(tables.usage).values(
-                hour=hour,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                fallbacks=fallbacks,
-            )
-            tx.execute(
-                insert.on_conflict_do_update(
-                    index_elements=[tables.usage.c.hour],
-                    set_={
-                        "input_tokens": tables.usage.c.input_tokens + input_tokens,
-                        "output_tokens": tables.usage.c.output_tokens + output_tokens,
-                        "fallbacks": tables.usage.c.fallbacks + fallbacks,
-                    },
-                )
-            )
-
-        await self.database.run(add)
-
-    async def _count_fallback(self) -> None:
-        await self._spend(0, 0, fallbacks=1)
+def book_usage(
+    tx: Any, input_tokens: int, output_tokens: int, fallbacks: int, hour: str | None = None
+) -> None:
+    """Add a run's tokens and fallbacks to the agent's hourly usage, in the caller's transaction."""
+    hour = hour or _hour()
+    insert = tx.insert(tables.usage).values(
+        hour=hour, input_tokens=input_tokens, output_tokens=output_tokens, fallbacks=fallbacks
+    )
+    tx.execute(
+        insert.on_conflict_do_update(
+            index_elements=[tables.usage.c.hour],
+            set_={
+                "input_tokens": tables.usage.c.input_tokens + input_tokens,
+                "output_tokens": tables.usage.c.output_tokens + output_tokens,
+                "fallbacks": tables.usage.c.fallbacks + fallbacks,
+            },
+        )
+    )
 
 
 def _hour() -> str:

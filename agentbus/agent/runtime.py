@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from agentbus.agent import tables
 from agentbus.agent.checkpoints import Checkpoints
-from agentbus.agent.context import RunContext
+from agentbus.agent.context import RunContext, book_usage
 from agentbus.envelope import Event
 from agentbus.errors import TransientError
 from agentbus.service import Context, Service, ServiceEnv
@@ -59,7 +59,7 @@ class Agent:
     coalesce_window: float = 0.0
     token_budget_per_hour: int | None = None
     run_timeout: float = 120.0
-    concurrency: int = 32
+    concurrency: int = 64  # lanes: subjects hash onto them, so more than the runs wanted
     description: str = ""
     extra_publishes: tuple[str, ...] = ()
 
@@ -296,6 +296,9 @@ class AgentRunner:
             .values(subject=event.key, suggestion_id=suggestion_id, opened_at=now)
             .on_conflict_do_nothing(index_elements=[tables.open_suggestions.c.subject])
         )
+        fell_back = 1 if state.get("fallback_reason") else 0
+        if input_tokens or output_tokens or fell_back:
+            book_usage(tx, input_tokens, output_tokens, fell_back)
         tx.stage([suggestion])
 
     def _closer(self, id_field: str) -> Callable[[Transaction, Event[Any], Context], None]:

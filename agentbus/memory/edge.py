@@ -29,9 +29,11 @@ def _filter(where: Where | None) -> qe.Filter | None:
 
 
 class EdgeStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, optimize_every: int = 5000) -> None:
         self.path = path
+        self.optimize_every = optimize_every
         self._shards: dict[str, qe.EdgeShard] = {}
+        self._unoptimized: dict[str, int] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentbus-vectors")
 
     async def _call(self, work: Any, *args: Any) -> Any:
@@ -76,8 +78,24 @@ class EdgeStore:
                 )
             )
             shard.flush()
+            # The engine indexes (HNSW) only when its optimizers run, which an
+            # embedded shard does when asked: without it searches stay brute force.
+            pending = self._unoptimized.get(name, 0) + len(points)
+            if pending >= self.optimize_every:
+                shard.optimize()
+                pending = 0
+            self._unoptimized[name] = pending
 
         await self._call(upsert)
+
+    async def optimize(self, name: str) -> None:
+        """Build indexes for what was written since the last optimization."""
+
+        def optimize() -> None:
+            self._shard(name).optimize()
+            self._unoptimized[name] = 0
+
+        await self._call(optimize)
 
     async def search(
         self, name: str, vector: Sequence[float], *, limit: int = 10, where: Where | None = None

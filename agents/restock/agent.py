@@ -41,6 +41,7 @@ class RestockState(TypedDict, total=False):
     model: str
     input_tokens: int
     output_tokens: int
+    fallback_reason: str | None
     guard_notes: list[str]
 
 
@@ -56,22 +57,24 @@ def build_graph(ctx: RunContext) -> StateGraph[RestockState]:
         sku = state["trigger"]["sku"]
         now = datetime.fromisoformat(state["at"])
 
-        def read(connection: Any) -> dict[str, Any]:
+        def read(connection: Any) -> RestockState:
             return {
-                "trigger_id": state["trigger_id"],
-                "trigger": state["trigger"],
-                "product": tools.product(connection, sku),
-                "demand": tools.demand_history(connection, sku, now).as_dict(),
-                "open_purchase_orders": tools.open_purchase_orders(connection, sku, now),
+                "facts": {
+                    "trigger_id": state["trigger_id"],
+                    "trigger": state["trigger"],
+                    "product": tools.product(connection, sku),
+                    "demand": tools.demand_history(connection, sku, now).as_dict(),
+                    "open_purchase_orders": tools.open_purchase_orders(connection, sku, now),
+                },
+                "decisions": tools.past_decisions(connection, sku),
             }
 
-        return {"facts": await ctx.read(read)}
+        return await ctx.read(read)
 
     async def recall(state: RestockState) -> RestockState:
         sku = state["trigger"]["sku"]
-        decisions = await ctx.read(lambda connection: tools.past_decisions(connection, sku))
         hits = await ctx.search_memory(MEMORY, f"low stock of {sku}", limit=5, where={"sku": sku})
-        return {"decisions": decisions, "memories": [dict(hit.payload) for hit in hits]}
+        return {"memories": [dict(hit.payload) for hit in hits]}
 
     async def decide(state: RestockState) -> RestockState:
         facts = state["facts"]
