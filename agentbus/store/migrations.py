@@ -35,8 +35,33 @@ def create_tables(*table_list: sa.Table) -> Callable[[sa.Connection], None]:
     return apply
 
 
+def _create_outbox_v1(connection: sa.Connection) -> None:
+    # Version 1 of the outbox, as it was: version 2 adds to it in place.
+    v1 = sa.Table(
+        tables.outbox.name,
+        sa.MetaData(),
+        *(column._copy() for column in tables.outbox.columns if column.name != "unroutable_since"),
+    )
+    sa.Index(
+        "agentbus_outbox_unpublished",
+        v1.c.seq,
+        postgresql_where=v1.c.published_at.is_(None),
+        sqlite_where=v1.c.published_at.is_(None),
+    )
+    tables.inbox.create(connection)
+    v1.create(connection)
+
+
+def _outbox_unroutable(connection: sa.Connection) -> None:
+    schema = connection.get_execution_options().get("schema_translate_map", {}).get(None)
+    table = f'"{schema}".agentbus_outbox' if schema else "agentbus_outbox"
+    kind = "TIMESTAMP WITH TIME ZONE" if connection.dialect.name == "postgresql" else "TIMESTAMP"
+    connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN unroutable_since {kind}"))
+
+
 PLATFORM: tuple[Migration, ...] = (
-    Migration("agentbus", 1, "inbox and outbox", create_tables(tables.inbox, tables.outbox)),
+    Migration("agentbus", 1, "inbox and outbox", _create_outbox_v1),
+    Migration("agentbus", 2, "outbox rows remember being unroutable", _outbox_unroutable),
 )
 
 _LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations

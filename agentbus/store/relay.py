@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from agentbus.bus import Bus, publish_attributes
 from agentbus.envelope import CONTENT_TYPE
-from agentbus.errors import AgentbusError
+from agentbus.errors import AgentbusError, Unroutable
 from agentbus.store import tables
 from agentbus.store.database import Database
 from agentbus.store.lease import Lease, lease_for
@@ -34,13 +34,21 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, database: Database, bus: Bus, *, batch: int = 500, idle_poll: float = 1.0
+        self,
+        database: Database,
+        bus: Bus,
+        *,
+        batch: int = 500,
+        idle_poll: float = 1.0,
+        unroutable_grace: float = 30.0,
     ) -> None:
         self.database = database
         self.bus = bus
         self.batch = batch
         self.idle_poll = idle_poll
+        self.unroutable_grace = unroutable_grace
         self.published = 0
+        self.unroutable = 0
         self._lease: Lease = lease_for(database.engine, database.schema)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +110,13 @@ class OutboxRelay:
             if not lease.acquire():
                 return []
             query = (
-                sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.type, outbox.c.body)
+                sa.select(
+                    outbox.c.seq,
+                    outbox.c.event_id,
+                    outbox.c.type,
+                    outbox.c.body,
+                    outbox.c.unroutable_since,
+                )
                 .where(outbox.c.published_at.is_(None))
                 .order_by(outbox.c.seq)
                 .limit(batch)
@@ -112,16 +126,56 @@ class OutboxRelay:
         rows = await self.database.read(take)
         if not rows:
             return 0
-        await self.bus.transport.publish_many([self._message(row) for row in rows])
-        sequence = [row.seq for row in rows]
+        outcomes = await self.bus.transport.publish_each([self._message(row) for row in rows])
+        for outcome in outcomes:
+            if outcome is not None and not isinstance(outcome, Unroutable):
+                raise outcome  # the broker is in trouble: retry the batch later
+        sent = [row.seq for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+        refused = [row for row, outcome in zip(rows, outcomes, strict=True) if outcome is not None]
+        if refused:
+            sent += await self._unroutable(refused)
         now = datetime.now(UTC)
         await self.database.run(
             lambda tx: tx.execute(
-                sa.update(outbox).where(outbox.c.seq.in_(sequence)).values(published_at=now)
+                sa.update(outbox).where(outbox.c.seq.in_(sent)).values(published_at=now)
             )
         )
-        self.published += len(rows)
-        return len(rows)
+        self.published += len(sent)
+        return len(sent)
+
+    async def _unroutable(self, rows: list[Any]) -> list[int]:
+        """Events no queue is bound for are retried for a grace period (a consumer may
+        still be starting), then given up: marked published with `unroutable_since`
+        set and logged, so they stay in the outbox table to inspect and never block
+        the events behind them. Returns the rows given up on."""
+        sent: list[int] = []
+        first_refusals: list[int] = []
+        now = datetime.now(UTC)
+        for row in rows:
+            since = row.unroutable_since
+            if since is None:
+                first_refusals.append(row.seq)
+                continue
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+            if (now - since).total_seconds() >= self.unroutable_grace:
+                log.warning(
+                    "outbox: %s %s is unroutable (no queue bound) since %s; giving up on it",
+                    row.type,
+                    row.event_id,
+                    since.isoformat(),
+                )
+                self.unroutable += 1
+                sent.append(row.seq)
+        if first_refusals:
+            outbox = tables.outbox
+            await self.database.run(
+                lambda tx: tx.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.seq.in_(first_refusals))
+                    .values(unroutable_since=now)
+                )
+            )
+        return sent
 
     def _message(self, row: Any) -> Message:
         body: bytes = row.body

@@ -29,14 +29,10 @@ outbox = sa.Table(
     sa.Column("body", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    # Set when the broker first refused the event as unroutable (no queue bound).
+    sa.Column("unroutable_since", sa.DateTime(timezone=True), nullable=True),
 )
 
-sa.Index(
-    "agentbus_outbox_unpublished",
-    outbox.c.seq,
-    postgresql_where=outbox.c.published_at.is_(None),
-    sqlite_where=outbox.c.published_at.is_(None),
-)
 
 migrations_table = sa.Table(
     "agentbus_migrations",

@@ -106,6 +106,10 @@ class Transport(Protocol):
         """Publish several, pipelined; return when all are confirmed."""
         ...
 
+    async def publish_each(self, messages: Sequence[Message]) -> list[Exception | None]:
+        """Publish several, pipelined; per message, None or the error it met."""
+        ...
+
     async def send_to_queue(self, queue: str, message: Message) -> None:
         """Put a message straight into one queue (retry, dead letter, redrive)."""
         ...

@@ -306,6 +306,18 @@ class MemoryTransport:
             self.broker.route(message)
         await asyncio.sleep(0)
 
+    async def publish_each(self, messages: Sequence[Message]) -> list[Exception | None]:
+        self._check()
+        outcomes: list[Exception | None] = []
+        for message in messages:
+            try:
+                self.broker.route(message)
+                outcomes.append(None)
+            except Unroutable as exc:
+                outcomes.append(exc)
+        await asyncio.sleep(0)
+        return outcomes
+
     async def send_to_queue(self, queue: str, message: Message) -> None:
         self._check()
         self.broker.to_queue(queue, message)

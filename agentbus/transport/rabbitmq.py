@@ -186,6 +186,22 @@ class RabbitTransport:
         _, _, exchange = self._require()
         await asyncio.gather(*(self._confirmed(exchange, m, m.routing_key) for m in messages))
 
+    async def publish_each(self, messages: Sequence[Message]) -> list[Exception | None]:
+        _, _, exchange = self._require()
+        results = await asyncio.gather(
+            *(self._confirmed(exchange, m, m.routing_key) for m in messages),
+            return_exceptions=True,
+        )
+        outcomes: list[Exception | None] = []
+        for result in results:
+            if isinstance(result, Exception):
+                outcomes.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                outcomes.append(None)
+        return outcomes
+
     async def send_to_queue(self, queue: str, message: Message) -> None:
         _, channel, _ = self._require()
         await self._confirmed(channel.default_exchange, message, queue)

@@ -97,9 +97,16 @@ class Inventory:
         self.changed_products.add(product.sku)
 
     def change_on_hand(self, sku: str, delta: int) -> LowStock | None:
+        """Stock in or out. What is reserved counts as gone already: those goods
+        leave when their orders are confirmed, so an adjustment may take only what
+        is available, or on_hand would go below zero at the commit. (This also makes
+        the outcome independent of when the commits arrive.)"""
         level = self.level(sku)
-        if level.on_hand + delta < 0:
-            raise NegativeStock(f"{sku}: on_hand {level.on_hand} {delta:+d} would go below zero")
+        if level.available + delta < 0:
+            raise NegativeStock(
+                f"{sku}: on_hand {level.on_hand} with {level.reserved} reserved cannot take "
+                f"{delta:+d} without going below zero"
+            )
         before = level.available
         level.on_hand += delta
         self.changed_levels.add(sku)
@@ -162,6 +169,12 @@ class Inventory:
         reservation.status = "released"
         self.changed_reservations.add(order_id)
         return dict(reservation.lines)
+
+    def refuse_if_unseen(self, order_id: str) -> None:
+        """A cancellation that overtook its order: never reserve for it."""
+        if order_id not in self.reservations:
+            self.reservations[order_id] = Reservation(order_id, "refused")
+            self.changed_reservations.add(order_id)
 
     def _low(self, sku: str, before: int) -> LowStock | None:
         product = self.products.get(sku)

@@ -30,6 +30,7 @@ HANDLED = (
     "stock.received",
     "inventory.adjusted",
     "order.created",
+    "order.cancelled",
     "order.confirmed",
     "order.rejected",
 )
@@ -104,6 +105,11 @@ def apply(inventory: Inventory, event: Event[Any], ctx: Context) -> None:
             cause=event,
         )
         signal(ctx, event, lows)
+    elif event.type == "order.cancelled":
+        # Cancelling a placed order is the orders service's call (payment may have
+        # won the race); a cancellation seen before its order is final here too,
+        # in this queue's order, so the stock is never held for it.
+        inventory.refuse_if_unseen(data.order_id)
     elif event.type == "order.confirmed":
         inventory.commit(data.order_id)
     elif event.type == "order.rejected":
@@ -142,7 +148,7 @@ def _skus_and_orders(events: Sequence[Event[Any]]) -> tuple[set[str], set[str]]:
         if event.type == "order.created":
             orders.add(data.order_id)
             skus.update(line.sku for line in data.lines)
-        elif event.type in ("order.confirmed", "order.rejected"):
+        elif event.type in ("order.confirmed", "order.rejected", "order.cancelled"):
             orders.add(data.order_id)
         else:
             skus.add(data.sku)

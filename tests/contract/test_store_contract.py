@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,9 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         if db.schema is not None:
             schema = db.schema
             await db.read(
-                lambda c: c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE')) and c.commit()
+                lambda c: (
+                    c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')) and c.commit()
+                )
             )
         await db.close()
 
@@ -159,10 +163,16 @@ async def test_relay_that_dies_before_marking_republishes_the_same_ids(database:
         await original(messages)
         raise DiesAfterPublish
 
-    transport.publish_many = publish_then_die  # type: ignore[method-assign]
+    original = transport.publish_each  # type: ignore[assignment]
+
+    async def publish_each_then_die(messages: Any) -> Any:
+        await original(messages)
+        raise DiesAfterPublish
+
+    transport.publish_each = publish_each_then_die  # type: ignore[method-assign]
     with pytest.raises(DiesAfterPublish):
         await relay.pump()
-    transport.publish_many = original  # type: ignore[method-assign]
+    transport.publish_each = original  # type: ignore[method-assign]
     assert await relay.pump() == 5
     assert await relay.pump() == 0
 
@@ -180,7 +190,11 @@ async def _id(delivery: Delivery) -> str:
 
 async def test_migrations_are_versioned_and_rerunnable(database: Database) -> None:
     first = await database.migrate(MIGRATIONS)
-    assert [(m.component, m.version) for m in first] == [("agentbus", 1), ("summer", 1)]
+    assert [(m.component, m.version) for m in first] == [
+        ("agentbus", 1),
+        ("agentbus", 2),
+        ("summer", 1),
+    ]
     assert await database.migrate(MIGRATIONS) == []
     extra = sa.Table("extra", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
     upgraded = await database.migrate(
@@ -189,3 +203,62 @@ async def test_migrations_are_versioned_and_rerunnable(database: Database) -> No
     assert [(m.component, m.version) for m in upgraded] == [("summer", 2)]
     with pytest.raises(ValueError, match="numbered"):
         await database.migrate([Migration("summer", 3, "gap", create_tables())])
+
+
+async def test_an_existing_database_is_upgraded_in_place(database: Database) -> None:
+    from agentbus.store import tables
+    from agentbus.store.migrations import PLATFORM, run_migrations
+
+    # A database as version 1 left it, with an event waiting in its outbox.
+    schema = database.schema
+    if schema is not None:
+
+        def create_schema(connection: sa.Connection) -> None:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+            connection.commit()
+
+        await database.read(create_schema)
+    await database.run(lambda tx: run_migrations(tx.connection, [PLATFORM[0]]))
+    event = sample("inventory.low", "sku", 1)
+
+    def stage_v1(tx: Transaction) -> None:
+        # Only version 1's columns, so the statement works on the old table.
+        tx.execute(
+            sa.insert(tables.outbox).values(
+                event_id=event.id,
+                type=event.type,
+                subject=event.subject,
+                body=b"{}",
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    await database.run(stage_v1)
+    upgraded = await database.migrate(MIGRATIONS)
+    assert ("agentbus", 2) in [(m.component, m.version) for m in upgraded]
+
+    def read(connection: sa.Connection) -> list[Any]:
+        return list(connection.execute(sa.select(tables.outbox)).all())
+
+    rows = await database.read(read)
+    assert [(row.event_id, row.unroutable_since) for row in rows] == [(event.id, None)]
+
+
+async def test_unroutable_events_do_not_block_the_outbox(database: Database) -> None:
+    broker = InMemoryBroker()
+    transport = broker.connect()
+    await transport.start()
+    bus = Bus(transport, EventCodec(CATALOG))
+    await database.migrate(MIGRATIONS)
+    await transport.declare([QueueSpec("sink", bindings=("order.*",))])
+    nobody = sample("inventory.low", "sku", 1)  # no queue is bound for it
+    somebody = [sample("order.created", "o", n) for n in range(3)]
+    await database.run(lambda tx: tx.stage([somebody[0], nobody, *somebody[1:]]))
+    relay = OutboxRelay(database, bus, unroutable_grace=0.2)
+    assert await relay.pump() == 3, "the routable events went out past the unroutable one"
+    assert await transport.depth("sink") == 3
+    assert await relay.backlog() == 1
+    await asyncio.sleep(0.25)
+    assert await relay.pump() == 1, "given up after the grace period"
+    assert relay.unroutable == 1
+    assert await relay.backlog() == 0
