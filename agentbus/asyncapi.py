@@ -1,4 +1,9 @@
-"""An AsyncAPI 3.0 document of the exchange, its events and its services, from the code."""
+"""An AsyncAPI 3.0 document of the exchange, its event types and its services.
+
+Generated from code: the catalog and the services' declarations are passed in (the
+platform never imports an application's events), and the envelope schema comes from
+the codec's own model, so the document cannot drift from what is on the wire.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,32 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-from agentbus.envelope import CONTENT_TYPE
-from agentbus.jsonschema import data_schema
+from agentbus.envelope import CONTENT_TYPE, Event
 from agentbus.topic import topic_matches
+
+__all__ = ["ASYNCAPI_VERSION", "ServiceInfo", "build_asyncapi"]
+
+ASYNCAPI_VERSION = "3.0.0"
+AMQP_BINDING_VERSION = "0.3.0"
+_SCHEMAS = "#/components/schemas/"
+# Class names never contain a dot, so this key cannot collide with a catalog model.
+_ENVELOPE = "cloudevents.envelope"
+_DESCRIPTIONS = {
+    "id": "Producer-chosen and unique: the dedup key.",
+    "source": "URI-reference of the producer, such as /services/inventory.",
+    "time": "RFC 3339.",
+    "subject": "The entity key (a SKU or an order id); per-key ordering follows it.",
+    "correlationid": "Id of the first event of the business flow.",
+    "causationid": "Id of the event that caused this one.",
+    "traceparent": "W3C trace context of the producer.",
+}
 
 
 class ServiceInfo(Protocol):
+    """What the document needs to know of a service."""
+
     @property
     def name(self) -> str: ...
 
@@ -20,39 +44,12 @@ class ServiceInfo(Protocol):
     def queue(self) -> str: ...
 
     @property
-    def subscribes(self) -> Sequence[str]: ...
+    def subscribes(self) -> Sequence[str]:
+        """Event types or AMQP topic patterns (`*`, `#`) the queue is bound by."""
+        ...
 
     @property
     def publishes(self) -> Sequence[str]: ...
-
-    @property
-    def description(self) -> str: ...
-
-
-def _key(event_type: str) -> str:
-    return event_type.replace(".", "_")
-
-
-def _envelope(event_type: str) -> dict[str, Any]:
-    text = {"type": "string", "minLength": 1}
-    return {
-        "type": "object",
-        "required": ["specversion", "id", "source", "type", "time", "datacontenttype", "data"],
-        "properties": {
-            "specversion": {"const": "1.0"},
-            "id": {**text, "description": "Producer-chosen, unique: the dedup key."},
-            "source": {**text, "format": "uri-reference"},
-            "type": {"const": event_type},
-            "time": {"type": "string", "format": "date-time"},
-            "datacontenttype": {"const": "application/json"},
-            "subject": {**text, "description": "The entity key; per-key order follows it."},
-            "dataschema": {"type": "string", "format": "uri"},
-            "correlationid": {**text, "description": "Id of the first event of the flow."},
-            "causationid": {**text, "description": "Id of the event that caused this one."},
-            "traceparent": {"type": "string", "description": "W3C trace context."},
-            "data": {"$ref": f"#/components/schemas/{_key(event_type)}_data"},
-        },
-    }
 
 
 def build_asyncapi(
@@ -64,27 +61,29 @@ def build_asyncapi(
     version: str = "1",
     host: str = "localhost:5672",
 ) -> dict[str, Any]:
-    channels: dict[str, Any] = {}
+    """The AsyncAPI 3.0.0 document: one channel and message per type, operations per service.
+
+    Raises ValueError when a service publishes a type outside the catalog, or binds by
+    a pattern that matches none of it: the document would be silently incomplete.
+    """
+    event_types = sorted(catalog)
+    schemas = _schemas(catalog)
     messages: dict[str, Any] = {}
-    schemas: dict[str, Any] = {}
-    for event_type, model in sorted(catalog.items()):
-        key = _key(event_type)
-        schema = data_schema(model)
-        # Nested definitions move up to components so every $ref resolves there.
-        for name, definition in schema.pop("$defs", {}).items():
-            schemas[name] = definition
-        schemas[f"{key}_data"] = _rebase(schema)
-        schemas[f"{key}_event"] = _envelope(event_type)
-        messages[key] = {
+    channels: dict[str, Any] = {}
+    for event_type in event_types:
+        messages[event_type] = {
             "name": event_type,
             "title": event_type,
             "contentType": CONTENT_TYPE,
-            "payload": {"$ref": f"#/components/schemas/{key}_event"},
-            "bindings": {"amqp": {"messageType": event_type, "deliveryMode": 2}},
+            "payload": {"$ref": _SCHEMAS + _pointer(event_type)},
+            "bindings": {
+                "amqp": {"messageType": event_type, "bindingVersion": AMQP_BINDING_VERSION}
+            },
         }
-        channels[key] = {
+        channels[event_type] = {
             "address": event_type,
-            "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+            "title": event_type,
+            "messages": {event_type: {"$ref": f"#/components/messages/{_pointer(event_type)}"}},
             "bindings": {
                 "amqp": {
                     "is": "routingKey",
@@ -95,55 +94,115 @@ def build_asyncapi(
                         "autoDelete": False,
                         "vhost": "/",
                     },
-                    "bindingVersion": "0.3.0",
+                    "bindingVersion": AMQP_BINDING_VERSION,
                 }
             },
         }
-    operations: dict[str, Any] = {}
-    for service in services:
-        received = sorted(
-            {t for pattern in service.subscribes for t in catalog if topic_matches(pattern, t)}
-        )
-        for event_type in received:
-            operations[f"{service.name}.receive.{event_type}"] = {
-                "action": "receive",
-                "channel": {"$ref": f"#/channels/{_key(event_type)}"},
-                "summary": f"{service.name} consumes {event_type} from queue {service.queue}",
-                "bindings": {"amqp": {"ack": True, "bindingVersion": "0.3.0"}},
-            }
-        for event_type in sorted(set(service.publishes) & set(catalog)):
-            operations[f"{service.name}.send.{event_type}"] = {
-                "action": "send",
-                "channel": {"$ref": f"#/channels/{_key(event_type)}"},
-                "summary": f"{service.name} publishes {event_type}",
-            }
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": title,
             "version": version,
-            "description": "CloudEvents 1.0 in structured JSON mode on one topic exchange; "
-            "the routing key is the event type.",
+            "description": (
+                f"CloudEvents 1.0 in structured JSON mode on the topic exchange {exchange!r}; "
+                "the routing key of every event is its type."
+            ),
         },
         "defaultContentType": CONTENT_TYPE,
         "servers": {"broker": {"host": host, "protocol": "amqp", "protocolVersion": "0.9.1"}},
         "channels": channels,
-        "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "operations": _operations(event_types, services),
+        "components": {"schemas": schemas, "messages": messages},
     }
 
 
-def _rebase(schema: Any) -> Any:
-    """Point pydantic's local `#/$defs/X` references at `#/components/schemas/X`."""
-    if isinstance(schema, dict):
-        return {
-            key: (
-                value.replace("#/$defs/", "#/components/schemas/")
-                if key == "$ref" and isinstance(value, str)
-                else _rebase(value)
-            )
-            for key, value in schema.items()
+def _pointer(key: str) -> str:
+    """`key` as one JSON Pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _schemas(catalog: Mapping[str, type[BaseModel]]) -> dict[str, Any]:
+    # One pass over every model, so nested models that share a name get distinct keys.
+    refs, top = models_json_schema(
+        [(model, "validation") for model in catalog.values()],
+        ref_template=_SCHEMAS + "{model}",
+    )
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    envelope = Event.model_json_schema(mode="validation", ref_template=_SCHEMAS + "{model}")
+    properties: dict[str, Any] = envelope["properties"]
+    for name, text in _DESCRIPTIONS.items():
+        if name in properties:
+            properties[name] = {**properties[name], "description": text}
+    # The generic model types `data` as a bare model; each message narrows it below.
+    properties["data"] = {"type": "object"}
+    envelope.pop("$defs", None)
+    schemas[_ENVELOPE] = envelope
+    envelope["title"] = "CloudEvents 1.0 envelope"
+    for event_type, model in catalog.items():
+        # The type names its event schema: a component key may hold dots, a class name not.
+        if event_type in schemas:
+            raise ValueError(f"schema name {event_type!r} is taken twice")
+        schemas[event_type] = {
+            "title": f"{event_type} event",
+            "allOf": [{"$ref": _SCHEMAS + _ENVELOPE}],
+            "properties": {"type": {"const": event_type}, "data": refs[(model, "validation")]},
         }
-    if isinstance(schema, list):
-        return [_rebase(item) for item in schema]
-    return schema
+    return dict(sorted(schemas.items()))
+
+
+def _operations(event_types: Sequence[str], services: Sequence[ServiceInfo]) -> dict[str, Any]:
+    known = set(event_types)
+    operations: dict[str, Any] = {}
+
+    def add(key: str, operation: dict[str, Any]) -> None:
+        if key in operations:
+            raise ValueError(f"operation {key!r} is declared twice (two services named alike?)")
+        operations[key] = operation
+
+    for service in services:
+        received: set[str] = set()
+        for pattern in service.subscribes:
+            matched = {t for t in event_types if topic_matches(pattern, t)}
+            if not matched:
+                raise ValueError(f"{service.name} binds {pattern!r}, which matches no event type")
+            received |= matched
+        unknown = sorted(set(service.publishes) - known)
+        if unknown:
+            raise ValueError(f"{service.name} publishes types outside the catalog: {unknown}")
+        for event_type in sorted(received):
+            add(
+                f"{service.name}.receive.{event_type}",
+                {
+                    **_operation("receive", event_type, service.name),
+                    "summary": f"{service.name} consumes {event_type} from queue "
+                    f"{service.queue!r}.",
+                    "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING_VERSION}},
+                },
+            )
+        for event_type in sorted(set(service.publishes)):
+            add(
+                f"{service.name}.send.{event_type}",
+                {
+                    **_operation("send", event_type, service.name),
+                    "summary": f"{service.name} publishes {event_type}.",
+                    # Persistent, and unroutable is an error rather than a silent drop.
+                    "bindings": {
+                        "amqp": {
+                            "deliveryMode": 2,
+                            "mandatory": True,
+                            "bindingVersion": AMQP_BINDING_VERSION,
+                        }
+                    },
+                },
+            )
+    return operations
+
+
+def _operation(action: str, event_type: str, service: str) -> dict[str, Any]:
+    channel = f"#/channels/{_pointer(event_type)}"
+    return {
+        "action": action,
+        "channel": {"$ref": channel},
+        "messages": [{"$ref": f"{channel}/messages/{_pointer(event_type)}"}],
+        "tags": [{"name": service}],
+    }

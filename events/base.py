@@ -6,17 +6,21 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+__all__ = ["EventData", "Part"]
+
 
 class EventData(BaseModel):
-    """Data of one event type; unknown extra fields are ignored (forward compatible)."""
+    """The `data` of one event type; unknown extra fields are ignored (forward compatible)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_type: ClassVar[str]
+    """The CloudEvents `type`, also the routing key."""
     subject_field: ClassVar[str]
+    """The data field whose value is the event's `subject` (the per-key ordering key)."""
 
 
 class Part(BaseModel):
-    """A nested value inside event data (an order line, a shortage)."""
+    """A value nested in event data (an order line, a shortage), as forward compatible."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)

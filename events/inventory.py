@@ -1,4 +1,4 @@
-"""Reservations and stock signals."""
+"""Reservations for orders, and the low-stock signal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,19 @@ from typing import Annotated
 from pydantic import Field
 
 from events.base import EventData, Part
-from events.types import Count, Days, Id, Quantity, Sku
+from events.types import Count, Days, Id, Quantity, SignedStock, Sku, Stock
+
+__all__ = [
+    "InventoryLow",
+    "InventoryReleased",
+    "InventoryReservationFailed",
+    "InventoryReserved",
+    "ReservedLine",
+    "Shortage",
+]
+
+# As many as an order may have lines.
+MAX_LINES = 500
 
 
 class ReservedLine(Part):
@@ -26,7 +38,7 @@ class InventoryReserved(EventData):
     subject_field = "order_id"
 
     order_id: Id
-    lines: Annotated[list[ReservedLine], Field(min_length=1, max_length=500)]
+    lines: Annotated[list[ReservedLine], Field(min_length=1, max_length=MAX_LINES)]
 
 
 class InventoryReservationFailed(EventData):
@@ -34,7 +46,7 @@ class InventoryReservationFailed(EventData):
     subject_field = "order_id"
 
     order_id: Id
-    shortages: Annotated[list[Shortage], Field(min_length=1, max_length=500)]
+    shortages: Annotated[list[Shortage], Field(min_length=1, max_length=MAX_LINES)]
 
 
 class InventoryReleased(EventData):
@@ -42,7 +54,8 @@ class InventoryReleased(EventData):
     subject_field = "order_id"
 
     order_id: Id
-    lines: Annotated[list[ReservedLine], Field(max_length=500)]
+    # May be empty: what was held may already be gone when the release is decided.
+    lines: Annotated[list[ReservedLine], Field(max_length=MAX_LINES)]
 
 
 class InventoryLow(EventData):
@@ -50,9 +63,9 @@ class InventoryLow(EventData):
     subject_field = "sku"
 
     sku: Sku
-    available: int
-    on_hand: Count
-    reserved: Count
+    available: SignedStock
+    on_hand: Stock
+    reserved: Stock
     reorder_point: Count
     max_stock: Quantity
     lead_time_days: Days

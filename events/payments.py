@@ -5,6 +5,8 @@ from __future__ import annotations
 from events.base import EventData
 from events.types import Currency, Id, Money, ShortText
 
+__all__ = ["PaymentAuthorized", "PaymentFailed"]
+
 
 class PaymentAuthorized(EventData):
     event_type = "payment.authorized"

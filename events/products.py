@@ -1,11 +1,13 @@
-"""Catalog and stock movements."""
+"""The product catalog."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from events.base import EventData
-from events.types import Count, Days, Delta, Id, LongText, Money, Name, Quantity, ShortText, Sku
+from events.types import Count, Days, LongText, Money, Name, Quantity, Sku
+
+__all__ = ["ProductUpserted"]
 
 
 class ProductUpserted(EventData):
@@ -22,28 +24,3 @@ class ProductUpserted(EventData):
     reorder_point: Count
     max_stock: Quantity
     supplier: Name
-
-
-class StockReceived(EventData):
-    event_type = "stock.received"
-    subject_field = "sku"
-
-    sku: Sku
-    quantity: Quantity
-    purchase_order_id: Id | None = None
-
-
-class InventoryAdjusted(EventData):
-    event_type = "inventory.adjusted"
-    subject_field = "sku"
-
-    sku: Sku
-    delta: Delta
-    reason: ShortText
-
-    @field_validator("delta")
-    @classmethod
-    def _non_zero(cls, value: int) -> int:
-        if value == 0:
-            raise ValueError("delta must not be zero")
-        return value

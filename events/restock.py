@@ -1,4 +1,4 @@
-"""Restock suggestions, their review, and purchase orders."""
+"""Restock recommendations, their review, and the purchase orders they become."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Annotated
 from pydantic import Field
 
 from events.base import EventData
-from events.types import Confidence, Id, LongText, Name, Quantity, ShortText, Sku, Urgency
+from events.types import Confidence, Id, LongText, Name, Note, Quantity, ShortText, Sku, Urgency
+
+__all__ = ["PurchaseOrderCreated", "RestockApproved", "RestockRecommended", "RestockRejected"]
 
 
 class RestockRecommended(EventData):
@@ -19,6 +21,7 @@ class RestockRecommended(EventData):
     quantity: Quantity
     urgency: Urgency
     rationale: LongText
+    # Ids of the events the agent relied on; none is a valid (if weak) answer.
     evidence: Annotated[list[Id], Field(max_length=200)]
     confidence: Confidence
     agent: Name
@@ -35,7 +38,7 @@ class RestockApproved(EventData):
     sku: Sku
     quantity: Quantity
     reviewer: Name
-    note: ShortText
+    note: Note | None = None
 
 
 class RestockRejected(EventData):

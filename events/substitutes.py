@@ -1,4 +1,4 @@
-"""Substitutes for what is out of stock."""
+"""Substitutes suggested for what an order could not get."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pydantic import Field
 
 from events.base import EventData, Part
 from events.types import Count, Id, LongText, Name, Score, Sku
+
+__all__ = ["Substitute", "SubstituteSuggested"]
 
 
 class Substitute(Part):
@@ -24,7 +26,8 @@ class SubstituteSuggested(EventData):
     suggestion_id: Id
     order_id: Id
     sku: Sku
-    substitutes: Annotated[list[Substitute], Field(max_length=50)]
+    # At least one: "nothing similar" is not a suggestion.
+    substitutes: Annotated[list[Substitute], Field(min_length=1, max_length=50)]
     message: LongText
     agent: Name
     model: Name

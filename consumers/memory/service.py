@@ -68,7 +68,7 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
             )
         ]
     if event.type == "restock.approved":
-        text = f"reviewer approved ordering {data.quantity} of {data.sku}: {data.note}"
+        text = f"reviewer approved ordering {data.quantity} of {data.sku}: {data.note or ''}"
         return [
             (
                 text,
