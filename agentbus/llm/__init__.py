@@ -1,4 +1,11 @@
-"""Models behind one port: OpenAI-compatible, scripted (tests), cassettes (replay)."""
+"""The model port and its adapters.
+
+`Model` is the port agents call: a `ModelRequest` in, a `ModelResponse` whose
+output is an instance of the requested pydantic model out. Adapters:
+`OpenAIModel` (any OpenAI-compatible endpoint, strict structured output),
+`ScriptedModel` (the test double) and `CassetteModel` (record once, replay
+offline). Every failure is a `ModelError`.
+"""
 
 from agentbus.llm.base import (
     CassetteMiss,

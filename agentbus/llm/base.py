@@ -1,18 +1,26 @@
-"""The model port: one request in, one structured answer out."""
+"""The model port: one request in, one structured answer out.
+
+The platform never talks to a provider directly: agents build a `ModelRequest`
+(messages plus the pydantic model the answer must parse into) and get back a
+`ModelResponse` whose `output` is an instance of that model. Whatever the model
+said is untrusted: callers still check the output against hard bounds.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from agentbus.errors import AgentbusError
 
+Role = Literal["system", "user", "assistant"]
+
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    role: Role
     content: str
 
 
@@ -20,6 +28,7 @@ class ChatMessage:
 class ModelRequest:
     messages: tuple[ChatMessage, ...]
     output: type[BaseModel]
+    """The structured output schema: the answer must parse into this model."""
     temperature: float = 0.0
     max_output_tokens: int | None = None
 
@@ -33,14 +42,21 @@ class Usage:
 @dataclass(frozen=True)
 class ModelResponse:
     output: BaseModel
+    """An instance of the request's `output` model."""
     model: str
+    """The model that answered, as the provider names it (often a dated snapshot)."""
     provider: str
     usage: Usage
+    """Tokens over every request made for this answer."""
     finish_reason: str | None
     attempts: int = 1
+    """Requests made, counting the second one after a malformed answer."""
 
 
+@runtime_checkable
 class Model(Protocol):
+    """What agents call. Implementations: `OpenAIModel`, `ScriptedModel`, `CassetteModel`."""
+
     name: str
     provider: str
 
@@ -48,7 +64,7 @@ class Model(Protocol):
 
 
 class ModelError(AgentbusError):
-    """A model could not give a usable answer."""
+    """A model could not give a usable answer. Root of the model errors."""
 
 
 class MalformedOutput(ModelError):
