@@ -1,4 +1,9 @@
-"""Vector memory: a port, the embedded engine by default, a Qdrant server at scale."""
+"""Vector memory: a port, the embedded engine by default, a Qdrant server at scale.
+
+The adapters are imported where chosen (`agentbus.memory.edge.EdgeStore`,
+`agentbus.memory.server.QdrantServerStore`): qdrant-client is slow to import and
+a process needs only one of them.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +11,57 @@ import os
 from pathlib import Path
 
 from agentbus.errors import ConfigurationError
-from agentbus.memory.base import Embedder, Hit, Point, VectorStore, point_id
+from agentbus.memory.base import Embedder, Hit, Point, VectorStore, Where, point_id
 from agentbus.memory.embeddings import HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
+
+# Native sizes of OpenAI's embedding models, for `openai:MODEL` without a dimension.
+_OPENAI_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
 
 
 def open_vector_store(data_dir: Path, url: str | None) -> VectorStore:
-    """A Qdrant server when `url` is given, else the embedded engine under `data_dir`."""
+    """A Qdrant server when `url` (QDRANT_URL) is given, else the embedded engine under
+    `data_dir / "vectors"`. The server's key comes from QDRANT_API_KEY."""
     if url:
         from agentbus.memory.server import QdrantServerStore
 
-        return QdrantServerStore(url, api_key=os.environ.get("QDRANT_API_KEY") or None)
+        return QdrantServerStore(url, os.environ.get("QDRANT_API_KEY") or None)
     from agentbus.memory.edge import EdgeStore
 
     return EdgeStore(data_dir / "vectors")
 
 
 def embedder_from_env() -> Embedder:
-    """`AGENTBUS_EMBEDDINGS`: `hashing` (default), `openai:MODEL[:DIM]` or
-    `sentence-transformers:NAME`."""
-    choice = os.environ.get("AGENTBUS_EMBEDDINGS", "hashing")
+    """The embedder AGENTBUS_EMBEDDINGS names:
+
+    - `hashing` (the default): offline and deterministic;
+    - `openai:MODEL:DIM`: an OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)
+      asked for DIM dimensions; `openai:MODEL` takes the native size of a known OpenAI model;
+    - `sentence-transformers:NAME_OR_PATH`: a local model (needs the package and torch).
+    """
+    choice = os.environ.get("AGENTBUS_EMBEDDINGS", "").strip() or "hashing"
     kind, _, rest = choice.partition(":")
-    if kind == "hashing":
+    if kind == "hashing" and not rest:
         return HashingEmbedder()
     if kind == "openai" and rest:
-        model, _, dim = rest.partition(":")
-        return OpenAIEmbedder(model, dim=int(dim or 1536))
+        # Model names may hold colons themselves (nomic-embed-text:latest): a dimension is digits.
+        model, _, last = rest.rpartition(":")
+        if model and last.isdigit() and int(last) > 0:
+            return OpenAIEmbedder(model, dim=int(last))
+        model = rest
+        if model in _OPENAI_DIMS:
+            return OpenAIEmbedder(model, dim=_OPENAI_DIMS[model], request_dim=False)
+        raise ConfigurationError(
+            f"AGENTBUS_EMBEDDINGS={choice!r}: give the dimension, as in openai:{model}:768"
+        )
     if kind == "sentence-transformers" and rest:
         return SentenceTransformerEmbedder(rest)
     raise ConfigurationError(
         f"AGENTBUS_EMBEDDINGS={choice!r}: use hashing, openai:MODEL[:DIM] or "
-        "sentence-transformers:NAME"
+        "sentence-transformers:NAME_OR_PATH"
     )
 
 
@@ -45,7 +71,9 @@ __all__ = [
     "Hit",
     "OpenAIEmbedder",
     "Point",
+    "SentenceTransformerEmbedder",
     "VectorStore",
+    "Where",
     "embedder_from_env",
     "open_vector_store",
     "point_id",
