@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError
 from agentbus.store import tables
-from agentbus.store.migrations import PLATFORM, Migration, run_migrations
+from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -142,8 +142,20 @@ class Database:
             schema = self.schema
 
             def create_schema() -> None:
-                with self.engine.begin() as connection:
-                    connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                # IF NOT EXISTS does not guard against a creator whose transaction is still
+                # open: ours waits for it, then fails on the unique index. The schema
+                # exists by then, so trying once more succeeds.
+                for attempt in range(3):
+                    try:
+                        with self.engine.begin() as connection:
+                            connection.execute(
+                                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY}
+                            )
+                            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                        return
+                    except sa.exc.IntegrityError:
+                        if attempt == 2:
+                            raise
 
             await self._call(create_schema)
         return await self.run(lambda tx: run_migrations(tx.connection, [*PLATFORM, *migrations]))

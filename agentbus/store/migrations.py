@@ -64,7 +64,7 @@ PLATFORM: tuple[Migration, ...] = (
     Migration("agentbus", 2, "outbox rows remember being unroutable", _outbox_unroutable),
 )
 
-_LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
+LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
 
 
 def applied_versions(connection: sa.Connection, component: str) -> set[int]:
@@ -76,7 +76,7 @@ def applied_versions(connection: sa.Connection, component: str) -> set[int]:
 def run_migrations(connection: sa.Connection, migrations: Sequence[Migration]) -> list[Migration]:
     """Apply what has not run yet, inside the caller's transaction. Returns what ran."""
     if connection.dialect.name == "postgresql":
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
     tables.migrations_table.create(connection, checkfirst=True)
     by_component: dict[str, list[Migration]] = {}
     for migration in migrations:

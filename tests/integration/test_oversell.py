@@ -95,14 +95,13 @@ async def oversell(shop: Shop) -> tuple[dict[str, Any], dict[str, Any], dict[str
     async with exclusive_queues():
         try:
             await shop.prepare()
-            first, *_ = await asyncio.gather(
+            # Both replicas start together, as a deployment would start them.
+            first, second, *_ = await asyncio.gather(
                 shop.spawn("inventory", "inventory#1"),
+                shop.spawn("inventory", "inventory#2"),
                 shop.spawn("orders"),
                 shop.spawn("payments"),
             )
-            # The second replica starts once the first has created the schema: two
-            # starting together can fail (see the xfail test below).
-            second = await shop.spawn("inventory", "inventory#2")
             counts = await shop.counts()
             assert counts["inventory"][1] == 2, counts  # two competing consumers
             stream, order_ids = orders_with_duplicates(seed=5)
@@ -156,16 +155,6 @@ async def test_two_inventories_never_oversell_on_one_sqlite_file(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    raises=sa.exc.IntegrityError,
-    reason=(
-        "product bug: Database.migrate (agentbus/store/database.py) runs CREATE SCHEMA IF NOT "
-        "EXISTS outside the migrations' advisory lock, and PostgreSQL's IF NOT EXISTS is not "
-        "safe against a concurrent creator: a replica starting alongside another on a fresh "
-        "database fails with UniqueViolation on pg_namespace_nspname_index"
-    ),
-)
 async def test_replicas_starting_together_on_a_fresh_postgres_database_both_migrate(
     database_url: str, tmp_path: Path
 ) -> None:
