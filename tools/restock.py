@@ -59,7 +59,8 @@ def demand_history(connection: sa.Connection, sku: str, now: datetime, days: int
     window = per_day[:observed]
     mean = sum(window) / observed
     variance = sum((x - mean) ** 2 for x in window) / observed
-    weeks = [sum(window[i : i + 7]) for i in range(7, observed, 7)]
+    # Whole weeks only: a partial one would read as a drop and make a trend of nothing.
+    weeks = [sum(window[i : i + 7]) for i in range(7, observed - 6, 7)]
     return Demand(
         days=observed,
         total=sum(window),
@@ -134,3 +135,54 @@ def known_event_ids(connection: sa.Connection, consumer: str, ids: list[str]) ->
         )
     )
     return found | {row.event_id for row in mine}
+
+
+def demand_between(connection: sa.Connection, sku: str, start: datetime, end: datetime) -> int:
+    """Units asked for in [start, end)."""
+    total = connection.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(demand.c.quantity), 0)).where(
+            demand.c.sku == sku, demand.c.at >= start, demand.c.at < end
+        )
+    ).scalar()
+    return int(total or 0)
+
+
+def observed_lead_times(
+    connection: sa.Connection, sku: str, now: datetime, limit: int = 3
+) -> list[float]:
+    """Days from purchase order to arrival for the latest orders received before `now`."""
+    rows = connection.execute(
+        sa.select(purchase_orders.c.created_at, purchase_orders.c.received_at)
+        .where(
+            purchase_orders.c.sku == sku,
+            purchase_orders.c.received_at.is_not(None),
+            purchase_orders.c.received_at <= now,
+        )
+        .order_by(purchase_orders.c.received_at.desc())
+        .limit(limit)
+    )
+    return [round((row.received_at - row.created_at).total_seconds() / 86400, 2) for row in rows]
+
+
+def price_ratio(connection: sa.Connection, sku: str, at: datetime) -> float:
+    """The last day's lowest price over the month's usual (median) price; 1.0 when unknown.
+
+    Well under 1 means a price cut, which is how a promotion shows in the orders.
+    """
+    rows = connection.execute(
+        sa.select(demand.c.unit_price, demand.c.at).where(
+            demand.c.sku == sku,
+            demand.c.at >= at - timedelta(days=28),
+            demand.c.at <= at,
+            demand.c.unit_price.is_not(None),
+        )
+    ).all()
+    if not rows:
+        return 1.0
+    prices = sorted(row.unit_price for row in rows)
+    usual = prices[len(prices) // 2]
+    day_ago = (at - timedelta(days=1)).replace(tzinfo=None)
+    recent = [row.unit_price for row in rows if row.at.replace(tzinfo=None) >= day_ago]
+    if not recent or usual <= 0:
+        return 1.0
+    return round(float(min(recent)) / float(usual), 3)

@@ -35,6 +35,30 @@ def create_tables(*table_list: sa.Table) -> Callable[[sa.Connection], None]:
     return apply
 
 
+def add_column(table: sa.Table, column: str) -> Callable[[sa.Connection], None]:
+    """A migration step that adds `table.c[column]` to a table created without it.
+
+    The column must be nullable or have a server default: rows already there need a value.
+    """
+
+    def apply(connection: sa.Connection) -> None:
+        schema = connection.get_execution_options().get("schema_translate_map", {}).get(None)
+        name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+        kind = table.c[column].type.compile(dialect=connection.dialect)
+        connection.execute(sa.text(f'ALTER TABLE {name} ADD COLUMN "{column}" {kind}'))
+
+    return apply
+
+
+def without(table: sa.Table, *columns: str) -> sa.Table:
+    """`table` as an earlier version had it, for the migration that created that version."""
+    return sa.Table(
+        table.name,
+        sa.MetaData(),
+        *(column._copy() for column in table.columns if column.name not in columns),
+    )
+
+
 def _create_outbox_v1(connection: sa.Connection) -> None:
     # Version 1 of the outbox, as it was: version 2 adds to it in place.
     v1 = sa.Table(

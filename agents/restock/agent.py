@@ -8,7 +8,8 @@ run resumed after a crash does not ask the model again.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -17,7 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from agentbus.agent import Agent, Prompt, RunContext, evidence_known, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
-from agents.restock import policy
+from agents.restock import history, policy
 from agents.restock.projection import MIGRATIONS, project
 from agents.restock.proposal import RestockProposal
 from events import RestockRecommended
@@ -28,6 +29,7 @@ PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PROMPT = Prompt.load(PROMPTS, "restock", "v1")
 MEMORY = "restock-episodes"
 CAP_MULTIPLE = 3  # of max_stock
+ANALOGS = 60  # past low-stock episodes recalled per run
 
 
 class RestockState(TypedDict, total=False):
@@ -43,6 +45,7 @@ class RestockState(TypedDict, total=False):
     output_tokens: int
     fallback_reason: str | None
     guard_notes: list[str]
+    history: dict[str, Any]
 
 
 def cap(trigger: Mapping[str, Any]) -> int:
@@ -50,8 +53,21 @@ def cap(trigger: Mapping[str, Any]) -> int:
     return max(1, multiple * int(trigger["max_stock"]))
 
 
-def build_graph(ctx: RunContext) -> StateGraph[RestockState]:
-    from datetime import datetime
+OfflinePolicy = Callable[
+    [Mapping[str, Any], Sequence[Mapping[str, Any]], Mapping[str, Any]], RestockProposal
+]
+
+
+def graph_factory(
+    offline: OfflinePolicy = policy.recommend, *, remember: bool = True
+) -> Callable[[RunContext], StateGraph[RestockState]]:
+    """The graph deciding with `offline` when no model does; `remember=False` recalls nothing."""
+    return lambda ctx: build_graph(ctx, offline, remember=remember)
+
+
+def build_graph(
+    ctx: RunContext, offline: OfflinePolicy = policy.recommend, *, remember: bool = True
+) -> StateGraph[RestockState]:
 
     async def gather(state: RestockState) -> RestockState:
         sku = state["trigger"]["sku"]
@@ -66,15 +82,32 @@ def build_graph(ctx: RunContext) -> StateGraph[RestockState]:
                     "demand": tools.demand_history(connection, sku, now).as_dict(),
                     "open_purchase_orders": tools.open_purchase_orders(connection, sku, now),
                 },
-                "decisions": tools.past_decisions(connection, sku),
             }
 
         return await ctx.read(read)
 
     async def recall(state: RestockState) -> RestockState:
+        if not remember:
+            return {"memories": [], "decisions": [], "history": {}}
         sku = state["trigger"]["sku"]
-        hits = await ctx.search_memory(MEMORY, f"low stock of {sku}", limit=5, where={"sku": sku})
-        return {"memories": [dict(hit.payload) for hit in hits]}
+        now = datetime.fromisoformat(state["at"])
+        lows = await ctx.search_memory(
+            MEMORY, f"low stock of {sku}", limit=ANALOGS, where={"sku": sku, "kind": "low"}
+        )
+        others = await ctx.search_memory(
+            MEMORY, f"restock of {sku}: suggestions and decisions", limit=5, where={"sku": sku}
+        )
+        episodes = [dict(hit.payload) for hit in lows]
+        lead = int(state["trigger"]["lead_time_days"])
+
+        def read(connection: Any) -> RestockState:
+            return {
+                "decisions": tools.past_decisions(connection, sku),
+                "history": history.recall(connection, sku, now, lead, episodes),
+            }
+
+        found = await ctx.read(read)
+        return {**found, "memories": [dict(hit.payload) for hit in others]}
 
     async def decide(state: RestockState) -> RestockState:
         facts = state["facts"]
@@ -89,6 +122,7 @@ def build_graph(ctx: RunContext) -> StateGraph[RestockState]:
                         {
                             **facts,
                             "past_decisions": state.get("decisions", []),
+                            "history": state.get("history", {}),
                             "similar_episodes": state.get("memories", []),
                         }
                     ),
@@ -97,7 +131,8 @@ def build_graph(ctx: RunContext) -> StateGraph[RestockState]:
             output=RestockProposal,
         )
         decision = await ctx.complete(
-            request, fallback=lambda: policy.recommend(facts, state.get("decisions", []))
+            request,
+            fallback=lambda: offline(facts, state.get("decisions", []), state.get("history", {})),
         )
         return {"proposal": decision.output.model_dump(), **decision.accounting()}  # type: ignore[typeddict-item]
 
@@ -165,12 +200,13 @@ def suggest(state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> 
     )
 
 
-def declaration() -> Agent:
+def declaration(offline: OfflinePolicy = policy.recommend, *, remember: bool = True) -> Agent:
+    """The restock agent; evals swap the offline policy and switch memory off for baselines."""
     return Agent(
         name=NAME,
         triggers=("inventory.low",),
         suggestion_type="restock.recommended",
-        build_graph=build_graph,
+        build_graph=graph_factory(offline, remember=remember),
         initial_state=initial_state,
         suggest=suggest,
         closes={"restock.approved": "recommendation_id", "restock.rejected": "recommendation_id"},

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from agentbus.envelope import Event
 from agentbus.service import Context
 from agentbus.store import Migration, StoreBinding, Transaction
-from agentbus.store.migrations import create_tables
+from agentbus.store.migrations import add_column, create_tables, without
 
 metadata = sa.MetaData()
 
@@ -34,6 +34,8 @@ demand = sa.Table(
     sa.Column("sku", sa.String(100), primary_key=True),
     sa.Column("quantity", sa.Integer, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # The price asked (the lowest of the order's lines): a cut price marks a promotion.
+    sa.Column("unit_price", sa.Float, nullable=True),
 )
 
 purchase_orders = sa.Table(
@@ -52,8 +54,9 @@ MIGRATIONS = (
         "restock",
         1,
         "products, demand and purchase orders seen by the restock agent",
-        create_tables(products, demand, purchase_orders),
+        create_tables(products, without(demand, "unit_price"), purchase_orders),
     ),
+    Migration("restock", 2, "the price of each order line", add_column(demand, "unit_price")),
 )
 
 
@@ -79,12 +82,20 @@ def project(store: StoreBinding) -> None:
     @store.applies("order.created")
     def order(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         rows: dict[str, int] = {}
+        prices: dict[str, float] = {}
         for line in event.data.lines:
             rows[line.sku] = rows.get(line.sku, 0) + line.quantity
+            prices[line.sku] = min(prices.get(line.sku, float("inf")), float(line.unit_price))
         tx.execute(
             tx.insert(demand).on_conflict_do_nothing(),
             [
-                {"event_id": event.id, "sku": sku, "quantity": quantity, "at": event.time}
+                {
+                    "event_id": event.id,
+                    "sku": sku,
+                    "quantity": quantity,
+                    "at": event.time,
+                    "unit_price": prices[sku],
+                }
                 for sku, quantity in rows.items()
             ],
         )
