@@ -12,6 +12,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,24 @@ DemoRunner = Callable[[DemoOptions], Awaitable[int]]
 
 
 @dataclass(frozen=True)
+class EvalOptions:
+    """What `agentbus eval` passes to the application's eval suite."""
+
+    paths: tuple[Path, ...]
+    model: str
+    record: Path | None
+    repeat: int
+    out: Path
+    baseline: Path | None
+    tolerance: float
+    contenders: tuple[str, ...]
+    as_json: bool = False
+
+
+EvalRunner = Callable[[EvalOptions], Awaitable[int]]
+
+
+@dataclass(frozen=True)
 class StateView:
     """A read of one service's database for `agentbus state NAME`."""
 
@@ -51,6 +70,7 @@ class Application:
     catalog: Mapping[str, type[BaseModel]]
     services: Mapping[str, ServiceFactory] = field(default_factory=dict)
     demo: DemoRunner | None = None
+    evaluate: EvalRunner | None = None
     states: Mapping[str, StateView] = field(default_factory=dict)
     # Where `agentbus suggestions` reads from: one view per agent.
     suggestions: tuple[StateView, ...] = ()

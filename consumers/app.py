@@ -8,6 +8,7 @@ from agents import restock
 from agents.registry import restock_agent
 from consumers import inventory, memory, notifications, orders, payments, purchasing
 from consumers.demo import run_demo
+from evals.run import run_eval
 from events import CATALOG
 
 app = Application(
@@ -30,4 +31,5 @@ app = Application(
     },
     suggestions=(StateView(restock.NAME, read_suggestions, "restock suggestions"),),
     demo=run_demo,
+    evaluate=run_eval,
 )

@@ -10,6 +10,7 @@ import typer
 from agentbus.cli import (
     catalog_commands,
     dlq_commands,
+    eval_commands,
     run_commands,
     state_commands,
     stream_commands,
@@ -28,6 +29,7 @@ stream_commands.register(app)
 catalog_commands.register(app)
 state_commands.register(app)
 suggestion_commands.register(app)
+eval_commands.register(app)
 app.add_typer(dlq_commands.app, name="dlq")
 
 

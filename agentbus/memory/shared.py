@@ -27,3 +27,9 @@ def shared_vector_store(data_dir: Path) -> VectorStore:
 def forget_shared_stores() -> None:
     """Drop the registry (tests that open many data folders)."""
     _stores.clear()
+
+
+def release_shared_store(data_dir: Path) -> VectorStore | None:
+    """Forget the store of one data folder and hand it back for closing (a finished replay)."""
+    url = os.environ.get("QDRANT_URL") or None
+    return _stores.pop((str(data_dir.resolve()), url), None)

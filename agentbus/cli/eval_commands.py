@@ -1,0 +1,64 @@
+"""`eval`: replay recordings through the services and agents, score, report, gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentbus.app import EvalOptions
+from agentbus.cli.common import application, fail, run_async
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
+
+
+def evaluate(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Recordings (JSONL) or folders of them; default: the app's fixtures."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="policy (offline), cassette:PATH (strict replay) or openai.")
+    ] = "policy",
+    record: Annotated[
+        Path | None, typer.Option(help="With --model openai: write the answers to a cassette.")
+    ] = None,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Runs per case for a non-deterministic model (pass^k).")
+    ] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for report.html and results.json.")] = Path(
+        "eval-report"
+    ),
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="A results.json to compare with: exit 1 when a score regresses."),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="How much worse a cost may get before it regresses.")
+    ] = 0.10,
+    contender: Annotated[
+        list[str] | None, typer.Option(help="Only these policies (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
+) -> None:
+    """Replay recorded event streams offline, score what the agents publish, write a report."""
+    app = application()
+    if app.evaluate is None:
+        fail(f"the application {app.name!r} has no eval suite")
+    runner = app.evaluate
+    options = EvalOptions(
+        paths=tuple(paths or ()),
+        model=model,
+        record=record,
+        repeat=repeat,
+        out=out,
+        baseline=baseline,
+        tolerance=tolerance,
+        contenders=tuple(contender or ()),
+        as_json=as_json,
+    )
+    code = run_async(lambda: runner(options))
+    raise typer.Exit(code)

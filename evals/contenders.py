@@ -1,0 +1,123 @@
+"""The policies an eval compares: two classic baselines and the agent with and without memory.
+
+All four run as the restock agent on the same runtime (one run per trigger,
+coalescing, guardrails); only the decision differs, so the report measures the
+decision and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentbus.agent import AgentRuntimeOptions, agent_service
+from agentbus.llm import Model
+from agentbus.memory import embedder_from_env
+from agentbus.memory.shared import shared_vector_store
+from agentbus.service import Service
+from agents.restock import agent as restock
+from agents.restock import policy
+from agents.restock.proposal import RestockProposal
+
+ModelFactory = Callable[[], Model | None]
+
+Z_95 = 1.65
+REVIEW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    description: str
+    uses_model: bool
+    build: Callable[[ModelFactory], Service]
+
+
+def fixed_quantity(
+    facts: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]], history: Mapping[str, Any]
+) -> RestockProposal:
+    """Half the shelf, every time: what a busy shop does without a system."""
+    trigger = facts["trigger"]
+    return RestockProposal(
+        quantity=max(1, int(trigger["max_stock"]) // 2),
+        urgency="medium",
+        rationale="Fixed order of half the max stock.",
+        confidence=0.5,
+        evidence=[facts["trigger_id"]],
+    )
+
+
+def reorder_point(
+    facts: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]], history: Mapping[str, Any]
+) -> RestockProposal:
+    """The textbook formula over the last four weeks and the catalog's lead time."""
+    trigger = facts["trigger"]
+    demand = facts["demand"]
+    lead = max(int(trigger["lead_time_days"]), 1)
+    on_order = sum(int(po["quantity"]) for po in facts["open_purchase_orders"])
+    target = float(demand["daily_mean"]) * (lead + REVIEW_DAYS) + Z_95 * float(
+        demand["daily_std"]
+    ) * math.sqrt(lead)
+    quantity = max(1, math.ceil(target - int(trigger["available"]) - on_order))
+    return RestockProposal(
+        quantity=quantity,
+        urgency="medium",
+        rationale=f"Order up to {target:.0f}: mean demand over lead time and review, safety stock.",
+        confidence=0.5,
+        evidence=[facts["trigger_id"]],
+    )
+
+
+def _agent(
+    offline: restock.OfflinePolicy, *, remember: bool, model: ModelFactory | None
+) -> Service:
+    options = AgentRuntimeOptions(
+        model=model if model is not None else (lambda: None),
+        memory=lambda env: shared_vector_store(env.settings.data_dir),
+        embedder=embedder_from_env,
+    )
+    return agent_service(restock.declaration(offline, remember=remember), options)
+
+
+def _policy(
+    facts: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]], history: Mapping[str, Any]
+) -> RestockProposal:
+    # Looked up at call time, so a test can break the policy and watch the gate catch it.
+    return policy.recommend(facts, decisions, history)
+
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender(
+        "fixed",
+        "a fixed quantity: half the max stock",
+        False,
+        lambda model: _agent(fixed_quantity, remember=False, model=None),
+    ),
+    Contender(
+        "reorder_point",
+        "the classic reorder-point formula over four weeks and the catalog lead time",
+        False,
+        lambda model: _agent(reorder_point, remember=False, model=None),
+    ),
+    Contender(
+        "agent_no_memory",
+        "the restock agent with memory switched off",
+        True,
+        lambda model: _agent(_policy, remember=False, model=model),
+    ),
+    Contender(
+        "agent",
+        "the restock agent with its memory",
+        True,
+        lambda model: _agent(_policy, remember=True, model=model),
+    ),
+)
+
+
+def contender(name: str) -> Contender:
+    for candidate in CONTENDERS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)

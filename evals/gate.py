@@ -1,0 +1,38 @@
+"""The regression gate: this run's scores against a baseline `results.json`.
+
+A hard check that got worse (a duplicate, an invalid or out-of-bounds
+suggestion, unknown evidence) is a regression at once. Cost and stockouts may
+move by the tolerance, plus a few units of slack so that a single unit on a
+small scenario does not fail the build.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HARD = ("duplicates", "invalid", "out_of_bounds", "evidence_invalid")
+SOFT = ("cost", "stockout_units", "unneeded")
+SLACK = 3.0
+
+
+def regressions(baseline: dict[str, Any], current: dict[str, Any], tolerance: float) -> list[str]:
+    found: list[str] = []
+    for scenario, entry in current.get("scenarios", {}).items():
+        before = baseline.get("scenarios", {}).get(scenario)
+        if before is None:
+            continue  # new scenario: nothing to regress against
+        for contender, now in entry["contenders"].items():
+            then = before.get("contenders", {}).get(contender)
+            if then is None:
+                continue
+            where = f"{scenario}/{contender}"
+            for key in HARD:
+                if now.get(key, 0) > then.get(key, 0):
+                    found.append(f"{where}: {key} {then.get(key, 0)} -> {now.get(key, 0)}")
+            if then.get("passed") and not now.get("passed"):
+                found.append(f"{where}: passed before, fails now")
+            for key in SOFT:
+                old, new = float(then.get(key, 0)), float(now.get(key, 0))
+                if new > old * (1 + tolerance) + SLACK:
+                    found.append(f"{where}: {key} {old:g} -> {new:g} (tolerance {tolerance:.0%})")
+    return found

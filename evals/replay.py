@@ -1,0 +1,186 @@
+"""Replay: a recording's inputs through the shop's services and one restock policy.
+
+The services run in this process on the in-process broker. Inputs are published
+in time order, a day at a time, and the system settles before the next batch, so
+every derived event carries its cause's time and an agent's tools, which read
+only what is older than the trigger, see only the past. Reviewer decisions are
+published on their own, after what came before them has settled, because they
+change what the agent does next (a suggestion awaiting review coalesces new
+triggers).
+
+With `actors`, simulated reviewers and suppliers answer suggestions and
+purchase orders as they appear; that is how `evals.simulate` makes recordings.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentbus.bus import Bus
+from agentbus.envelope import Event, EventCodec
+from agentbus.host import Host
+from agentbus.memory.shared import release_shared_store
+from agentbus.service import Service
+from agentbus.settings import Settings
+from agentbus.transport.base import Delivery, QueueSpec, Transport
+from agentbus.transport.memory import InMemoryBroker
+from consumers import inventory, memory, orders, payments, purchasing
+from events import CATALOG
+
+OBSERVER = "eval.observer"
+SERVICES = ("inventory", "orders", "payments", "purchasing", "memory", "restock-agent")
+# Events a person or partner sends in reaction to the shop: each waits for the past to settle.
+DECISIONS = frozenset({"restock.approved", "restock.rejected"})
+
+
+class Actors(Protocol):
+    """Who answers the shop during a simulation: returns events to publish later."""
+
+    def react(self, event: Event[Any]) -> Iterable[Event[Any]]: ...
+
+
+@dataclass
+class Replayed:
+    """Everything that went over the bus, in time order (ties in publishing order)."""
+
+    events: list[Event[Any]] = field(default_factory=list)
+    inputs: int = 0
+    # When each event id was first seen on the bus (perf_counter): run latencies.
+    seen_at: dict[str, float] = field(default_factory=dict)
+
+    def of_type(self, *types: str) -> list[Event[Any]]:
+        return [event for event in self.events if event.type in types]
+
+
+def is_derived(event: Event[Any]) -> bool:
+    """Made by one of the services replay runs, so replay makes it again."""
+    return any(event.source == f"/services/{name}" for name in SERVICES)
+
+
+def inputs_of(recording: Sequence[Event[Any]]) -> list[Event[Any]]:
+    return [event for event in recording if not is_derived(event)]
+
+
+async def replay(
+    recording: Sequence[Event[Any]],
+    agent: Callable[[], Service],
+    *,
+    actors: Actors | None = None,
+    data_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    transport: Transport | None = None,
+) -> Replayed:
+    """Run the recording's inputs through the services and `agent`; return what happened.
+
+    `transport` defaults to a fresh in-process broker; a RabbitMQ one runs the same
+    replay through the broker (the live path, for comparisons). It is closed at the end.
+    """
+    if data_dir is None:
+        with tempfile.TemporaryDirectory(prefix="agentbus-eval-") as folder:
+            return await _replay(recording, agent, actors, Path(folder), progress, transport)
+    return await _replay(recording, agent, actors, data_dir, progress, transport)
+
+
+async def _replay(
+    recording: Sequence[Event[Any]],
+    agent: Callable[[], Service],
+    actors: Actors | None,
+    data_dir: Path,
+    progress: Callable[[int, int], None] | None,
+    transport: Transport | None,
+) -> Replayed:
+    base = Settings.from_env({})
+    settings = replace(
+        base,
+        data_dir=data_dir,
+        database_url=None,
+        consumer=replace(base.consumer, event_time="cause", ack_linger=0.0),
+    )
+    if transport is None:
+        transport = InMemoryBroker(exchange=settings.exchange).connect()
+    await transport.start()
+    bus = Bus(transport, EventCodec(CATALOG))
+    seen: list[Event[Any]] = []
+    await transport.declare([QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True)])
+
+    seen_at: dict[str, float] = {}
+
+    async def observe(delivery: Delivery) -> None:
+        event = bus.codec.decode(delivery.message.body)
+        seen.append(event)
+        seen_at.setdefault(event.id, time.perf_counter())
+        await delivery.ack()
+
+    await transport.consume(OBSERVER, observe, prefetch=1024)
+    services = [
+        inventory.build(),
+        orders.build(),
+        payments.build(),
+        purchasing.build(),
+        memory.build(),
+        agent(),
+    ]
+    host = Host(bus, services, settings)
+    pending = _Schedule(inputs_of(recording))
+    total = len(pending)
+    published = 0
+    await host.start()
+    try:
+        while pending:
+            batch = pending.next_batch()
+            await bus.publish_many(batch)
+            published += len(batch)
+            before = len(seen)
+            await host.settle(interval=0.003, stable=2, timeout=300)
+            if actors is not None:
+                for event in seen[before:]:
+                    for answer in actors.react(event):
+                        pending.push(answer)
+                        total += 1
+            if progress is not None:
+                progress(published, total)
+    finally:
+        await host.stop()
+        await transport.close()
+        store = release_shared_store(data_dir)
+        if store is not None:
+            await store.close()
+    order = {id(event): n for n, event in enumerate(seen)}
+    seen.sort(key=lambda event: (event.time, order[id(event)]))
+    return Replayed(events=seen, inputs=published, seen_at=seen_at)
+
+
+class _Schedule:
+    """Inputs by time; batches end at a day's end or before a decision."""
+
+    def __init__(self, events: Iterable[Event[Any]]) -> None:
+        self._seq = itertools.count()
+        self._heap: list[tuple[Any, int, Event[Any]]] = []
+        for event in events:
+            self.push(event)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, event: Event[Any]) -> None:
+        heapq.heappush(self._heap, (event.time, next(self._seq), event))
+
+    def next_batch(self) -> list[Event[Any]]:
+        first = heapq.heappop(self._heap)[2]
+        batch = [first]
+        if first.type in DECISIONS:
+            return batch
+        day = first.time.date()
+        while self._heap:
+            upcoming = self._heap[0][2]
+            if upcoming.type in DECISIONS or upcoming.time.date() != day:
+                break
+            batch.append(heapq.heappop(self._heap)[2])
+        return batch

@@ -1,0 +1,203 @@
+"""The eval report: a table in the terminal, `results.json`, and `report.html` with plots."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from evals.charts import Marker, stock_chart
+from evals.replay import Replayed
+from evals.scoring import Judged, available_series, daily_demand
+
+COLUMNS = (
+    ("suggestions", "suggestions"),
+    ("unneeded", "unneeded"),
+    ("silencing", "silencing"),
+    ("quantity_error", "qty error"),
+    ("stockout_units", "short"),
+    ("lost_sales", "lost sales"),
+    ("overstock_units", "over"),
+    ("cost", "cost"),
+    ("latency_p50_ms", "p50 ms"),
+    ("input_tokens", "tokens in"),
+)
+
+
+def collect_plot_data(
+    entry: dict[str, Any], contender: str, replayed: Replayed, judged: list[Judged]
+) -> None:
+    """Keep what the plots need beside the scores (not written to results.json)."""
+    plot = entry.setdefault("_plot", {"skus": {}, "markers": {}})
+    events = replayed.events
+    if not plot["skus"] and events:
+        plot["start"] = events[0].time
+        plot["end"] = events[-1].time
+        for product in replayed.of_type("product.upserted"):
+            sku = product.data.sku
+            plot["skus"][sku] = {
+                "stock": available_series(events, sku),
+                "demand": dict(daily_demand(events, sku)),
+            }
+    markers: dict[str, list[Marker]] = {}
+    for j in judged:
+        at = datetime.fromisoformat(j.at)
+        markers.setdefault(j.sku, []).extend(
+            [
+                Marker(at, f"{contender}: order {j.quantity} (oracle {j.oracle})", "suggestion"),
+                Marker(
+                    at + timedelta(days=j.lead_days),
+                    f"{contender}: {j.quantity} would arrive (short {j.stockout_units}, "
+                    f"over {j.overstock_units})",
+                    "arrival",
+                ),
+            ]
+        )
+    plot["markers"][contender] = markers
+
+
+def margins(results: dict[str, Any]) -> dict[str, Any]:
+    """What the agent saves against the formula, and what memory buys, per scenario."""
+    out: dict[str, Any] = {}
+    for name, entry in results["scenarios"].items():
+        contenders = entry["contenders"]
+        row: dict[str, Any] = {"history_matters": entry["history_matters"]}
+        agent = contenders.get("agent", {}).get("cost")
+        formula = contenders.get("reorder_point", {}).get("cost")
+        forgetful = contenders.get("agent_no_memory", {}).get("cost")
+        if agent is not None and formula is not None:
+            row["agent_vs_reorder_point"] = _saving(formula, agent)
+        if agent is not None and forgetful is not None:
+            row["memory_saves"] = _saving(forgetful, agent)
+        out[name] = row
+    return out
+
+
+def _saving(before: float, after: float) -> float:
+    """Share of `before`'s cost that `after` saves (negative: it costs more)."""
+    if before == 0:
+        return 0.0 if after == 0 else -1.0
+    return round((before - after) / before, 3)
+
+
+def public(results: dict[str, Any]) -> dict[str, Any]:
+    """results.json: the scores, without the plot data."""
+    scenarios = {
+        name: {key: value for key, value in entry.items() if not key.startswith("_")}
+        for name, entry in results["scenarios"].items()
+    }
+    return {**results, "scenarios": scenarios}
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(public(results), indent=2, sort_keys=True) + "\n")
+    (out / "report.html").write_text(html(results))
+
+
+def print_table(console: Console, results: dict[str, Any]) -> None:
+    table = Table(title=f"eval: model {results['model']}, {results['seconds']}s")
+    table.add_column("scenario")
+    table.add_column("policy")
+    for _, header in COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("checks")
+    for name, entry in results["scenarios"].items():
+        for contender, figures in entry["contenders"].items():
+            checks = "[green]pass[/]" if figures["passed"] else "[red]FAIL[/]"
+            if figures.get("flaky"):
+                checks = "[yellow]flaky[/]"
+            table.add_row(name, contender, *[_fmt(figures.get(key)) for key, _ in COLUMNS], checks)
+        table.add_section()
+    console.print(table)
+    for name, row in results["margins"].items():
+        if "agent_vs_reorder_point" in row:
+            console.print(
+                f"{name}: agent cost {row['agent_vs_reorder_point']:+.0%} saved against the "
+                f"reorder-point formula"
+                + (f", memory saves {row['memory_saves']:+.0%}" if "memory_saves" in row else "")
+                + (" (history matters)" if row["history_matters"] else ""),
+                highlight=False,
+            )
+
+
+def print_regressions(console: Console, found: list[str], baseline: Path) -> None:
+    if not found:
+        console.print(f"[green]no regression against {baseline}[/]")
+        return
+    console.print(f"[bold red]{len(found)} regression(s) against {baseline}:[/]")
+    for line in found:
+        console.print(f"  {line}", highlight=False)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:,.0f}"
+    return str(value)
+
+
+def html(results: dict[str, Any]) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>agentbus eval</title>",
+        "<style>body{font-family:sans-serif;margin:24px;color:#222}"
+        "table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;"
+        "padding:3px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+        ".fail{color:#d1242f;font-weight:bold}.pass{color:#1a7f37}"
+        ".charts{display:flex;flex-wrap:wrap;gap:8px}</style></head><body>",
+        f"<h1>agentbus eval</h1><p>model <b>{escape(str(results['model']))}</b>, "
+        f"repeat {results['repeat']}, {results['seconds']}s. Cost = 3 x units short + units "
+        "left over beyond safety stock, summed over suggestions, each re-simulated against "
+        "what the recording says happened next. Lower is better.</p>",
+        "<h2>Margins</h2><table><tr><th>scenario</th><th>history matters</th>"
+        "<th>agent vs reorder point</th><th>memory saves</th></tr>",
+    ]
+    for name, row in results["margins"].items():
+        parts.append(
+            f"<tr><td>{escape(name)}</td><td>{'yes' if row['history_matters'] else ''}</td>"
+            f"<td>{_pct(row.get('agent_vs_reorder_point'))}</td>"
+            f"<td>{_pct(row.get('memory_saves'))}</td></tr>"
+        )
+    parts.append("</table>")
+    for name, entry in results["scenarios"].items():
+        parts.append(f"<h2>{escape(name)}</h2><p>{escape(entry['notes'])}</p><table><tr>")
+        parts.append("<th>policy</th>" + "".join(f"<th>{h}</th>" for _, h in COLUMNS))
+        parts.append("<th>checks</th></tr>")
+        for contender, figures in entry["contenders"].items():
+            cls, word = ("pass", "pass") if figures["passed"] else ("fail", "FAIL")
+            cells = "".join(f"<td>{_fmt(figures.get(key))}</td>" for key, _ in COLUMNS)
+            parts.append(
+                f"<tr><td>{escape(contender)}</td>{cells}<td class='{cls}'>{word}</td></tr>"
+            )
+        parts.append("</table>")
+        plot = entry.get("_plot")
+        if plot and plot["skus"]:
+            for sku, series in plot["skus"].items():
+                parts.append("<div class='charts'>")
+                for contender, markers in plot["markers"].items():
+                    parts.append(
+                        stock_chart(
+                            f"{sku}: {contender}",
+                            series["stock"],
+                            series["demand"],
+                            markers.get(sku, []),
+                            plot["start"],
+                            plot["end"],
+                        )
+                    )
+                parts.append("</div>")
+    parts.append(
+        "<p>Blue: units available in the replayed world. Grey bars: units asked per day. "
+        "Red triangles: suggestions (hover for quantity and oracle). Green dots: when the "
+        "suggested order would arrive after the real lead time.</p></body></html>"
+    )
+    return "".join(parts)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0%}"

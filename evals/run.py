@@ -1,0 +1,299 @@
+"""`agentbus eval`: replay recordings through each policy, score, report, gate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agentbus.envelope import Event, EventCodec
+from agentbus.errors import ConfigurationError
+from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
+from agentbus.recording import read_recording
+from evals import report
+from evals.contenders import CONTENDERS, Contender
+from evals.gate import regressions
+from evals.replay import inputs_of, replay
+from evals.scoring import ScenarioScore, judge, score
+from events import CATALOG
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+BASELINE = FIXTURES / "baseline.json"
+PARALLEL = 4  # replays in flight
+
+
+@dataclass
+class EvalRequest:
+    paths: Sequence[Path] = ()
+    model: str = "policy"
+    record: Path | None = None
+    repeat: int = 1
+    out: Path = Path("eval-report")
+    baseline: Path | None = None
+    tolerance: float = 0.10
+    contenders: Sequence[str] = ()
+    as_json: bool = False
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    notes: str
+    history_matters: bool
+    events: list[Event[Any]]
+
+
+@dataclass
+class Metered:
+    """Counts what the model spends: the report shows tokens and cost per policy."""
+
+    inner: Model
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    name: str = field(init=False)
+    provider: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
+        self.provider = self.inner.provider
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        response = await self.inner.complete(request)
+        self.calls += 1
+        self.input_tokens += response.usage.input_tokens
+        self.output_tokens += response.usage.output_tokens
+        return response
+
+
+def load_cases(paths: Sequence[Path]) -> list[Case]:
+    files: list[Path] = []
+    for path in paths or [FIXTURES]:
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.jsonl")))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ConfigurationError(f"{path}: no such recording or folder")
+    if not files:
+        raise ConfigurationError("no recordings (*.jsonl) to evaluate")
+    codec = EventCodec(CATALOG)
+    cases = []
+    for file in files:
+        sidecar = file.with_suffix(".json")
+        meta: dict[str, Any] = {}
+        if sidecar.exists():
+            try:
+                meta = json.loads(sidecar.read_text())
+            except json.JSONDecodeError as exc:
+                raise ConfigurationError(f"{sidecar}: not JSON ({exc.msg})") from None
+        events = [recorded.event for recorded in read_recording(file, codec)]
+        cases.append(
+            Case(
+                name=str(meta.get("scenario") or file.stem),
+                path=file,
+                notes=str(meta.get("notes") or ""),
+                history_matters=bool(meta.get("history_matters", False)),
+                events=events,
+            )
+        )
+    return cases
+
+
+def model_factory(spec: str, record: Path | None) -> Callable[[], Model | None]:
+    if spec == "policy":
+        if record is not None:
+            raise ConfigurationError("--record needs --model openai")
+        return lambda: None
+    if spec == "openai":
+        if record is not None:
+            return lambda: CassetteModel(record, inner=openai_model_from_env(), mode="record")
+        return openai_model_from_env
+    kind, _, path = spec.partition(":")
+    if kind == "cassette" and path:
+        if not Path(path).exists():
+            raise ConfigurationError(f"cassette {path} does not exist")
+        return lambda: CassetteModel(Path(path), mode="replay")
+    raise ConfigurationError(f"--model {spec!r}: use policy, cassette:PATH or openai")
+
+
+def price(model: str, input_tokens: int, output_tokens: int) -> float:
+    """Cost from AGENTBUS_MODEL_PRICES: JSON {model: [input, output] per 1M tokens}."""
+    raw = os.environ.get("AGENTBUS_MODEL_PRICES")
+    if not raw:
+        return 0.0
+    try:
+        table = json.loads(raw)
+        per_input, per_output = table.get(model, (0.0, 0.0))
+        return (input_tokens * float(per_input) + output_tokens * float(per_output)) / 1e6
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigurationError(
+            'AGENTBUS_MODEL_PRICES must be JSON like {"model": [input, output]} per 1M tokens'
+        ) from None
+
+
+async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
+    console = console or Console(stderr=request.as_json)
+    if request.repeat < 1:
+        raise ConfigurationError("--repeat must be at least 1")
+    cases = load_cases(request.paths)
+    chosen = _contenders(request.contenders)
+    factory = model_factory(request.model, request.record)
+    deterministic = request.model == "policy" or request.model.startswith("cassette:")
+    plan = [
+        (case, contender, 1 if deterministic or not contender.uses_model else request.repeat)
+        for case in cases
+        for contender in chosen
+    ]
+    total = sum(len(inputs_of(case.events)) * runs for case, _, runs in plan)
+    results: dict[str, Any] = {
+        "model": request.model,
+        "repeat": request.repeat,
+        "scenarios": {},
+    }
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replaying", total=total)
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def one(case: Case, contender: Contender) -> tuple[ScenarioScore, Any, Any]:
+            metered: list[Metered] = []
+
+            def make_model() -> Model | None:
+                inner = factory()
+                if inner is None:
+                    return None
+                meter = Metered(inner)
+                metered.append(meter)
+                return meter
+
+            last = 0
+
+            def advance(published: int, _total: int) -> None:
+                nonlocal last
+                progress.advance(task, published - last)
+                last = published
+
+            async with gate:
+                replayed = await replay(
+                    case.events, lambda: contender.build(make_model), progress=advance
+                )
+            judged = judge(replayed)
+            tokens_in = sum(m.input_tokens for m in metered)
+            tokens_out = sum(m.output_tokens for m in metered)
+            model_name = metered[0].name if metered else "policy"
+            scored = score(
+                replayed,
+                judged,
+                latencies=_latencies(replayed),
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                model_cost=price(model_name, tokens_in, tokens_out),
+            )
+            return scored, judged, replayed
+
+        # Replays wait on one another's database threads more than they compute: several
+        # at once keep both cores busy.
+        outcomes = await asyncio.gather(
+            *(one(case, contender) for case, contender, runs in plan for _ in range(runs))
+        )
+    position = 0
+    for case, contender, runs in plan:
+        mine = outcomes[position : position + runs]
+        position += runs
+        entry = results["scenarios"].setdefault(
+            case.name,
+            {"notes": case.notes, "history_matters": case.history_matters, "contenders": {}},
+        )
+        entry["contenders"][contender.name] = _combine([scored for scored, _, _ in mine])
+        _, judged, replayed = mine[0]
+        report.collect_plot_data(entry, contender.name, replayed, judged)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["margins"] = report.margins(results)
+    request.out.mkdir(parents=True, exist_ok=True)
+    report.write(results, request.out)
+    report.print_table(console, results)
+    exit_code = 0
+    if request.baseline is not None:
+        if not request.baseline.exists():
+            raise ConfigurationError(f"baseline {request.baseline} does not exist")
+        baseline = json.loads(request.baseline.read_text())
+        found = regressions(baseline, results, request.tolerance)
+        report.print_regressions(console, found, request.baseline)
+        exit_code = 1 if found else 0
+    if request.as_json:
+        console.file.flush()
+        print(json.dumps(report.public(results), indent=2, sort_keys=True))
+    return exit_code
+
+
+def _contenders(names: Sequence[str]) -> list[Contender]:
+    if not names:
+        return list(CONTENDERS)
+    known = {c.name: c for c in CONTENDERS}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigurationError(
+            f"unknown contender(s) {', '.join(unknown)} (known: {', '.join(known)})"
+        )
+    return [known[name] for name in names]
+
+
+def _latencies(replayed: Any) -> list[float]:
+    out = []
+    for event in replayed.of_type("restock.recommended"):
+        trigger = str(event.data.trigger_event_id)
+        if trigger in replayed.seen_at and event.id in replayed.seen_at:
+            out.append(replayed.seen_at[event.id] - replayed.seen_at[trigger])
+    return out
+
+
+def _combine(scores: list[ScenarioScore]) -> dict[str, Any]:
+    """Mean figures over repeats; pass^k and flakiness over the hard checks."""
+    first = scores[0].as_dict()
+    combined: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, bool):
+            continue
+        values = [s.as_dict()[key] for s in scores]
+        mean = sum(values) / len(values)
+        # One run keeps integers as integers; k runs give means.
+        combined[key] = value if len(scores) == 1 else round(mean, 3)
+    passes = [s.passed for s in scores]
+    combined["runs"] = len(scores)
+    combined["passed"] = all(passes)  # pass^k: every one of the k runs passed
+    combined["flaky"] = any(passes) and not all(passes)
+    return combined
+
+
+async def run_eval(options: Any) -> int:
+    """The application's `agentbus eval` (options: agentbus.app.EvalOptions)."""
+    return await evaluate(
+        EvalRequest(
+            paths=options.paths,
+            model=options.model,
+            record=options.record,
+            repeat=options.repeat,
+            out=options.out,
+            baseline=options.baseline,
+            tolerance=options.tolerance,
+            contenders=options.contenders,
+            as_json=options.as_json,
+        )
+    )

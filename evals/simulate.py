@@ -1,0 +1,119 @@
+"""Make recordings: a scenario's inputs through the shop with a reviewer and a supplier.
+
+    uv run python -m evals.simulate --out evals/fixtures
+
+writes one `<scenario>.jsonl` per scenario (every event that went over the bus,
+exactly as `agentbus record` writes them) and a `<scenario>.json` sidecar with
+its name and notes. The same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from agentbus.envelope import Event, EventCodec, derived_id, new_event
+from agents.registry import restock_agent
+from evals.replay import replay
+from evals.scenarios import SCENARIOS, START, Scenario
+from events import CATALOG, RestockApproved, RestockRejected, StockReceived
+
+REVIEWER = "/simulator/reviewer"
+SUPPLIER = "/simulator/supplier"
+
+
+class ScenarioActors:
+    """The scenario's reviewer and supplier, answering in simulated time."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+
+    def react(self, event: Event[Any]) -> Iterable[Event[Any]]:
+        if event.type == "restock.recommended":
+            yield self._review(event)
+        elif event.type == "purchase_order.created":
+            item = self.scenario.item(event.data.sku)
+            day = (event.time - START).days
+            yield new_event(
+                StockReceived(
+                    sku=event.data.sku,
+                    quantity=event.data.quantity,
+                    purchase_order_id=event.data.purchase_order_id,
+                ),
+                source=SUPPLIER,
+                cause=event,
+                id=derived_id("sim-supplier", event.id),
+                time=event.time + timedelta(days=item.lead_on(day)),
+            )
+
+    def _review(self, event: Event[Any]) -> Event[Any]:
+        data = event.data
+        reviewer = self.scenario.reviewer
+        item = self.scenario.item(data.sku)
+        at = event.time + timedelta(hours=reviewer.delay_hours)
+        ids = derived_id("sim-reviewer", event.id)
+        if reviewer.max_quantity is not None and data.quantity > reviewer.max_quantity:
+            return new_event(
+                RestockRejected(
+                    recommendation_id=data.recommendation_id,
+                    sku=data.sku,
+                    reviewer="sim-reviewer",
+                    reason=f"{reviewer.reason} (asked {data.quantity})",
+                ),
+                source=REVIEWER,
+                cause=event,
+                id=ids,
+                time=at,
+            )
+        quantity = min(data.quantity, item.max_stock)
+        return new_event(
+            RestockApproved(
+                recommendation_id=data.recommendation_id,
+                sku=data.sku,
+                quantity=quantity,
+                reviewer="sim-reviewer",
+                note=None if quantity == data.quantity else f"trimmed to the shelf, {quantity}",
+            ),
+            source=REVIEWER,
+            cause=event,
+            id=ids,
+            time=at,
+        )
+
+
+async def record_scenario(scenario: Scenario, out: Path) -> Path:
+    replayed = await replay(scenario.inputs(), restock_agent, actors=ScenarioActors(scenario))
+    codec = EventCodec(CATALOG)
+    path = out / f"{scenario.name}.jsonl"
+    with path.open("wb") as handle:
+        for event in replayed.events:
+            handle.write(codec.encode(event) + b"\n")
+    sidecar = {
+        "scenario": scenario.name,
+        "notes": scenario.notes,
+        "history_matters": scenario.history_matters,
+    }
+    (out / f"{scenario.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("evals/fixtures"))
+    parser.add_argument("--only", nargs="*", default=None)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for scenario in SCENARIOS:
+        if args.only and scenario.name not in args.only:
+            continue
+        path = asyncio.run(record_scenario(scenario, args.out))
+        print(f"{path}: {sum(1 for _ in path.open())} events")
+
+
+if __name__ == "__main__":
+    main()

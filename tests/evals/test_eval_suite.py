@@ -1,0 +1,137 @@
+"""The eval suite end to end: simulated recordings, offline replay, report, and the gate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentbus.envelope import EventCodec
+from agents.registry import restock_agent
+from agents.restock import policy
+from agents.restock.proposal import RestockProposal
+from evals.replay import inputs_of, replay
+from evals.run import BASELINE, FIXTURES, EvalRequest, evaluate, load_cases
+from evals.scenarios import scenario
+from evals.simulate import record_scenario
+from events import CATALOG
+
+
+def suggestions(events: list[Any]) -> list[tuple[str, str, int, str]]:
+    return sorted(
+        (e.id, e.data.sku, e.data.quantity, str(e.data.trigger_event_id))
+        for e in events
+        if e.type == "restock.recommended"
+    )
+
+
+async def test_a_scenario_records_to_the_same_bytes_every_time(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    storm = scenario("storm")
+    a = await record_scenario(storm, first)
+    b = await record_scenario(storm, second)
+    assert a.read_bytes() == b.read_bytes()
+    assert b"restock.recommended" in a.read_bytes()
+
+
+async def test_replaying_a_committed_fixture_reproduces_its_suggestions() -> None:
+    [case] = load_cases([FIXTURES / "rejected_history.jsonl"])
+    replayed = await replay(case.events, restock_agent)
+    recorded = suggestions(case.events)
+    assert len(recorded) >= 3
+    assert suggestions(replayed.events) == recorded
+
+
+async def test_an_agent_sees_only_the_past() -> None:
+    """Cutting the recording right after a trigger changes nothing in its suggestion."""
+    [case] = load_cases([FIXTURES / "promotion.jsonl"])
+    full = await replay(case.events, restock_agent)
+    made = [e for e in full.events if e.type == "restock.recommended"]
+    late = made[len(made) // 2]
+    cut = [e for e in case.events if e.time <= late.time]
+    shortened = await replay(cut, restock_agent)
+    again = {e.id: e.data for e in shortened.events if e.type == "restock.recommended"}
+    assert again[late.id] == late.data
+
+
+def test_every_committed_fixture_is_a_plain_recording_of_valid_events() -> None:
+    codec = EventCodec(CATALOG)
+    fixtures = sorted(FIXTURES.glob("*.jsonl"))
+    assert len(fixtures) >= 10
+    for path in fixtures:
+        lines = path.read_bytes().splitlines()
+        events = [codec.decode(line) for line in lines]
+        assert inputs_of(events), path
+        assert len(inputs_of(events)) < len(events), path  # services' events recorded too
+
+
+async def test_eval_writes_the_report_and_passes_the_gate_on_the_committed_fixtures(
+    tmp_path: Path,
+) -> None:
+    code = await evaluate(
+        EvalRequest(
+            paths=(FIXTURES,),
+            out=tmp_path,
+            baseline=BASELINE,
+            contenders=("reorder_point", "agent"),
+        )
+    )
+    assert code == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["scenarios"]) >= {"promotion", "yearly", "lead_time_grew", "injection"}
+    for entry in results["scenarios"].values():
+        assert entry["contenders"]["agent"]["passed"], entry
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<svg") >= len(results["scenarios"]) * 2
+    # Where history matters the agent with memory beats the formula, and it is no worse
+    # anywhere else.
+    for name, margin in results["margins"].items():
+        if margin["history_matters"]:
+            assert margin["agent_vs_reorder_point"] > 0, (name, margin)
+        else:
+            assert margin["agent_vs_reorder_point"] >= 0, (name, margin)
+
+
+async def test_a_policy_broken_on_purpose_fails_the_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    working = policy.recommend
+
+    def broken(*args: Any) -> RestockProposal:
+        proposal = working(*args)
+        return proposal.model_copy(update={"quantity": proposal.quantity * 3})
+
+    monkeypatch.setattr(policy, "recommend", broken)
+    code = await evaluate(
+        EvalRequest(
+            paths=(FIXTURES / "steady.jsonl", FIXTURES / "weekly.jsonl"),
+            out=tmp_path,
+            baseline=BASELINE,
+            contenders=("agent",),
+        )
+    )
+    assert code == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    baseline = json.loads(BASELINE.read_text())
+    for name in ("steady", "weekly"):
+        now = results["scenarios"][name]["contenders"]["agent"]["cost"]
+        assert now > baseline["scenarios"][name]["contenders"]["agent"]["cost"]
+
+
+def test_the_cli_reports_a_missing_recording_in_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbus", "eval", str(tmp_path / "nope.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "no such recording" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
