@@ -31,6 +31,9 @@ from agents.registry import restock_agent
 from evals.replay import OBSERVER, SERVICES, inputs_of, replay
 from events import CATALOG
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the lock lives in tests/
+from tests.integration.chaos import exclusive_queues
+
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
@@ -83,11 +86,13 @@ async def main() -> None:
     events = [r.event for r in read_recording(args.recording, EventCodec(CATALOG))]
     inputs = len(inputs_of(events))
     rounds: dict[str, list[float]] = {"in_process": [], "rabbitmq": []}
-    for n in range(args.rounds):
-        for name in ("in_process", "rabbitmq"):
-            seconds = await one(events, broker=name == "rabbitmq")
-            rounds[name].append(inputs / seconds)
-            print(f"round {n + 1} {name}: {inputs / seconds:,.0f} events/s", file=sys.stderr)
+    # The services' queue names are fixed: hold the lock the broker tests take on them.
+    async with exclusive_queues():
+        for n in range(args.rounds):
+            for name in ("in_process", "rabbitmq"):
+                seconds = await one(events, broker=name == "rabbitmq")
+                rounds[name].append(inputs / seconds)
+                print(f"round {n + 1} {name}: {inputs / seconds:,.0f} events/s", file=sys.stderr)
     result = {
         "recording": str(args.recording),
         "input_events": inputs,
