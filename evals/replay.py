@@ -140,7 +140,7 @@ async def _replay(
             before = len(seen)
             await host.settle(interval=0.003, stable=2, timeout=300)
             if actors is not None:
-                for event in seen[before:]:
+                for event in _in_causal_order(seen[before:]):
                     for answer in actors.react(event):
                         pending.push(answer)
                         total += 1
@@ -152,9 +152,33 @@ async def _replay(
         store = release_shared_store(data_dir)
         if store is not None:
             await store.close()
-    order = {id(event): n for n, event in enumerate(seen)}
-    seen.sort(key=lambda event: (event.time, order[id(event)]))
-    return Replayed(events=seen, inputs=published, seen_at=seen_at)
+    return Replayed(events=_in_causal_order(seen), inputs=published, seen_at=seen_at)
+
+
+def _in_causal_order(events: list[Event[Any]]) -> list[Event[Any]]:
+    """By time, then causes before their effects, then id.
+
+    Derived events carry their cause's time, so ties are many, and the order in
+    which concurrent services publish them varies from run to run: this order
+    does not, so the same scenario records to the same bytes.
+    """
+    depth: dict[str, int] = {}
+    by_id = {event.id: event for event in events}
+
+    def depth_of(event: Event[Any]) -> int:
+        chain: list[str] = []
+        current: Event[Any] | None = event
+        while current is not None and current.id not in depth and current.id not in chain:
+            chain.append(current.id)
+            cause = current.causationid
+            current = by_id.get(cause) if cause else None
+        level = depth.get(current.id, -1) if current is not None else -1
+        for event_id in reversed(chain):
+            level += 1
+            depth[event_id] = level
+        return depth[event.id]
+
+    return sorted(events, key=lambda event: (event.time, depth_of(event), event.id))
 
 
 class _Schedule:
