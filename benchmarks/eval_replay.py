@@ -32,26 +32,17 @@ from evals.replay import OBSERVER, SERVICES, inputs_of, replay
 from events import CATALOG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the lock lives in tests/
-from tests.integration.chaos import exclusive_queues
+from tests.integration.chaos import exclusive_queues, queue_names
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 async def clean(exchange: str) -> None:
     """Delete the services' queues (main, retry, dead letter) and the exchange."""
-    listing = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        "list_queues",
-        "name",
-        "--quiet",
-        "--no-table-headers",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await listing.communicate()
     ours = (*SERVICES, OBSERVER)
     names = [
         name
-        for name in out.decode().split()
+        for name in await queue_names()
         if any(name == own or name.startswith(f"{own}.") for own in ours)
     ]
     connection = await aio_pika.connect(AMQP_URL)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from agentbus.envelope import Event, new_event
+from evals.simulator import SeededIds
 from events import InventoryAdjusted, OrderCreated, ProductUpserted, StockReceived
 
 SHOP = "/simulator/shop"
@@ -89,7 +89,7 @@ class Scenario:
     def inputs(self) -> list[Event[Any]]:
         """The events from outside the services, in time order."""
         rng = random.Random(self.seed)
-        ids = _Ids(f"{self.name}/{self.seed}")
+        ids = SeededIds(f"agentbus-evals/{self.name}/{self.seed}")
         events: list[Event[Any]] = []
         for n, item in enumerate(self.items):
             at = START + timedelta(seconds=n)
@@ -388,13 +388,3 @@ def scenario(name: str) -> Scenario:
         if candidate.name == name:
             return candidate
     raise KeyError(name)
-
-
-class _Ids:
-    def __init__(self, namespace: str) -> None:
-        self._namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"agentbus-evals/{namespace}")
-        self._count = 0
-
-    def next(self) -> str:
-        self._count += 1
-        return str(uuid.uuid5(self._namespace, str(self._count)))

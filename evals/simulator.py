@@ -89,7 +89,7 @@ class ShopSimulation:
     def events(self) -> Iterator[Event[Any]]:
         """Products, opening stock, then days of orders, cancellations and deliveries."""
         rng = random.Random(self.seed + 1)
-        ids = _Ids(self.seed)
+        ids = SeededIds(f"agentbus-simulator/{self.seed}")
         now = self.start
         products = self.catalog()
         for product in products:
@@ -185,13 +185,15 @@ class ShopSimulation:
         )
 
     @staticmethod
-    def _event(data: Any, source: str, ids: _Ids, at: datetime) -> Event[Any]:
+    def _event(data: Any, source: str, ids: SeededIds, at: datetime) -> Event[Any]:
         return new_event(data, source=source, id=ids.next(), time=at)
 
 
-class _Ids:
-    def __init__(self, seed: int) -> None:
-        self._namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"agentbus-simulator/{seed}")
+class SeededIds:
+    """Event ids as uuid5s of a namespace and a counter: the same seed, the same ids."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = uuid.uuid5(uuid.NAMESPACE_URL, namespace)
         self._count = 0
 
     def next(self) -> str:
