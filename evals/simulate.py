@@ -92,7 +92,10 @@ async def record_scenario(scenario: Scenario, out: Path) -> Path:
     path = out / f"{scenario.name}.jsonl"
     with path.open("wb") as handle:
         for event in replayed.events:
-            handle.write(codec.encode(event) + b"\n")
+            # Trace context belongs to the run that made the recording, not to the shop's
+            # story: without it the same seed gives the same bytes, traced or not.
+            plain = event.model_copy(update={"traceparent": None, "tracestate": None})
+            handle.write(codec.encode(plain) + b"\n")
     sidecar = {
         "scenario": scenario.name,
         "notes": scenario.notes,

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from agentbus.envelope import EventCodec
+from agentbus.telemetry import use_tracer_provider
 from agents.registry import restock_agent
 from agents.restock import policy
 from agents.restock.proposal import RestockProposal
@@ -34,8 +36,13 @@ async def test_a_scenario_records_to_the_same_bytes_every_time(tmp_path: Path) -
     first.mkdir()
     second.mkdir()
     storm = scenario("storm")
-    a = await record_scenario(storm, first)
-    b = await record_scenario(storm, second)
+    # Traced, as a deployment would be: every run has trace ids of its own.
+    use_tracer_provider(TracerProvider())
+    try:
+        a = await record_scenario(storm, first)
+        b = await record_scenario(storm, second)
+    finally:
+        use_tracer_provider(None)
     assert a.read_bytes() == b.read_bytes()
     assert b"restock.recommended" in a.read_bytes()
 
