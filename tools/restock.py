@@ -40,7 +40,7 @@ def demand_history(connection: sa.Connection, sku: str, now: datetime, days: int
     since = now - timedelta(days=days)
     rows = connection.execute(
         sa.select(demand.c.event_id, demand.c.quantity, demand.c.at)
-        .where(demand.c.sku == sku, demand.c.at >= since, demand.c.at <= now)
+        .where(demand.c.sku == sku, demand.c.at > since, demand.c.at <= now)
         .order_by(demand.c.at.desc())
     ).all()
     per_day = [0] * days
@@ -84,8 +84,9 @@ def open_purchase_orders(
     rows = connection.execute(
         sa.select(purchase_orders).where(
             purchase_orders.c.sku == sku,
-            purchase_orders.c.received_at.is_(None),
             purchase_orders.c.created_at <= now,
+            # As of `now`: a replay may already hold the arrival that came later.
+            sa.or_(purchase_orders.c.received_at.is_(None), purchase_orders.c.received_at > now),
         )
     )
     return [

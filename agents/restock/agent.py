@@ -107,7 +107,11 @@ def build_graph(
             }
 
         found = await ctx.read(read)
-        return {**found, "memories": [dict(hit.payload) for hit in others]}
+        # Only what was remembered before the trigger: a replay may hold later episodes.
+        earlier = [
+            dict(hit.payload) for hit in others if str(hit.payload.get("at", "")) < state["at"]
+        ]
+        return {**found, "memories": earlier}
 
     async def decide(state: RestockState) -> RestockState:
         facts = state["facts"]
