@@ -70,10 +70,11 @@ def recommend(
         # Sold out before the order can arrive: the shop turns those customers away
         # (lost sales, no backorders), so ordering for them would only leave stock over.
         quantity = math.ceil(target - available - on_order - short)
-        notes.append(
-            f"about {short:.0f} units of demand fall before the order can arrive and are "
-            "not ordered for"
-        )
+        if short >= 0.5:  # worth a word only when it rounds to a unit or more
+            notes.append(
+                f"about {short:.0f} units of demand fall before the order can arrive and are "
+                "not ordered for"
+            )
     # inventory.low fires once per downward crossing: an order that leaves stock under
     # the reorder point when it arrives means no signal ever comes again for this SKU.
     at_arrival = max(0.0, available + on_order - expected * lead)
