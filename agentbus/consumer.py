@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from agentbus.acks import AckBatcher
 from agentbus.bus import Bus
 from agentbus.envelope import Event
 from agentbus.errors import BrokerUnavailable, MalformedEvent, PermanentError, ProcessingError
+from agentbus.metrics import instruments, watch_consumer
 from agentbus.retry import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
@@ -146,6 +148,8 @@ class Consumer:
             "messaging.destination.subscription.name": service.queue,
         }
         self._in_flight = 0
+        self._metric_attributes: dict[tuple[str, str], dict[str, str]] = {}
+        watch_consumer(self)
 
     @property
     def queue(self) -> str:
@@ -201,6 +205,7 @@ class Consumer:
         if route is None:
             # Bound by a wider pattern than the handlers cover: nothing to do.
             self.stats.ignored += 1
+            self._count(event.type, "ignored")
             self._finish(delivery)
             return
         lane = self._lane_for(event.key)
@@ -275,6 +280,7 @@ class Consumer:
 
     async def _handle(self, batch: Sequence[_Item]) -> None:
         self.stats.batches += 1
+        started = time.perf_counter()
         spans = [self._start_span(item) for item in batch]
         context = Context(
             self.service.name,
@@ -304,6 +310,32 @@ class Consumer:
             span.end()
             self.stats.processed += 1
             self._finish(item.delivery)
+        self._measure(batch, time.perf_counter() - started)
+
+    def _attributes(self, event_type: str, outcome: str) -> dict[str, str]:
+        key = (event_type, outcome)
+        found = self._metric_attributes.get(key)
+        if found is None:
+            found = self._metric_attributes[key] = {
+                "messaging.consumer.group.name": self.queue,
+                "messaging.rabbitmq.destination.routing_key": event_type,
+                "outcome": outcome,
+            }
+        return found
+
+    def _count(self, event_type: str, outcome: str, n: int = 1) -> None:
+        instruments().events.add(n, self._attributes(event_type, outcome))
+
+    def _measure(self, batch: Sequence[_Item], elapsed: float) -> None:
+        meters = instruments()
+        per_type: dict[str, int] = {}
+        for item in batch:
+            per_type[item.event.type] = per_type.get(item.event.type, 0) + 1
+        for event_type, n in per_type.items():
+            attributes = self._attributes(event_type, "processed")
+            meters.events.add(n, attributes)
+            for _ in range(n):
+                meters.process_duration.record(elapsed, attributes)
 
     async def _publish(self, context: Context, batch: Sequence[_Item], spans: list[Span]) -> None:
         if not context.emitted:
@@ -334,6 +366,7 @@ class Consumer:
 
     async def _fail(self, item: _Item, exc: Exception) -> None:
         self.stats.failed += 1
+        self._count(item.event.type, "failed")
         attempt = _attempt_of(item.delivery.message) + 1
         code = exc.code if isinstance(exc, ProcessingError) else UNEXPECTED
         detail = _detail(exc)
@@ -354,6 +387,7 @@ class Consumer:
             await self._requeue(item.delivery)
             return
         self.stats.retried += 1
+        self._count(item.event.type, "retried")
         self._finish(item.delivery)
 
     async def _dead_letter(
@@ -377,6 +411,7 @@ class Consumer:
             await self._requeue(delivery)
             return
         self.stats.dead_lettered += 1
+        self._count(message.type or message.routing_key or "unknown", "dead_lettered")
         self._finish(delivery)
 
     async def _requeue(self, delivery: Delivery) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from agentbus.bus import Bus
 from agentbus.consumer import Consumer
+from agentbus.metrics import set_gauge
 from agentbus.retry import dead_letter_queue
 from agentbus.service import Service, ServiceEnv
 from agentbus.settings import Settings
@@ -23,6 +24,7 @@ class Host:
         self.services = list(services)
         self.consumers = [Consumer(service, bus, settings.consumer) for service in services]
         self._started: list[Service] = []
+        self.running = False
 
     async def start(self) -> None:
         env = ServiceEnv(self.bus, self.settings)
@@ -31,9 +33,11 @@ class Host:
             for hook in service.startup:
                 await hook(env)
             await consumer.start()
+        self.running = True
 
     async def stop(self) -> None:
         """Drain every consumer first, then run the shutdown hooks (flush outboxes)."""
+        self.running = False
         await asyncio.gather(*(consumer.stop() for consumer in self.consumers))
         for service in reversed(self._started):
             for hook in reversed(service.shutdown):
@@ -54,6 +58,40 @@ class Host:
                 if not await check():
                     return False
         return True
+
+    async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
+        """What keeps the host from serving: {component: problem}; empty when ready."""
+        if not self.running:
+            return {"host": "starting or stopping"}
+        problems: dict[str, str] = {}
+
+        async def check(name: str, probe: Callable[[], Awaitable[object]]) -> None:
+            try:
+                await asyncio.wait_for(probe(), timeout)
+            except TimeoutError:
+                problems[name] = f"no answer within {timeout:g}s"
+            except Exception as exc:  # a probe reports any failure, never raises
+                problems[name] = f"{type(exc).__name__}: {exc}"[:300]
+
+        first_queue = self.consumers[0].queue if self.consumers else None
+        if first_queue is not None:
+            await check("broker", lambda: self.bus.transport.depth(first_queue))
+        for service in self.services:
+            for index, probe in enumerate(service.ready_checks):
+                suffix = f"#{index}" if index else ""
+                await check(f"{service.name}{suffix}", probe)
+        return problems
+
+    async def refresh_gauges(self) -> None:
+        """Read queue depths and outbox backlogs into the gauges."""
+        for consumer in self.consumers:
+            for spec in consumer.topology():
+                with contextlib.suppress(Exception):  # a gauge goes stale, the host goes on
+                    set_gauge("queue", spec.name, await self.bus.transport.depth(spec.name))
+        for service in self.services:
+            if service.backlog is not None:
+                with contextlib.suppress(Exception):
+                    set_gauge("outbox", service.name, await service.backlog())
 
     async def settle(
         self, *, interval: float = 0.05, stable: int = 3, timeout: float = 300

@@ -45,8 +45,15 @@ class Context:
         self._spans = spans or {}
 
     def emit(
-        self, data: BaseModel, *, cause: Event[Any], time: datetime | None = None
+        self,
+        data: BaseModel,
+        *,
+        cause: Event[Any],
+        time: datetime | None = None,
+        within: Span | None = None,
     ) -> Event[Any]:
+        """Emit an event caused by `cause`; its publish span joins the trace under
+        `within` if given, else under the span that handled `cause`."""
         event_type: str = getattr(data, "event_type")  # noqa: B009 - a catalog ClassVar
         rank = self._ranks.get((cause.id, event_type), 0)
         self._ranks[(cause.id, event_type)] = rank + 1
@@ -57,7 +64,7 @@ class Context:
             id=derived_id(self.service, cause.id, event_type, str(rank)),
             time=time or (cause.time if self.time_of_cause else None),
         )
-        traceparent = self._traceparent(cause)
+        traceparent = self._traceparent(within or self._spans.get(cause.id))
         if traceparent is not None:
             # The CloudEvents tracing extension: the context the event was made in,
             # which survives a wait in an outbox.
@@ -65,8 +72,7 @@ class Context:
         self.emitted.append(event)
         return event
 
-    def _traceparent(self, cause: Event[Any]) -> str | None:
-        span = self._spans.get(cause.id)
+    def _traceparent(self, span: Span | None) -> str | None:
         if span is None or not span.get_span_context().is_valid:
             return None
         carrier: dict[str, Any] = {}
@@ -123,6 +129,10 @@ class Service:
     shutdown: list[Shutdown] = field(default_factory=list)
     # Each says whether the service has work of its own left (an outbox backlog).
     idle_checks: list[Callable[[], Awaitable[bool]]] = field(default_factory=list)
+    # Each raises when something the service needs (its database) does not answer.
+    ready_checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Events committed but not yet published, for the outbox backlog gauge.
+    backlog: Callable[[], Awaitable[int]] | None = None
 
     def __post_init__(self) -> None:
         if not self.queue:

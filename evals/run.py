@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError
 from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
+from agentbus.llm.pricing import price
 from agentbus.recording import read_recording
 from evals import report
 from evals.contenders import CONTENDERS, Contender
@@ -124,21 +124,6 @@ def model_factory(spec: str, record: Path | None) -> Callable[[], Model | None]:
             raise ConfigurationError(f"cassette {path} does not exist")
         return lambda: CassetteModel(Path(path), mode="replay")
     raise ConfigurationError(f"--model {spec!r}: use policy, cassette:PATH or openai")
-
-
-def price(model: str, input_tokens: int, output_tokens: int) -> float:
-    """Cost from AGENTBUS_MODEL_PRICES: JSON {model: [input, output] per 1M tokens}."""
-    raw = os.environ.get("AGENTBUS_MODEL_PRICES")
-    if not raw:
-        return 0.0
-    try:
-        table = json.loads(raw)
-        per_input, per_output = table.get(model, (0.0, 0.0))
-        return (input_tokens * float(per_input) + output_tokens * float(per_output)) / 1e6
-    except (ValueError, TypeError, AttributeError):
-        raise ConfigurationError(
-            'AGENTBUS_MODEL_PRICES must be JSON like {"model": [input, output]} per 1M tokens'
-        ) from None
 
 
 async def evaluate(request: EvalRequest, console: Console | None = None) -> int:

@@ -1,29 +1,39 @@
-"""What an agent's graph nodes may use: read-only queries, memory, and the model.
+"""What an agent's graph nodes may use: read-only tools, memory, and the model.
 
 `complete` is the one way to call the model. It spends the agent's token budget,
 falls back to the agent's offline policy when the budget is spent or the model
 fails (malformed twice, unavailable, no recording), and says which model
-decided, so the suggestion can tell.
+decided, so the suggestion can tell. Each call is a `chat` span with token usage
+and cost, and feeds the model metrics; prompt and completion text go on the span
+only when `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel
 
 from agentbus.agent import tables
-from agentbus.llm import Model, ModelError, ModelRequest
+from agentbus.llm import Model, ModelError, ModelRequest, ModelResponse
+from agentbus.llm.pricing import price
+from agentbus.metrics import instruments
 from agentbus.store import Database
 from agentbus.telemetry import tracer
 
 T = TypeVar("T")
 POLICY = "policy"
+CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+COST_ATTRIBUTE = "agentbus.gen_ai.usage.cost_usd"
 
 
 @dataclass(frozen=True)
@@ -57,14 +67,47 @@ class RunContext:
         """A read-only query over the agent's own projection."""
         return await self.database.read(query)
 
+    async def tools(self, calls: Mapping[str, Callable[[sa.Connection], Any]]) -> dict[str, Any]:
+        """Run read-only tools in one read, each in its own `execute_tool` span.
+
+        One hop to the database thread for all of them; the spans are made there,
+        under the node that asked.
+        """
+        parent = otel_context.get_current()
+        agent = self.agent
+
+        def read(connection: sa.Connection) -> dict[str, Any]:
+            results: dict[str, Any] = {}
+            for name, call in calls.items():
+                with tracer().start_as_current_span(
+                    f"execute_tool {name}",
+                    context=parent,
+                    kind=SpanKind.INTERNAL,
+                    attributes={
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": name,
+                        "gen_ai.tool.type": "datastore",
+                        "gen_ai.agent.name": agent,
+                    },
+                ):
+                    results[name] = call(connection)
+            return results
+
+        return await self.database.read(read)
+
     async def search_memory(
         self, collection: str, text: str, *, limit: int = 5, where: dict[str, Any] | None = None
     ) -> list[Any]:
         if self.memory is None or self.embedder is None:
             return []
         with tracer().start_as_current_span(
-            f"retrieve {collection}",
-            attributes={"gen_ai.operation.name": "retrieve", "db.collection.name": collection},
+            f"retrieval {collection}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "retrieval",
+                "gen_ai.data_source.id": collection,
+                "gen_ai.agent.name": self.agent,
+            },
         ):
             [vector] = await self.embedder.embed([text])
             try:
@@ -80,39 +123,82 @@ class RunContext:
     ) -> Decision:
         if self.model is None:
             return Decision(fallback(), POLICY)
+        meters = instruments()
         if await self._budget_spent():
+            meters.fallbacks.add(1, {"gen_ai.agent.name": self.agent, "reason": "budget"})
             return Decision(fallback(), f"{POLICY} (token budget spent)", fallback_reason="budget")
         model = self.model
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": model.provider,
+            "gen_ai.request.model": model.name,
+        }
+        started = time.perf_counter()
         with tracer().start_as_current_span(
             f"chat {model.name}",
             kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": model.provider,
-                "gen_ai.request.model": model.name,
-                "gen_ai.agent.name": self.agent,
-            },
+            attributes={**attributes, "gen_ai.agent.name": self.agent},
         ) as span:
+            if _capture_content():
+                span.set_attribute("gen_ai.input.messages", _messages_json(request))
             try:
                 response = await model.complete(request)
             except ModelError as exc:
-                span.set_status(StatusCode.ERROR, type(exc).__name__)
-                span.set_attribute("error.type", type(exc).__name__)
                 reason = type(exc).__name__
+                span.set_status(StatusCode.ERROR, reason)
+                span.set_attribute("error.type", reason)
+                failed = {**attributes, "error.type": reason}
+                meters.model_duration.record(time.perf_counter() - started, failed)
+                meters.model_calls.add(
+                    1, {"gen_ai.agent.name": self.agent, **failed, "outcome": "error"}
+                )
+                meters.fallbacks.add(1, {"gen_ai.agent.name": self.agent, "reason": reason})
                 return Decision(
                     fallback(), f"{POLICY} (fallback: {reason})", fallback_reason=reason
                 )
-            span.set_attribute("gen_ai.response.model", response.model)
-            span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
-            if response.finish_reason:
-                span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+            self._account(span, attributes, response, time.perf_counter() - started)
         return Decision(
             response.output,
             response.model,
             response.usage.input_tokens,
             response.usage.output_tokens,
         )
+
+    def _account(
+        self, span: Span, attributes: dict[str, Any], response: ModelResponse, elapsed: float
+    ) -> None:
+        """Token usage and cost, on the span and in the metrics."""
+        usage = response.usage
+        cost = price(response.model, usage.input_tokens, usage.output_tokens)
+        span.set_attribute("gen_ai.response.model", response.model)
+        span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+        span.set_attribute(COST_ATTRIBUTE, cost)
+        if response.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+        if _capture_content():
+            span.set_attribute(
+                "gen_ai.output.messages",
+                json.dumps(
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [
+                                {"type": "text", "content": response.output.model_dump_json()}
+                            ],
+                            "finish_reason": response.finish_reason or "stop",
+                        }
+                    ]
+                ),
+            )
+        meters = instruments()
+        answered = {**attributes, "gen_ai.response.model": response.model}
+        meters.model_duration.record(elapsed, answered)
+        meters.token_usage.record(usage.input_tokens, {**answered, "gen_ai.token.type": "input"})
+        meters.token_usage.record(usage.output_tokens, {**answered, "gen_ai.token.type": "output"})
+        per_agent = {"gen_ai.agent.name": self.agent, "gen_ai.response.model": response.model}
+        meters.model_calls.add(1, {**per_agent, "outcome": "answered"})
+        meters.model_cost.add(cost, per_agent)
 
     async def _budget_spent(self) -> bool:
         if self.token_budget_per_hour is None:
@@ -145,6 +231,19 @@ def book_usage(
                 "fallbacks": tables.usage.c.fallbacks + fallbacks,
             },
         )
+    )
+
+
+def _capture_content() -> bool:
+    return os.environ.get(CAPTURE_CONTENT, "").strip().lower() == "true"
+
+
+def _messages_json(request: ModelRequest) -> str:
+    return json.dumps(
+        [
+            {"role": message.role, "parts": [{"type": "text", "content": message.content}]}
+            for message in request.messages
+        ]
     )
 
 

@@ -20,15 +20,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel
 
 from agentbus.agent import tables
 from agentbus.agent.checkpoints import Checkpoints
 from agentbus.agent.context import RunContext, book_usage
+from agentbus.agent.nodes import trace_nodes
 from agentbus.envelope import Event
 from agentbus.errors import TransientError
+from agentbus.metrics import instruments
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import Migration, StoreBinding, Transaction
 from agentbus.telemetry import tracer
@@ -113,7 +114,9 @@ class AgentRunner:
             token_budget_per_hour=self.agent.token_budget_per_hour,
         )
         saver = await self.checkpoints.open(env.settings)
-        self._graph = self.agent.build_graph(self.context).compile(checkpointer=saver)
+        graph = self.agent.build_graph(self.context)
+        trace_nodes(graph, self.agent.name)
+        self._graph = graph.compile(checkpointer=saver)
 
     async def _stop(self) -> None:
         # The vector store is shared in the process (see agentbus.memory.shared): not ours to close.
@@ -124,55 +127,66 @@ class AgentRunner:
     async def _on_trigger(self, event: Event[Any], ctx: Context) -> None:
         database = self.store.database
         plan = await database.run(lambda tx: self._plan(tx, event))
+        meters = instruments()
         if plan != "run":
+            outcome = "duplicate" if plan == "done" else plan
+            meters.agent_runs.add(1, {"gen_ai.agent.name": self.agent.name, "outcome": outcome})
             return
         self.runs_started += 1
-        try:
-            state = await asyncio.wait_for(self._run(event), self.agent.run_timeout)
-        except TimeoutError:
-            # The checkpoint keeps what was done; the retry resumes from there.
-            raise TransientError(
-                f"run of {self.agent.name} on {event.id} exceeded {self.agent.run_timeout}s",
-                code="run_timeout",
-            ) from None
-        suggestion_id = _suggestion_id(self.agent.name, event.id)
-        data = self.suggest(state, event, suggestion_id)
-        emitted = ctx.emit(data, cause=event)
-        span = trace.get_current_span().get_span_context()
-        trace_id = f"{span.trace_id:032x}" if span.is_valid else None
-        await database.run(
-            lambda tx: self._commit(tx, event, emitted, suggestion_id, state, trace_id)
-        )
-        ctx.emitted.clear()  # it left through the outbox
-        self.store.relay.wake()
-
-    def suggest(self, state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> BaseModel:
-        return self.agent.suggest(state, event, suggestion_id)
-
-    async def _run(self, event: Event[Any]) -> Mapping[str, Any]:
-        config = {"configurable": {"thread_id": f"{self.agent.name}:{event.id}"}}
+        thread_id = f"{self.agent.name}:{event.id}"
         with tracer().start_as_current_span(
             f"invoke_agent {self.agent.name}",
             kind=SpanKind.INTERNAL,
             attributes={
                 "gen_ai.operation.name": "invoke_agent",
                 "gen_ai.agent.name": self.agent.name,
-                "gen_ai.conversation.id": config["configurable"]["thread_id"],
+                "gen_ai.conversation.id": thread_id,
             },
         ) as span:
-            snapshot = await self._graph.aget_state(config)
-            if snapshot.created_at is None:
-                result = await self._graph.ainvoke(self.agent.initial_state(event), config)
-            elif snapshot.next:
-                span.set_attribute("agentbus.run.resumed", True)
-                result = await self._graph.ainvoke(None, config)
-            else:
-                span.set_attribute("agentbus.run.reused", True)
-                result = snapshot.values
-            if not isinstance(result, Mapping):
-                span.set_status(StatusCode.ERROR)
-                raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
-            return result
+            try:
+                state = await asyncio.wait_for(
+                    self._run(event, thread_id, span), self.agent.run_timeout
+                )
+            except TimeoutError:
+                span.set_status(StatusCode.ERROR, "run_timeout")
+                # The checkpoint keeps what was done; the retry resumes from there.
+                raise TransientError(
+                    f"run of {self.agent.name} on {event.id} exceeded {self.agent.run_timeout}s",
+                    code="run_timeout",
+                ) from None
+            suggestion_id = _suggestion_id(self.agent.name, event.id)
+            data = self.suggest(state, event, suggestion_id)
+            # The suggestion's publish span hangs under this run, not beside it.
+            emitted = ctx.emit(data, cause=event, within=span)
+            context = span.get_span_context()
+            trace_id = f"{context.trace_id:032x}" if context.is_valid else None
+            await database.run(
+                lambda tx: self._commit(tx, event, emitted, suggestion_id, state, trace_id)
+            )
+        ctx.emitted.clear()  # it left through the outbox
+        self.store.relay.wake()
+        agent = {"gen_ai.agent.name": self.agent.name}
+        meters.agent_runs.add(1, {**agent, "outcome": "completed"})
+        meters.suggestions.add(1, {**agent, "status": "pending"})
+
+    def suggest(self, state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> BaseModel:
+        return self.agent.suggest(state, event, suggestion_id)
+
+    async def _run(self, event: Event[Any], thread_id: str, span: Span) -> Mapping[str, Any]:
+        config = {"configurable": {"thread_id": thread_id}}
+        snapshot = await self._graph.aget_state(config)
+        if snapshot.created_at is None:
+            result = await self._graph.ainvoke(self.agent.initial_state(event), config)
+        elif snapshot.next:
+            span.set_attribute("agentbus.run.resumed", True)
+            result = await self._graph.ainvoke(None, config)
+        else:
+            span.set_attribute("agentbus.run.reused", True)
+            result = snapshot.values
+        if not isinstance(result, Mapping):
+            span.set_status(StatusCode.ERROR)
+            raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
+        return result
 
     def _plan(self, tx: Transaction, event: Event[Any]) -> str:
         connection = tx.connection
@@ -302,9 +316,12 @@ class AgentRunner:
         tx.stage([suggestion])
 
     def _closer(self, id_field: str) -> Callable[[Transaction, Event[Any], Context], None]:
+        agent = self.agent.name
+
         def close(tx: Transaction, event: Event[Any], ctx: Context) -> None:
             suggestion_id = getattr(event.data, id_field)
             status = "approved" if event.type.endswith(".approved") else "rejected"
+            instruments().suggestions.add(1, {"gen_ai.agent.name": agent, "status": status})
             tx.execute(
                 sa.update(tables.suggestions)
                 .where(tables.suggestions.c.suggestion_id == suggestion_id)

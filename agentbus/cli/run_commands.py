@@ -18,6 +18,8 @@ from agentbus.cli.common import (
 )
 from agentbus.errors import ConfigurationError
 from agentbus.host import Host
+from agentbus.metrics import configure_metrics, shutdown_metrics
+from agentbus.ops import GaugeRefresher, OpsServer
 from agentbus.telemetry import configure_tracing, shutdown_tracing
 
 
@@ -29,6 +31,16 @@ def register(app: typer.Typer) -> None:
 def run(
     services: Annotated[list[str], typer.Argument(help="Service names, or 'all'.")],
     amqp_url: Annotated[str | None, typer.Option("--amqp-url", help="Overrides AMQP_URL.")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="AGENTBUS_METRICS_PORT",
+            help="Serve /metrics (Prometheus), /healthz and /readyz on this port.",
+            min=0,
+            max=65535,
+        ),
+    ] = None,
 ) -> None:
     """Run services as queue consumers until SIGINT/SIGTERM, then drain and exit 0."""
     config = settings()
@@ -41,18 +53,38 @@ def run(
         fail("the application registers no services")
     names = [service.name for service in chosen]
     transport = broker_transport(config, amqp_url, name=f"agentbus run {' '.join(names)}")
-    configure_tracing("agentbus-" + "+".join(names))
+    service_name = "agentbus-" + "+".join(names)
+    try:
+        configure_tracing(service_name)
+        meters = configure_metrics(service_name, prometheus=metrics_port is not None)
+    except ConfigurationError as exc:
+        fail(str(exc))
 
     async def go() -> None:
         bus = await open_bus(transport, app)
         host = Host(bus, chosen, config)
+        ops = OpsServer(host, metrics_port) if metrics_port is not None else None
+        gauges = GaugeRefresher(host) if meters is not None else None
+        started = ""
         try:
+            if ops is not None:
+                await ops.start()
+                started = f"; /metrics, /healthz, /readyz on port {ops.port}"
+            if gauges is not None:
+                await gauges.start()
             await host.run_until_signalled(
-                lambda: err.print(f"running {', '.join(names)}; Ctrl-C to stop", highlight=False)
+                lambda: err.print(
+                    f"running {', '.join(names)}{started}; Ctrl-C to stop", highlight=False
+                )
             )
         finally:
+            if gauges is not None:
+                await gauges.stop()
+            if ops is not None:
+                await ops.stop()
             await transport.close()
             shutdown_tracing()
+            shutdown_metrics()
 
     run_async(go)
     err.print("stopped", highlight=False)

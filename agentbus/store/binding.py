@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
+
 from agentbus.envelope import Event
 from agentbus.errors import ConfigurationError
 from agentbus.service import Context, Service, ServiceEnv
@@ -43,6 +45,8 @@ class StoreBinding:
         service.on_startup(self._open)
         service.on_shutdown(self._close)
         service.idle_checks.append(self._relay_idle)
+        service.ready_checks.append(self._database_answers)
+        service.backlog = self._backlog
 
     @property
     def database(self) -> Database:
@@ -107,7 +111,7 @@ class StoreBinding:
             data_dir=env.settings.data_dir,
         )
         await database.migrate(self.migrations)
-        relay = OutboxRelay(database, env.bus)
+        relay = OutboxRelay(database, env.bus, name=self.service.name)
         await relay.start()
         self._database = database
         self._relay = relay
@@ -119,6 +123,12 @@ class StoreBinding:
         if self._database is not None:
             await self._database.close()
             self._database = None
+
+    async def _database_answers(self) -> None:
+        await self.database.read(lambda connection: connection.execute(sa.text("SELECT 1")))
+
+    async def _backlog(self) -> int:
+        return 0 if self._relay is None else await self._relay.backlog()
 
     async def _relay_idle(self) -> bool:
         return self._relay is None or await self._relay.backlog() == 0

@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 from agentbus.bus import Bus, publish_attributes
 from agentbus.envelope import CONTENT_TYPE
 from agentbus.errors import AgentbusError, Unroutable
+from agentbus.metrics import instruments
 from agentbus.store import tables
 from agentbus.store.database import Database
 from agentbus.store.lease import Lease, lease_for
@@ -41,8 +42,10 @@ class OutboxRelay:
         batch: int = 500,
         idle_poll: float = 1.0,
         unroutable_grace: float = 30.0,
+        name: str = "",
     ) -> None:
         self.database = database
+        self._metric_attributes = {"agentbus.service": name or (database.schema or "")}
         self.bus = bus
         self.batch = batch
         self.idle_poll = idle_poll
@@ -141,6 +144,7 @@ class OutboxRelay:
             )
         )
         self.published += len(sent)
+        instruments().published.add(len(sent), self._metric_attributes)
         return len(sent)
 
     async def _unroutable(self, rows: list[Any]) -> list[int]:

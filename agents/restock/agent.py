@@ -73,18 +73,22 @@ def build_graph(
         sku = state["trigger"]["sku"]
         now = datetime.fromisoformat(state["at"])
 
-        def read(connection: Any) -> RestockState:
-            return {
-                "facts": {
-                    "trigger_id": state["trigger_id"],
-                    "trigger": state["trigger"],
-                    "product": tools.product(connection, sku),
-                    "demand": tools.demand_history(connection, sku, now).as_dict(),
-                    "open_purchase_orders": tools.open_purchase_orders(connection, sku, now),
-                },
+        found = await ctx.tools(
+            {
+                "product": lambda c: tools.product(c, sku),
+                "demand_history": lambda c: tools.demand_history(c, sku, now).as_dict(),
+                "open_purchase_orders": lambda c: tools.open_purchase_orders(c, sku, now),
             }
-
-        return await ctx.read(read)
+        )
+        return {
+            "facts": {
+                "trigger_id": state["trigger_id"],
+                "trigger": state["trigger"],
+                "product": found["product"],
+                "demand": found["demand_history"],
+                "open_purchase_orders": found["open_purchase_orders"],
+            },
+        }
 
     async def recall(state: RestockState) -> RestockState:
         if not remember:
@@ -100,13 +104,12 @@ def build_graph(
         episodes = [dict(hit.payload) for hit in lows]
         lead = int(state["trigger"]["lead_time_days"])
 
-        def read(connection: Any) -> RestockState:
-            return {
-                "decisions": tools.past_decisions(connection, sku),
-                "history": history.recall(connection, sku, now, lead, episodes),
+        found: RestockState = await ctx.tools(  # type: ignore[assignment]
+            {
+                "decisions": lambda c: tools.past_decisions(c, sku),
+                "history": lambda c: history.recall(c, sku, now, lead, episodes),
             }
-
-        found = await ctx.read(read)
+        )
         # Only what was remembered before the trigger: a replay may hold later episodes.
         earlier = [
             dict(hit.payload) for hit in others if str(hit.payload.get("at", "")) < state["at"]
@@ -157,9 +160,11 @@ def build_graph(
         proposal["rationale"] = rationale
         trigger_id = state["trigger_id"]
         candidates = [str(i) for i in proposal.get("evidence", [])][:100]
-        known = await ctx.read(
-            lambda connection: tools.known_event_ids(connection, NAME, candidates)
-        )
+        known = (
+            await ctx.tools(
+                {"known_event_ids": lambda c: tools.known_event_ids(c, NAME, candidates)}
+            )
+        )["known_event_ids"]
         evidence = evidence_known([trigger_id, *candidates], known | {trigger_id})
         if len(evidence) < len(dict.fromkeys([trigger_id, *candidates])):
             notes.append("evidence ids of unknown events dropped")
