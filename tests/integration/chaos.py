@@ -338,8 +338,15 @@ def build_stream(
 class ServiceProcess:
     """One `agentbus run SERVICE` in a process group of its own."""
 
-    def __init__(self, service: str, env: dict[str, str], label: str | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        env: dict[str, str],
+        label: str | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
         self.service = service
+        self.args = tuple(args)
         self.label = label or service
         self.env = env
         self.process: asyncio.subprocess.Process | None = None
@@ -361,6 +368,7 @@ class ServiceProcess:
             "agentbus",
             "run",
             self.service,
+            *self.args,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
