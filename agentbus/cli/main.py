@@ -11,6 +11,7 @@ from agentbus.cli import (
     catalog_commands,
     dlq_commands,
     eval_commands,
+    explain_commands,
     run_commands,
     state_commands,
     stream_commands,
@@ -30,6 +31,7 @@ catalog_commands.register(app)
 state_commands.register(app)
 suggestion_commands.register(app)
 eval_commands.register(app)
+explain_commands.register(app)
 app.add_typer(dlq_commands.app, name="dlq")
 
 

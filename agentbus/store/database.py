@@ -84,6 +84,7 @@ class Transaction:
                     "event_id": event.id,
                     "type": event.type,
                     "subject": event.subject,
+                    "causation_id": event.causationid,
                     "body": self._codec.encode(event),
                     "created_at": now,
                 }

@@ -8,6 +8,7 @@ rest in order inside one transaction, safe when several processes start at once
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,11 +62,7 @@ def without(table: sa.Table, *columns: str) -> sa.Table:
 
 def _create_outbox_v1(connection: sa.Connection) -> None:
     # Version 1 of the outbox, as it was: version 2 adds to it in place.
-    v1 = sa.Table(
-        tables.outbox.name,
-        sa.MetaData(),
-        *(column._copy() for column in tables.outbox.columns if column.name != "unroutable_since"),
-    )
+    v1 = without(tables.outbox, "unroutable_since", "causation_id")
     sa.Index(
         "agentbus_outbox_unpublished",
         v1.c.seq,
@@ -83,9 +80,41 @@ def _outbox_unroutable(connection: sa.Connection) -> None:
     connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN unroutable_since {kind}"))
 
 
+def _outbox_causation(connection: sa.Connection) -> None:
+    add_column(tables.outbox, "causation_id")(connection)
+    schema = connection.get_execution_options().get("schema_translate_map", {}).get(None)
+    table = f'"{schema}".agentbus_outbox' if schema else "agentbus_outbox"
+    connection.execute(sa.text(f"CREATE INDEX agentbus_outbox_causation ON {table} (causation_id)"))
+    # Rows written before: their cause is in the body.
+    outbox = tables.outbox
+    rows = connection.execute(sa.select(outbox.c.seq, outbox.c.body)).all()
+    updates = [
+        {"row": row.seq, "cause": cause}
+        for row in rows
+        if (cause := _causation_in(row.body)) is not None
+    ]
+    if updates:
+        connection.execute(
+            sa.update(outbox)
+            .where(outbox.c.seq == sa.bindparam("row"))
+            .values(causation_id=sa.bindparam("cause")),
+            updates,
+        )
+
+
+def _causation_in(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    found = value.get("causationid") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
+
+
 PLATFORM: tuple[Migration, ...] = (
     Migration("agentbus", 1, "inbox and outbox", _create_outbox_v1),
     Migration("agentbus", 2, "outbox rows remember being unroutable", _outbox_unroutable),
+    Migration("agentbus", 3, "outbox rows name their cause", _outbox_causation),
 )
 
 LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations

@@ -31,6 +31,8 @@ outbox = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
     # Set when the broker first refused the event as unroutable (no queue bound).
     sa.Column("unroutable_since", sa.DateTime(timezone=True), nullable=True),
+    # The event that caused this one: `agentbus explain` follows causes through it.
+    sa.Column("causation_id", sa.String(256), nullable=True),
 )
 
 

@@ -157,6 +157,15 @@ async def test_dead_letters_listed_and_redriven_through_the_cli(
         assert letter["queue"] == queue
         assert "bad-1" in letter["detail"]
 
+        explained = await agentbus("explain", bad.id, "--json", env=env)
+        code, out, err = await finish(explained)
+        assert code == 0, err
+        fate = json.loads(out)
+        assert fate["event_id"] == bad.id
+        [where] = fate["dead_letters"]
+        assert (where["queue"], where["error_code"]) == (queue, "refused")
+        assert fate["applied_by"] == []
+
         redrive = await agentbus("dlq", "redrive", queue, env=env)
         code, out, err = await finish(redrive)
         assert code == 0, err
