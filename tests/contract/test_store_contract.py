@@ -193,6 +193,7 @@ async def test_migrations_are_versioned_and_rerunnable(database: Database) -> No
     assert [(m.component, m.version) for m in first] == [
         ("agentbus", 1),
         ("agentbus", 2),
+        ("agentbus", 3),
         ("summer", 1),
     ]
     assert await database.migrate(MIGRATIONS) == []
@@ -228,20 +229,23 @@ async def test_an_existing_database_is_upgraded_in_place(database: Database) -> 
                 event_id=event.id,
                 type=event.type,
                 subject=event.subject,
-                body=b"{}",
+                body=b'{"id": "%s", "causationid": "cause-1"}' % event.id.encode(),
                 created_at=datetime.now(UTC),
             )
         )
 
     await database.run(stage_v1)
     upgraded = await database.migrate(MIGRATIONS)
-    assert ("agentbus", 2) in [(m.component, m.version) for m in upgraded]
+    assert [(m.component, m.version) for m in upgraded][:2] == [("agentbus", 2), ("agentbus", 3)]
 
     def read(connection: sa.Connection) -> list[Any]:
         return list(connection.execute(sa.select(tables.outbox)).all())
 
     rows = await database.read(read)
-    assert [(row.event_id, row.unroutable_since) for row in rows] == [(event.id, None)]
+    # Version 3 found the cause of the row already there in its body.
+    assert [(row.event_id, row.unroutable_since, row.causation_id) for row in rows] == [
+        (event.id, None, "cause-1")
+    ]
 
 
 async def test_unroutable_events_do_not_block_the_outbox(database: Database) -> None:
