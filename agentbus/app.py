@@ -32,6 +32,8 @@ class DemoOptions:
     amqp_url: str | None
     settings: Settings
     as_json: bool = False
+    # Record spans in memory and show the trace of one suggestion at the end.
+    trace: bool = False
 
 
 DemoRunner = Callable[[DemoOptions], Awaitable[int]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -11,6 +12,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+from opentelemetry.sdk.trace import ReadableSpan
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -21,6 +23,7 @@ from agentbus.bus import Bus
 from agentbus.envelope import EventCodec
 from agentbus.host import Host
 from agentbus.store import open_database
+from agentbus.trace_view import TraceRecorder, trace_json, trace_tree
 from agentbus.transport.base import Delivery, QueueSpec, Transport
 from agentbus.transport.memory import InMemoryBroker
 from agentbus.transport.rabbitmq import RabbitTransport
@@ -74,7 +77,45 @@ async def run_demo(options: DemoOptions) -> int:
     host = Host(bus, services, settings)
     simulation = ShopSimulation()
     events = list(simulation.events())
+    recorder = TraceRecorder() if options.trace else None
     started = time.perf_counter()
+    with recorder or contextlib.nullcontext():
+        await _run(host, bus, transport, events, seen, console)
+    elapsed = time.perf_counter() - started
+    summary = await _summary(settings, codec, seen, elapsed, len(events))
+    shown = _one_trace(recorder, summary) if recorder else None
+    if options.as_json:
+        if shown is not None:
+            summary["trace"] = {"trace_id": shown[0], "spans": trace_json(shown[1])}
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        _print_summary(console, summary, data_dir)
+        if shown is not None:
+            console.print("The trace of one suggestion, from the order that led to it:")
+            console.print(trace_tree(shown[1], shown[0]))
+        elif recorder is not None:
+            console.print("no suggestion was made, so there is no trace to show")
+    return 0
+
+
+def _one_trace(
+    recorder: TraceRecorder, summary: dict[str, Any]
+) -> tuple[str, list[ReadableSpan]] | None:
+    """The trace of the earliest suggestion: the full flow, order to suggestion."""
+    for row in reversed(summary["suggestions"]):
+        if row["trace_id"]:
+            return row["trace_id"], recorder.spans_of(row["trace_id"])
+    return None
+
+
+async def _run(
+    host: Host,
+    bus: Bus,
+    transport: Transport,
+    events: list[Any],
+    seen: Counter[str],
+    console: Console,
+) -> None:
     await host.start()
     try:
         with Live(_status(seen, 0, len(events), host), console=console, transient=True) as live:
@@ -94,13 +135,6 @@ async def run_demo(options: DemoOptions) -> int:
     finally:
         await host.stop()
         await transport.close()
-    elapsed = time.perf_counter() - started
-    summary = await _summary(settings, codec, seen, elapsed, len(events))
-    if options.as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    else:
-        _print_summary(console, summary, data_dir)
-    return 0
 
 
 def _days(events: list[Any]) -> list[list[Any]]:
@@ -152,6 +186,7 @@ async def _summary(
                 "model": row["data"]["model"],
                 "rationale": row["data"]["rationale"],
                 "status": row["status"],
+                "trace_id": row["trace_id"],
                 "decision": (row["decision"] or {}).get("note")
                 or (row["decision"] or {}).get("reason"),
             }

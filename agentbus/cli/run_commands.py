@@ -95,6 +95,9 @@ def demo(
         bool, typer.Option("--amqp", help="Run over RabbitMQ (AMQP_URL) instead of in-process.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Show the trace of one suggestion as a tree.")
+    ] = False,
 ) -> None:
     """The whole system in one process on embedded defaults, with a summary at the end."""
     config = settings()
@@ -105,5 +108,5 @@ def demo(
     amqp_url = config.amqp_url if amqp else None
     if amqp and not amqp_url:
         fail("--amqp needs AMQP_URL")
-    code = run_async(lambda: runner(DemoOptions(amqp_url, config, as_json)))
+    code = run_async(lambda: runner(DemoOptions(amqp_url, config, as_json, trace)))
     raise typer.Exit(code)

@@ -129,7 +129,21 @@ class OutboxRelay:
         rows = await self.database.read(take)
         if not rows:
             return 0
-        outcomes = await self.bus.transport.publish_each([self._message(row) for row in rows])
+        prepared = [self._message(row) for row in rows]
+        failure: BaseException | None = None
+        try:
+            outcomes = await self.bus.transport.publish_each([message for message, _ in prepared])
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            # Each publish span lasts until the broker confirmed (or refused) its message.
+            for index, (_, span) in enumerate(prepared):
+                outcome = failure if failure is not None else outcomes[index]
+                if outcome is not None:
+                    span.set_attribute("error.type", type(outcome).__name__)
+                    span.set_status(trace.StatusCode.ERROR)
+                span.end()
         for outcome in outcomes:
             if outcome is not None and not isinstance(outcome, Unroutable):
                 raise outcome  # the broker is in trouble: retry the batch later
@@ -181,7 +195,7 @@ class OutboxRelay:
             )
         return sent
 
-    def _message(self, row: Any) -> Message:
+    def _message(self, row: Any) -> tuple[Message, trace.Span]:
         body: bytes = row.body
         exchange = self.bus.transport.exchange
         # The event's own traceparent is the context of the handling that caused it,
@@ -194,9 +208,9 @@ class OutboxRelay:
             attributes=publish_attributes(exchange, row.type, row.event_id),
         )
         headers: dict[str, Any] = {}
-        with trace.use_span(span, end_on_exit=True):
+        with trace.use_span(span, end_on_exit=False):
             inject_headers(headers)
-        return Message(
+        message = Message(
             body=body,
             routing_key=row.type,
             message_id=row.event_id,
@@ -204,6 +218,7 @@ class OutboxRelay:
             content_type=CONTENT_TYPE,
             headers=headers,
         )
+        return message, span
 
 
 def _traceparent_of(body: bytes) -> str | None:

@@ -1,0 +1,88 @@
+"""`agentbus demo` as a user runs it: the whole shop in one process, on embedded defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def demo(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTBUS_DATA": str(data)}
+    for name in ("AMQP_URL", "DATABASE_URL", "OPENAI_API_KEY", "AGENTBUS_MODEL"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "agentbus", "demo", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def walk(spans: list[dict[str, Any]], chain: list[str]) -> list[str]:
+    """Follow the first span of each name in `chain` down the tree; the names reached."""
+    reached: list[str] = []
+    level = spans
+    for wanted in chain:
+        found = next((s for s in level if s["name"].startswith(wanted)), None)
+        if found is None:
+            break
+        reached.append(wanted)
+        level = found["children"]
+    return reached
+
+
+def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path) -> None:
+    done = demo(tmp_path, "--json", "--trace")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    orders = summary["orders"]
+    assert orders.get("confirmed", 0) > 0
+    assert any(outcome.startswith("rejected (") for outcome in orders), orders
+    assert summary["low_stock_events"] > 0
+    assert summary["suggestions"], "the agent suggested restocks"
+    assert all(row["trace_id"] for row in summary["suggestions"])
+    assert all(row["available"] >= 0 for row in summary["inventory"].values())
+
+    shown = summary["trace"]
+    assert shown["trace_id"] == summary["suggestions"][-1]["trace_id"]
+    [root] = shown["spans"]
+    assert root["attributes"]["messaging.rabbitmq.destination.routing_key"] == "order.created"
+    chain = [
+        "publish",
+        "process inventory",
+        "publish",
+        "process restock-agent",
+        "invoke_agent restock-agent",
+        "publish",
+    ]
+    # Through the inventory.low branch: pick it by following the spans that lead there.
+    low = next(
+        publish
+        for process in root["children"]
+        if process["name"] == "process inventory"
+        for publish in process["children"]
+        if publish["attributes"].get("messaging.rabbitmq.destination.routing_key")
+        == "inventory.low"
+    )
+    assert walk([low], chain[2:]) == chain[2:]
+    [agent] = [c for c in low["children"] if c["name"] == "process restock-agent"]
+    [run] = agent["children"]
+    nodes = [c["name"] for c in run["children"]]
+    assert nodes[:4] == ["node gather", "node recall", "node decide", "node guard"]
+    assert nodes[4] == "publish agentbus.events"
+
+
+def test_demo_prints_tables_and_the_trace_tree(tmp_path: Path) -> None:
+    done = demo(tmp_path, "--trace")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    for heading in ("Orders", "Stock", "Restock suggestions", "The trace of one suggestion"):
+        assert heading in out
+    assert "invoke_agent restock-agent" in out
+    assert "execute_tool demand_history" in out
