@@ -7,10 +7,11 @@ from a queue of the same type on the local RabbitMQ, alternating, over rounds:
 - sqlite / sqlite-untraced / postgres: the inventory service as `agentbus run`
   runs it (strict decoding, inbox, state change in one transaction per batch,
   outbox, coalesced acks), with the OpenTelemetry SDK recording every span (sent
-  to an exporter that drops them) or with tracing off.
+  to an exporter that drops them) and every metric (read by an in-memory
+  reader), or with both off.
 
 Prints JSON: msg/s per variant and round, the median ratios to the baseline, and
-the cost of tracing (1 - untraced/traced throughput ratio).
+the cost of telemetry (1 - traced/untraced throughput, the median of rounds).
 
     uv run python benchmarks/consumer_throughput.py --messages 20000 --rounds 3
 """
@@ -32,13 +33,16 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from agentbus.bus import Bus
 from agentbus.consumer import Consumer, ConsumerSettings
 from agentbus.envelope import EventCodec, new_event
+from agentbus.metrics import use_meter_provider
 from agentbus.store import OutboxRelay, StoreBinding, open_database
 from agentbus.telemetry import use_tracer_provider
 from agentbus.transport.base import QueueSpec
@@ -205,6 +209,12 @@ async def main() -> None:
     traced_provider = TracerProvider()
     traced_provider.add_span_processor(BatchSpanProcessor(DropSpans(), max_queue_size=65536))
     untraced = trace.NoOpTracerProvider()
+    metered = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    unmetered = metrics.NoOpMeterProvider()
+
+    def observe(on: bool) -> None:
+        use_tracer_provider(traced_provider if on else untraced)
+        use_meter_provider(metered if on else unmetered)
 
     run = uuid.uuid4().hex[:8]
     transport = RabbitTransport(args.amqp_url, exchange=f"bench.{run}", connection_name="bench")
@@ -226,7 +236,7 @@ async def main() -> None:
     results: dict[str, list[float]] = {"baseline": []} | {v.name: [] for v in variants}
     try:
         for variant in variants:
-            use_tracer_provider(traced_provider if variant.traced else untraced)
+            observe(variant.traced)
             await variant.prepare(args.skus)
         for round_ in range(args.rounds):
             await fill(bus, base_queue, args.messages, args.skus)
@@ -235,7 +245,7 @@ async def main() -> None:
             )
             for variant in variants:
                 await fill(bus, variant.queue, args.messages, args.skus)
-                use_tracer_provider(traced_provider if variant.traced else untraced)
+                observe(variant.traced)
                 results[variant.name].append(await variant.run(args.messages))
             print(
                 f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results.items()),
@@ -249,6 +259,7 @@ async def main() -> None:
         await transport.delete_queue(base_queue)
         await transport.close()
         traced_provider.shutdown()
+        metered.shutdown()
 
     ratios = {
         name: round(
