@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from agentbus.errors import ConfigurationError
 from agentbus.host import Host
@@ -56,16 +57,25 @@ class _Server(uvicorn.Server):
         yield
 
 
-class OpsServer:
-    """The ops endpoints of a host, served on `port` beside its consumers."""
+class AppServer:
+    """An ASGI app served on `bind:port` inside the running event loop (port 0: any)."""
 
-    def __init__(self, host: Host, port: int, *, bind: str = "0.0.0.0") -> None:
+    def __init__(
+        self, app: ASGIApp, port: int, *, bind: str = "0.0.0.0", what: str = "http"
+    ) -> None:
         config = uvicorn.Config(
-            ops_app(host), host=bind, port=port, log_level="warning", lifespan="off"
+            app,
+            host=bind,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            # Open event streams would hold a shutdown forever.
+            timeout_graceful_shutdown=2,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
         self._bind = bind
+        self._what = what
         self.port = port
 
     async def start(self) -> None:
@@ -77,7 +87,7 @@ class OpsServer:
         except OSError as exc:
             sock.close()
             raise ConfigurationError(
-                f"cannot serve metrics on {self._bind}:{self.port}: {exc.strerror}"
+                f"cannot serve {self._what} on {self._bind}:{self.port}: {exc.strerror}"
             ) from None
         self.port = int(sock.getsockname()[1])
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
@@ -92,6 +102,13 @@ class OpsServer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+
+
+class OpsServer(AppServer):
+    """The ops endpoints of a host, served on `port` beside its consumers."""
+
+    def __init__(self, host: Host, port: int, *, bind: str = "0.0.0.0") -> None:
+        super().__init__(ops_app(host), port, bind=bind, what="metrics")
 
 
 class GaugeRefresher:

@@ -6,7 +6,7 @@ from agentbus.agent import read_suggestions
 from agentbus.app import Application, StateView
 from agents import restock
 from agents.registry import restock_agent
-from consumers import inventory, memory, notifications, orders, payments, purchasing
+from consumers import inventory, memory, notifications, orders, payments, purchasing, review
 from consumers.demo import run_demo
 from evals.run import run_eval
 from events import CATALOG
@@ -22,6 +22,7 @@ app = Application(
         "purchasing": purchasing.build,
         "memory": memory.build,
         restock.NAME: restock_agent,
+        review.NAME: review.build,
     },
     states={
         "inventory": StateView(

@@ -1,0 +1,109 @@
+"""Telling people about new suggestions: a Slack-compatible webhook, at most once each.
+
+A notice row is written in the transaction that records the suggestion, so a
+redelivered suggestion writes none. The sender posts each due notice with an
+`Idempotency-Key` (the suggestion id) and marks it sent; a failed post is tried
+again later, with backoff, up to `MAX_ATTEMPTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from agentbus.store import Database, Transaction
+from consumers.review.readmodel import notices
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8
+
+
+def notice_text(kind: str, data: Any, link: str) -> str:
+    if kind == "restock":
+        what = f"restock {data.quantity} x {data.sku} ({data.urgency} urgency)"
+    else:
+        what = f"substitutes for {data.sku} in order {data.order_id}"
+    return f"New suggestion from {data.agent}: {what}. Review: {link}"
+
+
+class WebhookSender:
+    def __init__(self, database: Database, url: str, *, timeout: float = 10.0) -> None:
+        self.database = database
+        self.url = url
+        self._client = httpx.AsyncClient(timeout=timeout)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        delay = 1.0
+        while True:
+            self._wake.clear()
+            failed = await self.send_due()
+            delay = min(delay * 2, 60.0) if failed else 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay if failed else 30.0)
+
+    async def send_due(self) -> int:
+        """Post what is due; returns how many posts failed."""
+
+        def due(connection: sa.Connection) -> list[Any]:
+            query = (
+                sa.select(notices.c.suggestion_id, notices.c.text)
+                .where(notices.c.sent_at.is_(None), notices.c.attempts < MAX_ATTEMPTS)
+                .order_by(notices.c.created_at)
+                .limit(50)
+            )
+            return list(connection.execute(query).all())
+
+        failed = 0
+        for row in await self.database.read(due):
+            try:
+                response = await self._client.post(
+                    self.url,
+                    json={"text": row.text},
+                    headers={"Idempotency-Key": row.suggestion_id},
+                )
+                ok = response.is_success
+            except httpx.HTTPError as exc:
+                log.warning("review webhook: %s", type(exc).__name__)
+                ok = False
+            key = str(row.suggestion_id)
+
+            def mark(tx: Transaction, key: str = key, done: bool = ok) -> None:
+                _mark(tx.connection, key, done)
+
+            await self.database.run(mark)
+            if ok:
+                self.sent += 1
+            else:
+                failed += 1
+        return failed
+
+
+def _mark(connection: sa.Connection, suggestion_id: str, ok: bool) -> None:
+    values: dict[str, Any] = {"attempts": notices.c.attempts + 1}
+    if ok:
+        values["sent_at"] = datetime.now(UTC)
+    connection.execute(
+        sa.update(notices).where(notices.c.suggestion_id == suggestion_id).values(**values)
+    )

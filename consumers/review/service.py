@@ -1,0 +1,161 @@
+"""`agentbus run review`: the read model consumer and the web console in one process."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from agentbus.envelope import Event, EventCodec
+from agentbus.errors import ConfigurationError
+from agentbus.ops import AppServer
+from agentbus.service import Context, Service, ServiceEnv
+from agentbus.store import StoreBinding, Transaction
+from consumers.review import readmodel
+from consumers.review.auth import AuthConfig
+from consumers.review.notify import WebhookSender, notice_text
+from consumers.review.web import Console, build_app
+from events import CATALOG
+
+NAME = readmodel.NAME
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a port number, not {raw!r}") from None
+
+
+class ReviewConsole:
+    """The service, its database, its web server and its webhook sender."""
+
+    def __init__(self, auth: AuthConfig | None = None, *, port: int | None = None) -> None:
+        self.service = Service(
+            NAME,
+            description="Review console: people approve or reject suggestions in a browser.",
+            publishes=("restock.approved", "restock.rejected"),
+        )
+        self.store = StoreBinding(self.service, readmodel.MIGRATIONS)
+        self.codec = EventCodec(CATALOG)
+        self._auth = auth
+        self.port = port if port is not None else _int("REVIEW_PORT", 8080)
+        self.bind = os.environ.get("REVIEW_BIND", "127.0.0.1")
+        self.public_url = os.environ.get("REVIEW_PUBLIC_URL", "").rstrip("/")
+        self.webhook_url = os.environ.get("REVIEW_WEBHOOK_URL") or None
+        self.console: Console | None = None
+        self.server: AppServer | None = None
+        self.sender: WebhookSender | None = None
+        self._project()
+        self.service.on_startup(self._start)
+        self.service.on_shutdown(self._stop)
+
+    def _project(self) -> None:
+        store = self.store
+
+        @store.applies("restock.recommended", "substitute.suggested")
+        def suggested(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            kind = "restock" if event.type == "restock.recommended" else "substitute"
+            envelope = self.codec.encode(event).decode()
+            if readmodel.record_suggestion(tx, event, kind, envelope) and self.webhook_url:
+                suggestion_id = readmodel.suggestion_id_of(event)
+                link = f"{self.public_url or self._local_url()}/suggestions/{suggestion_id}"
+                tx.execute(
+                    tx.insert(readmodel.notices)
+                    .values(
+                        suggestion_id=suggestion_id,
+                        text=notice_text(kind, event.data, link),
+                        created_at=datetime.now(UTC),
+                        attempts=0,
+                    )
+                    .on_conflict_do_nothing(index_elements=[readmodel.notices.c.suggestion_id])
+                )
+
+        @store.applies("restock.approved", "restock.rejected")
+        def decided(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            # Decisions made elsewhere (another console, a script) close the suggestion
+            # here too; the console's own find it closed already.
+            data = event.data
+            approved = event.type == "restock.approved"
+            readmodel.settle(
+                tx,
+                data.recommendation_id,
+                "approved" if approved else "rejected",
+                reviewer=data.reviewer,
+                quantity=data.quantity if approved else None,
+                note=data.note if approved else data.reason,
+                at=event.time,
+                event_id=event.id,
+            )
+
+        @store.applies("inventory.low")
+        def low(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            data = event.data
+            readmodel.record_context(
+                tx,
+                event,
+                f"{data.sku}: {data.available} available ({data.on_hand} on hand, "
+                f"{data.reserved} reserved), reorder point {data.reorder_point}",
+            )
+
+        @store.applies("order.created")
+        def ordered(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            lines = ", ".join(f"{line.quantity} x {line.sku}" for line in event.data.lines[:20])
+            readmodel.record_context(tx, event, f"order {event.data.order_id}: {lines}")
+
+        @store.applies("purchase_order.created")
+        def purchased(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            data = event.data
+            readmodel.record_context(
+                tx,
+                event,
+                f"{data.purchase_order_id}: {data.quantity} x {data.sku} from {data.supplier}",
+            )
+            readmodel.note_purchase_order(tx, data.recommendation_id, data.purchase_order_id)
+
+        store.after_commit(self._changed)
+
+    def _local_url(self) -> str:
+        return f"http://{self.bind}:{self.port}"
+
+    def _changed(self) -> None:
+        if self.console is not None:
+            self.console.changes.notify()
+        if self.sender is not None:
+            self.sender.wake()
+
+    async def _start(self, env: ServiceEnv) -> None:
+        auth = self._auth or AuthConfig.from_env()
+        if auth.open_to_nobody:
+            raise ConfigurationError(
+                "the review console needs REVIEW_USERS (name:scrypt-hash pairs) or REVIEW_TOKEN"
+            )
+        self.console = Console(
+            database=lambda: self.store.database,
+            wake_relay=self.store.relay.wake,
+            codec=self.codec,
+            auth=auth,
+        )
+        self.server = AppServer(
+            build_app(self.console), self.port, bind=self.bind, what="the review console"
+        )
+        await self.server.start()
+        self.port = self.server.port
+        if self.webhook_url:
+            self.sender = WebhookSender(self.store.database, self.webhook_url)
+            await self.sender.start()
+
+    async def _stop(self) -> None:
+        if self.console is not None:
+            self.console.changes.close()
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        if self.sender is not None:
+            await self.sender.stop()
+            self.sender = None
+
+
+def build() -> Service:
+    return ReviewConsole().service
