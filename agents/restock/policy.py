@@ -107,7 +107,7 @@ def recommend(
         f"Expected demand {expected:.1f}/day over lead time {lead}d "
         f"plus a {REVIEW_DAYS}d review period, safety stock {safety:.0f} (95% service), "
         f"less {available} available and {on_order} on order: order {quantity}. "
-        f"Cover is {cover:.1f} days."
+        + (f"Cover is {cover:.1f} days." if expected > 0 else "No demand seen yet.")
     )
     if notes:
         rationale += " " + "; ".join(notes) + "."
