@@ -118,6 +118,7 @@ def build(mailer: Mailer | None = None) -> Service:
 
 def suggestion_email(event: Event[Any]) -> Email:
     data = event.data
+    console = os.environ.get("REVIEW_PUBLIC_URL", "").rstrip("/")
     if event.type == "restock.recommended":
         subject = f"Restock suggested: {data.quantity} x {data.sku} ({data.urgency})"
         body = (
@@ -130,6 +131,9 @@ def suggestion_email(event: Event[Any]) -> Email:
         names = ", ".join(s.sku for s in data.substitutes) or "none"
         subject = f"Substitutes suggested for {data.sku} in order {data.order_id}"
         body = f"{data.agent} suggests: {names}.\n\n{data.message}"
+    if console:
+        suggestion_id = getattr(data, "recommendation_id", None) or data.suggestion_id
+        body += f"\n\nReview it: {console}/suggestions/{suggestion_id}"
     return Email(event.id, reviewers_address(), subject, body)
 
 

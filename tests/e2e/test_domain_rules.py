@@ -509,6 +509,7 @@ async def test_notifications_send_one_email_per_outcome_and_suggestion(
     inbox, port = smtp
     monkeypatch.setenv("CUSTOMER_EMAIL_TEMPLATE", "{customer_id}@example.test")
     monkeypatch.setenv("REVIEWERS_EMAIL", "reviewers@example.test")
+    monkeypatch.setenv("REVIEW_PUBLIC_URL", "https://review.example.test/")
     mailer = SmtpMailer(f"smtp://127.0.0.1:{port}", "shop@example.test")
     async with Shop(tmp_path, mailer=mailer) as shop:
         story = [
@@ -532,6 +533,7 @@ async def test_notifications_send_one_email_per_outcome_and_suggestion(
         assert "out_of_stock" in rejected.get_payload()
         [suggested] = inbox.to("reviewers@example.test")
         assert "A" in suggested["Subject"]
+        assert "Review it: https://review.example.test/suggestions/" in suggested.get_payload()
         assert all(m["From"] == "shop@example.test" for _, m in inbox.messages)
 
         await shop.publish(*story)

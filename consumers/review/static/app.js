@@ -10,8 +10,10 @@
       .then(function (response) { return response.ok ? response.text() : null; })
       .then(function (html) { if (html !== null) list.innerHTML = html; });
   }
+  function soon() { if (!pending) pending = setTimeout(refresh, 200); }
   var source = new EventSource("/stream");
-  source.addEventListener("changed", function () {
-    if (!pending) pending = setTimeout(refresh, 200);
-  });
+  // A change between rendering the page and opening the stream (or while the
+  // stream was down) sent no event: fetch the list once on every (re)connect.
+  source.addEventListener("open", soon);
+  source.addEventListener("changed", soon);
 })();
