@@ -39,6 +39,9 @@ _Id = Annotated[str, Field(min_length=1, max_length=256)]
 _TraceParent = Annotated[str, Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
 
 
+__all__ = ["Event", "EventCodec", "EventData", "derived_id", "new_event"]
+
+
 class EventData(Protocol):
     """What the platform needs to know of a catalog model."""
 

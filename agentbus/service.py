@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from agentbus.settings import Settings
 
 
+__all__ = ["Context", "Route", "Service", "ServiceEnv"]
+
+
 class Context:
     """Given to a handler: collects the events it emits, with deterministic ids.
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from agentbus.agent import AgentRuntimeOptions, agent_service
-from agentbus.memory import embedder_from_env
-from agentbus.memory.shared import shared_vector_store
+from agentbus.memory import embedder_from_env, shared_vector_store
 from agentbus.service import Service
-from agents import restock
+from agents import restock, substitute
 
 OPTIONS = AgentRuntimeOptions(
     memory=lambda env: shared_vector_store(env.settings.data_dir),
@@ -16,3 +15,7 @@ OPTIONS = AgentRuntimeOptions(
 
 def restock_agent() -> Service:
     return agent_service(restock.declaration(), OPTIONS)
+
+
+def substitute_agent() -> Service:
+    return agent_service(substitute.declaration(), OPTIONS)

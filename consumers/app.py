@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agentbus.agent import read_suggestions
 from agentbus.app import Application, StateView
-from agents import restock
-from agents.registry import restock_agent
+from agents import restock, substitute
+from agents.registry import restock_agent, substitute_agent
 from consumers import inventory, memory, notifications, orders, payments, purchasing, review
 from consumers.demo import run_demo
 from evals.run import run_eval
@@ -22,6 +22,7 @@ app = Application(
         "purchasing": purchasing.build,
         "memory": memory.build,
         restock.NAME: restock_agent,
+        substitute.NAME: substitute_agent,
         review.NAME: review.build,
     },
     states={
@@ -30,7 +31,10 @@ app = Application(
         ),
         "orders": StateView("orders", orders.read_state, "{order_id: {status, reason}}"),
     },
-    suggestions=(StateView(restock.NAME, read_suggestions, "restock suggestions"),),
+    suggestions=(
+        StateView(restock.NAME, read_suggestions, "restock suggestions"),
+        StateView(substitute.NAME, read_suggestions, "substitute suggestions"),
+    ),
     demo=run_demo,
     evaluate=run_eval,
 )

@@ -13,8 +13,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agentbus.agent import tables as agent_tables
+from agentbus.agent import known_event_ids, past_decisions
 from agents.restock.projection import demand, products, purchase_orders
+
+# The runtime's records, as this agent's tools.
+__all__ = ["known_event_ids", "past_decisions"]
 
 
 @dataclass(frozen=True)
@@ -93,49 +96,6 @@ def open_purchase_orders(
         {"purchase_order_id": r.purchase_order_id, "quantity": r.quantity, "event_id": r.event_id}
         for r in rows
     ]
-
-
-def past_decisions(connection: sa.Connection, sku: str, limit: int = 10) -> list[dict[str, Any]]:
-    """What reviewers did with earlier suggestions for this SKU, newest first."""
-    table = agent_tables.suggestions
-    rows = connection.execute(
-        sa.select(table)
-        .where(table.c.subject == sku, table.c.status != "pending")
-        .order_by(table.c.created_at.desc())
-        .limit(limit)
-    )
-    decided = []
-    for row in rows:
-        decision = row.decision or {}
-        decided.append(
-            {
-                "suggested_quantity": row.data.get("quantity"),
-                "status": row.status,
-                "approved_quantity": decision.get("quantity"),
-                "reason": decision.get("reason") or decision.get("note") or "",
-                "event_id": row.event_id,
-            }
-        )
-    return decided
-
-
-def known_event_ids(connection: sa.Connection, consumer: str, ids: list[str]) -> set[str]:
-    """Which of `ids` name events this agent has consumed or published."""
-    from agentbus.store import tables as store_tables
-
-    if not ids:
-        return set()
-    inbox = store_tables.inbox
-    seen = connection.execute(
-        sa.select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id.in_(ids))
-    )
-    found = {row.event_id for row in seen}
-    mine = connection.execute(
-        sa.select(agent_tables.suggestions.c.event_id).where(
-            agent_tables.suggestions.c.event_id.in_(ids)
-        )
-    )
-    return found | {row.event_id for row in mine}
 
 
 def demand_between(connection: sa.Connection, sku: str, start: datetime, end: datetime) -> int:

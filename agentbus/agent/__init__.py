@@ -1,7 +1,13 @@
-"""Agents as queue consumers: durable LangGraph runs, one suggestion per trigger."""
+"""Agents as queue consumers: durable LangGraph runs, one suggestion per trigger.
+
+This package (with `agentbus.envelope`, `agentbus.service`, `agentbus.store`,
+`agentbus.llm` and `agentbus.memory`) is the public API agents are written
+against: modules under `agents/` import nothing else from the platform.
+"""
 
 from agentbus.agent.context import Decision, RunContext, evidence_known
 from agentbus.agent.prompts import Prompt, quote
+from agentbus.agent.queries import known_event_ids, past_decisions
 from agentbus.agent.runtime import Agent, AgentRuntimeOptions, agent_service, read_suggestions
 
 __all__ = [
@@ -12,6 +18,8 @@ __all__ = [
     "RunContext",
     "agent_service",
     "evidence_known",
+    "known_event_ids",
+    "past_decisions",
     "quote",
     "read_suggestions",
 ]

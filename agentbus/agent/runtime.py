@@ -52,7 +52,10 @@ class Agent:
     suggestion_type: str
     build_graph: GraphFactory
     initial_state: Callable[[Event[Any]], dict[str, Any]]
-    suggest: Callable[[Mapping[str, Any], Event[Any], str], BaseModel]
+    # The suggestion from the final state; None when the run found nothing to suggest.
+    suggest: Callable[[Mapping[str, Any], Event[Any], str], BaseModel | None]
+    # Which trigger events start a run; the others are recorded as seen and skipped.
+    accepts: Callable[[Event[Any]], bool] | None = None
     # Decision events that close a suggestion awaiting review: type -> field with its id.
     closes: Mapping[str, str] = field(default_factory=dict)
     migrations: Sequence[Migration] = ()
@@ -126,8 +129,12 @@ class AgentRunner:
 
     async def _on_trigger(self, event: Event[Any], ctx: Context) -> None:
         database = self.store.database
-        plan = await database.run(lambda tx: self._plan(tx, event))
         meters = instruments()
+        if self.agent.accepts is not None and not self.agent.accepts(event):
+            await database.run(lambda tx: tx.claim(self.agent.name, [event.id]))
+            meters.agent_runs.add(1, {"gen_ai.agent.name": self.agent.name, "outcome": "ignored"})
+            return
+        plan = await database.run(lambda tx: self._plan(tx, event))
         if plan != "run":
             outcome = "duplicate" if plan == "done" else plan
             meters.agent_runs.add(1, {"gen_ai.agent.name": self.agent.name, "outcome": outcome})
@@ -157,7 +164,8 @@ class AgentRunner:
             suggestion_id = _suggestion_id(self.agent.name, event.id)
             data = self.suggest(state, event, suggestion_id)
             # The suggestion's publish span hangs under this run, not beside it.
-            emitted = ctx.emit(data, cause=event, within=span)
+            emitted = None if data is None else ctx.emit(data, cause=event, within=span)
+            span.set_attribute("agentbus.run.suggested", emitted is not None)
             context = span.get_span_context()
             trace_id = f"{context.trace_id:032x}" if context.is_valid else None
             await database.run(
@@ -166,10 +174,15 @@ class AgentRunner:
         ctx.emitted.clear()  # it left through the outbox
         self.store.relay.wake()
         agent = {"gen_ai.agent.name": self.agent.name}
+        if emitted is None:
+            meters.agent_runs.add(1, {**agent, "outcome": "nothing_to_suggest"})
+            return
         meters.agent_runs.add(1, {**agent, "outcome": "completed"})
         meters.suggestions.add(1, {**agent, "status": "pending"})
 
-    def suggest(self, state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> BaseModel:
+    def suggest(
+        self, state: Mapping[str, Any], event: Event[Any], suggestion_id: str
+    ) -> BaseModel | None:
         return self.agent.suggest(state, event, suggestion_id)
 
     async def _run(self, event: Event[Any], thread_id: str, span: Span) -> Mapping[str, Any]:
@@ -256,6 +269,7 @@ class AgentRunner:
                 sa.select(tables.runs.c.suggestion_id).where(
                     tables.runs.c.subject == subject,
                     tables.runs.c.status == "completed",
+                    tables.runs.c.suggestion_id.is_not(None),
                     tables.runs.c.finished_at >= since,
                 )
             ).first()
@@ -267,7 +281,7 @@ class AgentRunner:
         self,
         tx: Transaction,
         event: Event[Any],
-        suggestion: Event[Any],
+        suggestion: Event[Any] | None,
         suggestion_id: str,
         state: Mapping[str, Any],
         trace_id: str | None,
@@ -284,13 +298,18 @@ class AgentRunner:
             .where(tables.runs.c.trigger_id == event.id)
             .values(
                 status="completed",
-                suggestion_id=suggestion_id,
+                suggestion_id=suggestion_id if suggestion is not None else None,
                 model=model,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 finished_at=now,
             )
         )
+        fell_back = 1 if state.get("fallback_reason") else 0
+        if input_tokens or output_tokens or fell_back:
+            book_usage(tx, input_tokens, output_tokens, fell_back)
+        if suggestion is None:
+            return
         connection.execute(
             tx.insert(tables.suggestions)
             .values(
@@ -310,9 +329,6 @@ class AgentRunner:
             .values(subject=event.key, suggestion_id=suggestion_id, opened_at=now)
             .on_conflict_do_nothing(index_elements=[tables.open_suggestions.c.subject])
         )
-        fell_back = 1 if state.get("fallback_reason") else 0
-        if input_tokens or output_tokens or fell_back:
-            book_usage(tx, input_tokens, output_tokens, fell_back)
         tx.stage([suggestion])
 
     def _closer(self, id_field: str) -> Callable[[Transaction, Event[Any], Context], None]:

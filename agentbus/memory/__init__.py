@@ -65,6 +65,9 @@ def embedder_from_env() -> Embedder:
     )
 
 
+# Last: it builds on open_vector_store above.
+from agentbus.memory.shared import shared_vector_store  # noqa: E402
+
 __all__ = [
     "Embedder",
     "HashingEmbedder",
@@ -77,4 +80,5 @@ __all__ = [
     "embedder_from_env",
     "open_vector_store",
     "point_id",
+    "shared_vector_store",
 ]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 # An exact-match payload filter; every condition must hold.
-Where = Mapping[str, str | int | bool]
+# Equality per key; a list value matches any of its items.
+Where = Mapping[str, str | int | bool | Sequence[str] | Sequence[int]]
 
 
 @dataclass(frozen=True)

@@ -78,10 +78,24 @@ def _match(value: str | int | bool) -> qe.MatchValue:
     return qe.MatchValue(value)
 
 
+def _match_any(values: Sequence[str] | Sequence[int]) -> qe.MatchAny:
+    if all(isinstance(v, str) for v in values):
+        return qe.MatchAny([str(v) for v in values])
+    return qe.MatchAny([int(v) for v in values])
+
+
 def _filter(where: Where | None) -> qe.Filter | None:
     if not where:
         return None
-    return qe.Filter(must=[qe.FieldCondition(key=k, match=_match(v)) for k, v in where.items()])
+    return qe.Filter(
+        must=[
+            qe.FieldCondition(
+                key=k,
+                match=_match(v) if isinstance(v, str | int | bool) else _match_any(v),
+            )
+            for k, v in where.items()
+        ]
+    )
 
 
 @dataclass

@@ -37,7 +37,13 @@ def _filter(where: Where | None) -> models.Filter | None:
         return None
     return models.Filter(
         must=[
-            models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in where.items()
+            models.FieldCondition(
+                key=k,
+                match=models.MatchValue(value=v)
+                if isinstance(v, str | int | bool)
+                else models.MatchAny(any=list(v)),
+            )
+            for k, v in where.items()
         ]
     )
 

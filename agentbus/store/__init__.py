@@ -7,7 +7,7 @@ relay to a service so that its handlers apply events exactly once.
 
 from agentbus.store.binding import Apply, StoreBinding
 from agentbus.store.database import Database, Transaction, open_database
-from agentbus.store.migrations import Migration
+from agentbus.store.migrations import Migration, add_column, create_tables, without
 from agentbus.store.relay import OutboxRelay
 
 __all__ = [
@@ -17,5 +17,8 @@ __all__ = [
     "OutboxRelay",
     "StoreBinding",
     "Transaction",
+    "add_column",
+    "create_tables",
     "open_database",
+    "without",
 ]

@@ -8,8 +8,14 @@ import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context
-from agentbus.store import Migration, StoreBinding, Transaction
-from agentbus.store.migrations import add_column, create_tables, without
+from agentbus.store import (
+    Migration,
+    StoreBinding,
+    Transaction,
+    add_column,
+    create_tables,
+    without,
+)
 
 metadata = sa.MetaData()
 

@@ -1,4 +1,8 @@
-"""The memory service: episodes of the restock story, written to the vector store.
+"""The memory service: what agents recall, written to the vector store.
+
+Two collections. `restock-episodes`: episodes of the restock story.
+`product-catalog`: one point per product (its id derives from the SKU, so an
+update replaces it), for agents that look for similar products.
 
 Each episode is one event told as a short text (what the embedder sees) with a
 payload of facts (what filters and the agent read): a low-stock signal, a
@@ -19,7 +23,9 @@ from agentbus.service import Context, Service, ServiceEnv
 
 NAME = "memory"
 COLLECTION = "restock-episodes"
+CATALOG = "product-catalog"
 TYPES = (
+    "product.upserted",
     "inventory.low",
     "restock.recommended",
     "restock.approved",
@@ -131,6 +137,14 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
+def catalog_entry(event: Event[Any]) -> tuple[str, str, dict[str, Any]]:
+    """A product as the embedder sees it (what it is) and as filters see it."""
+    data = event.data
+    text = f"{data.name}. {data.description}"
+    payload = {"sku": data.sku, "name": data.name, "category": data.category}
+    return point_id("product", data.sku), text, payload
+
+
 class MemoryWriter:
     def __init__(self, store: VectorStore | None, embedder: Embedder | None) -> None:
         self.store = store
@@ -143,20 +157,29 @@ class MemoryWriter:
         if self.store is None:
             self.store = shared_vector_store(env.settings.data_dir)
         await self.store.ensure_collection(COLLECTION, self.embedder.dim, indexed=("sku", "kind"))
+        await self.store.ensure_collection(CATALOG, self.embedder.dim, indexed=("sku", "category"))
 
     async def write(self, events: Sequence[Event[Any]], ctx: Context) -> None:
+        products = [event for event in events if event.type == "product.upserted"]
+        await self._put(CATALOG, [catalog_entry(event) for event in products])
+        await self._put(
+            COLLECTION,
+            [
+                (point_id(event.id, str(n)), text, payload)
+                for event in events
+                if event.type != "product.upserted"
+                for n, (text, payload) in enumerate(episode(event))
+            ],
+        )
+
+    async def _put(self, collection: str, items: list[tuple[str, str, dict[str, Any]]]) -> None:
         assert self.store is not None
         assert self.embedder is not None
-        items = [
-            (point_id(event.id, str(n)), text, payload)
-            for event in events
-            for n, (text, payload) in enumerate(episode(event))
-        ]
         if not items:
             return
         vectors = await self.embedder.embed([text for _, text, _ in items])
         await self.store.upsert(
-            COLLECTION,
+            collection,
             [
                 Point(id=pid, vector=vector, payload={**payload, "text": text})
                 for (pid, text, payload), vector in zip(items, vectors, strict=True)

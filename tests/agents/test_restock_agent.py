@@ -1,15 +1,14 @@
-"""The restock agent as a queue consumer: exactly one bounded suggestion per trigger."""
+"""What only the restock agent does: evidence, fallbacks, budget, approvals.
+
+The guarantees every agent shares (one suggestion per trigger, coalescing,
+injection, resuming) are in test_agent_contract.py."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agentbus.agent import AgentRuntimeOptions
-from agentbus.agent.prompts import END_FENCE, FENCE
 from agentbus.agent.runtime import AgentRunner
 from agentbus.llm import MalformedOutput, ScriptedModel, Usage
 from agents.restock import declaration
@@ -60,39 +59,6 @@ async def test_one_suggestion_per_trigger_even_with_duplicates(tmp_path: Path) -
     assert set(a.data.evidence[1:]) <= demand_ids, "evidence names only events that exist"
 
 
-async def test_triggers_coalesce_while_a_suggestion_awaits_review(tmp_path: Path) -> None:
-    agent = runner()
-    skus = [f"SKU-{n:02d}" for n in range(50)]
-    async with Shop(tmp_path, [agent.service]) as shop:
-        await shop.publish([product(sku) for sku in skus])
-        storm = [low(sku, n) for n, sku in zip(range(1000), itertools.cycle(skus), strict=False)]
-        await shop.publish(storm)
-    suggestions = shop.of_type("restock.recommended")
-    assert agent.runs_started <= 50
-    assert len(suggestions) == 50
-    assert len({s.data.sku for s in suggestions}) == 50
-
-
-async def test_injected_text_cannot_push_a_suggestion_out_of_bounds(tmp_path: Path) -> None:
-    model = ScriptedModel([proposal(1_000_000, ["made-up-id", "order-o1"])])
-    agent = runner(model)
-    async with Shop(tmp_path, [agent.service]) as shop:
-        await shop.publish(
-            [product("SKU-A", description=INJECTION), order("o1", "SKU-A", 3, 1, note=INJECTION)]
-        )
-        await shop.publish([low("SKU-A", 1)])
-    [suggestion] = shop.of_type("restock.recommended")
-    assert suggestion.data.quantity == 3 * 40
-    assert suggestion.data.evidence == ["low-SKU-A-1", "order-o1"]
-    assert "clamped" in suggestion.data.rationale
-    [request] = model.requests
-    system, user = request.messages
-    assert INJECTION not in system.content
-    fenced = user.content.split(FENCE, 1)[1].split(END_FENCE, 1)[0]
-    assert INJECTION in fenced, "event text reaches the model only inside the data fence"
-    assert user.content.count(INJECTION) == fenced.count(INJECTION)
-
-
 async def test_malformed_model_answers_fall_back_to_the_policy(tmp_path: Path) -> None:
     model = ScriptedModel([MalformedOutput("twice malformed")])
     agent = runner(model)
@@ -114,29 +80,6 @@ async def test_spent_token_budget_falls_back_and_says_so(tmp_path: Path) -> None
     models = {s.data.sku: s.data.model for s in shop.of_type("restock.recommended")}
     assert models == {"A": "gpt-test", "B": "gpt-test", "C": "policy (token budget spent)"}
     assert len(model.requests) == 2
-
-
-async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = ScriptedModel([proposal(12)])
-    agent = runner(model)
-    original = AgentRunner._commit
-    crashes = []
-
-    def commit_once_failing(self: AgentRunner, *args: Any) -> None:
-        if not crashes:
-            crashes.append(1)
-            raise RuntimeError("process died between the model call and the commit")
-        original(self, *args)
-
-    monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
-    async with Shop(tmp_path, [agent.service]) as shop:
-        await shop.publish([product("SKU-A"), low("SKU-A", 1)])
-    [suggestion] = shop.of_type("restock.recommended")
-    assert crashes == [1]
-    assert len(model.requests) == 1, "the completed model call was not repeated"
-    assert suggestion.data.quantity == 12
 
 
 async def test_an_approval_becomes_exactly_one_purchase_order(tmp_path: Path) -> None:

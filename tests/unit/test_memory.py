@@ -90,7 +90,7 @@ async def test_where_filters_exactly_with_all_conditions(store: VectorStore) -> 
     await store.upsert("episodes", POINTS)
     query = unit(1, 0, 0, 0)
 
-    async def ids(**where: str | int | bool) -> set[str]:
+    async def ids(**where: Any) -> set[str]:
         return {h.id for h in await store.search("episodes", query, where=where)}
 
     assert await ids(sku="A") == {point_id("e1"), point_id("e3")}
@@ -102,6 +102,11 @@ async def test_where_filters_exactly_with_all_conditions(store: VectorStore) -> 
     assert await ids(open=1) == {point_id("e3")}
     assert await ids(sku="A", kind="low", n=3) == set()
     assert await ids(sku="nobody") == set()
+    # A list matches any of its items.
+    assert await ids(sku=["A", "nobody"]) == {point_id("e1"), point_id("e3")}
+    assert await ids(sku=["A", "B"], kind="decision") == {point_id("e3")}
+    assert await ids(n=[1, 7]) == {point_id("e1"), point_id("e3")}
+    assert await ids(sku=["nobody"]) == set()
 
 
 async def test_upsert_is_idempotent_by_id(store: VectorStore) -> None:

@@ -1,0 +1,184 @@
+"""The substitute agent: an order rejected as out of stock in, ranked substitutes out.
+
+gather (tools: what was missing, what is in stock in its category) -> recall
+(semantic search of the catalog, filtered to those in-stock SKUs) -> decide
+(the model ranks, or the similarity order does) -> guard (only candidates that
+exist and are in stock; the message is built here from catalog data). When
+nothing similar is in stock, the run ends with no suggestion.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from agentbus.agent import Agent, Prompt, RunContext, quote
+from agentbus.envelope import Event
+from agentbus.llm import ChatMessage, ModelRequest
+from agents.substitute.projection import MIGRATIONS, project
+from agents.substitute.proposal import SubstituteRanking
+from events import Substitute, SubstituteSuggested
+from tools import substitute as tools
+
+NAME = "substitute-agent"
+PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+PROMPT = Prompt.load(PROMPTS, "substitute", "v1")
+CATALOG = "product-catalog"  # written by the memory service from product.upserted
+MAX_SUBSTITUTES = 3
+SEARCHED = 10
+
+
+def min_score() -> float:
+    """Below this similarity a product is not a substitute, however in stock it is."""
+    return float(os.environ.get("SUBSTITUTE_MIN_SCORE", "0.15"))
+
+
+class SubstituteState(TypedDict, total=False):
+    trigger_id: str
+    order_id: str
+    missing: dict[str, Any] | None
+    candidates: list[dict[str, Any]]
+    scored: list[dict[str, Any]]
+    ranking: list[str]
+    substitutes: list[dict[str, Any]]
+    model: str
+    input_tokens: int
+    output_tokens: int
+    fallback_reason: str | None
+
+
+def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
+    async def gather(state: SubstituteState) -> SubstituteState:
+        order_id = state["order_id"]
+        found = await ctx.tools({"missing_item": lambda c: tools.missing_item(c, order_id)})
+        missing = found["missing_item"]
+        if missing is None:
+            return {"missing": None, "candidates": []}
+        stocked = await ctx.tools(
+            {"in_stock": lambda c: tools.in_stock(c, missing["category"], missing["sku"])}
+        )
+        return {"missing": missing, "candidates": stocked["in_stock"]}
+
+    async def recall(state: SubstituteState) -> SubstituteState:
+        missing, candidates = state.get("missing"), state.get("candidates", [])
+        if not missing or not candidates:
+            return {"scored": []}
+        by_sku = {c["sku"]: c for c in candidates}
+        hits = await ctx.search_memory(
+            CATALOG,
+            f"{missing['name']}. {missing['description']}",
+            limit=SEARCHED,
+            where={"category": missing["category"], "sku": list(by_sku)},
+        )
+        scored = [
+            {**by_sku[str(hit.payload["sku"])], "score": round(max(0.0, min(1.0, hit.score)), 4)}
+            for hit in hits
+            if str(hit.payload.get("sku")) in by_sku
+        ]
+        return {"scored": [s for s in scored if s["score"] >= min_score()]}
+
+    async def decide(state: SubstituteState) -> SubstituteState:
+        scored = state.get("scored", [])
+
+        def by_similarity() -> SubstituteRanking:
+            return SubstituteRanking(ranking=[s["sku"] for s in scored])
+
+        if not scored:
+            return {"ranking": [], "model": "policy"}
+        request = ModelRequest(
+            messages=(
+                ChatMessage("system", PROMPT.render(max_substitutes=str(MAX_SUBSTITUTES))),
+                ChatMessage(
+                    "user",
+                    "Data:\n" + quote({"missing": state.get("missing"), "candidates": scored}),
+                ),
+            ),
+            output=SubstituteRanking,
+        )
+        decision = await ctx.complete(request, fallback=by_similarity)
+        ranking = [str(sku) for sku in decision.output.model_dump()["ranking"]]
+        return {"ranking": ranking, **decision.accounting()}  # type: ignore[typeddict-item]
+
+    async def guard(state: SubstituteState) -> SubstituteState:
+        # Only SKUs among the in-stock, similar candidates, once each, at most a few.
+        scored = {s["sku"]: s for s in state.get("scored", [])}
+        chosen = [scored[sku] for sku in dict.fromkeys(state.get("ranking", [])) if sku in scored]
+        return {"substitutes": chosen[:MAX_SUBSTITUTES]}
+
+    graph: StateGraph[SubstituteState] = StateGraph(SubstituteState)
+    graph.add_node("gather", gather)
+    graph.add_node("recall", recall)
+    graph.add_node("decide", decide)
+    graph.add_node("guard", guard)
+    graph.add_edge(START, "gather")
+    graph.add_edge("gather", "recall")
+    graph.add_edge("recall", "decide")
+    graph.add_edge("decide", "guard")
+    graph.add_edge("guard", END)
+    return graph
+
+
+def out_of_stock(event: Event[Any]) -> bool:
+    return str(event.data.reason) == "out_of_stock"
+
+
+def initial_state(event: Event[Any]) -> dict[str, Any]:
+    return {"trigger_id": event.id, "order_id": event.data.order_id}
+
+
+def message(missing: Mapping[str, Any], order_id: str, substitutes: list[dict[str, Any]]) -> str:
+    """For customer service, from catalog data only: never from text in the order."""
+    offers = "; ".join(
+        f"{s['name']} ({s['sku']}, {s['available']} in stock, {s['unit_price']:.2f})"
+        for s in substitutes
+    )
+    return (
+        f"Order {order_id} could not get {missing['name']} ({missing['sku']}): "
+        f"{missing['requested']} asked, {missing['available']} available. "
+        f"In stock instead: {offers}."
+    )
+
+
+def suggest(
+    state: Mapping[str, Any], event: Event[Any], suggestion_id: str
+) -> SubstituteSuggested | None:
+    substitutes = state.get("substitutes") or []
+    missing = state.get("missing")
+    if not substitutes or not missing:
+        return None  # nothing similar in stock: nothing to suggest
+    return SubstituteSuggested(
+        suggestion_id=suggestion_id,
+        order_id=event.data.order_id,
+        sku=missing["sku"],
+        substitutes=[
+            Substitute(
+                sku=s["sku"], name=s["name"], score=float(s["score"]), available=s["available"]
+            )
+            for s in substitutes
+        ],
+        message=message(missing, event.data.order_id, substitutes),
+        agent=NAME,
+        model=str(state.get("model") or "policy"),
+        trigger_event_id=event.id,
+    )
+
+
+def declaration() -> Agent:
+    return Agent(
+        name=NAME,
+        triggers=("order.rejected",),
+        accepts=out_of_stock,
+        suggestion_type="substitute.suggested",
+        build_graph=build_graph,
+        initial_state=initial_state,
+        suggest=suggest,
+        migrations=MIGRATIONS,
+        project=project,
+        token_budget_per_hour=int(os.environ.get("SUBSTITUTE_TOKEN_BUDGET", "100000")),
+        coalesce_window=float(os.environ.get("SUBSTITUTE_COALESCE_SECONDS", "0")),
+        description="Finds in-stock substitutes for what an order could not get.",
+    )
