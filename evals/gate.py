@@ -35,4 +35,23 @@ def regressions(baseline: dict[str, Any], current: dict[str, Any], tolerance: fl
                 old, new = float(then.get(key, 0)), float(now.get(key, 0))
                 if new > old * (1 + tolerance) + SLACK:
                     found.append(f"{where}: {key} {old:g} -> {new:g} (tolerance {tolerance:.0%})")
+    found += _substitute_regressions(
+        baseline.get("substitutes"), current.get("substitutes"), tolerance
+    )
+    return found
+
+
+def _substitute_regressions(
+    before: dict[str, Any] | None, now: dict[str, Any] | None, tolerance: float
+) -> list[str]:
+    if not before or not now:
+        return []
+    found = [
+        f"substitutes: {key} {before.get(key, 0)} -> {now.get(key, 0)}"
+        for key in ("false_suggestions", "invalid")
+        if now.get(key, 0) > before.get(key, 0)
+    ]
+    old, new = before.get("top3_rate"), now.get("top3_rate")
+    if old is not None and new is not None and new < old - tolerance:
+        found.append(f"substitutes: top3_rate {old:g} -> {new:g} (tolerance {tolerance:.0%})")
     return found

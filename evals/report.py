@@ -125,6 +125,33 @@ def print_table(console: Console, results: dict[str, Any]) -> None:
             )
 
 
+def print_substitutes(console: Console, results: dict[str, Any]) -> None:
+    found = results.get("substitutes")
+    if not found:
+        return
+    table = Table(title="substitutes: the right product among the first three offered")
+    for header in ("case", "expected", "offered", "verdict"):
+        table.add_column(header)
+    for name, case in found["cases"].items():
+        table.add_row(
+            name, case["expect"] or "nothing", ", ".join(case["offered"]) or "-", _verdict(case)
+        )
+    console.print(table)
+    console.print(
+        f"top-3 rate {_fmt(found['top3_rate'])}, false suggestions {found['false_suggestions']}, "
+        f"invalid substitutes {found['invalid']}",
+        highlight=False,
+    )
+
+
+def _verdict(case: dict[str, Any]) -> str:
+    if case["invalid"]:
+        return "[red]invalid[/]"
+    if case["expect"] is None:
+        return "[red]should be quiet[/]" if case["false_suggestion"] else "[green]quiet[/]"
+    return "[green]hit[/]" if case["hit"] else "[red]miss[/]"
+
+
 def print_regressions(console: Console, found: list[str], baseline: Path) -> None:
     if not found:
         console.print(f"[green]no regression against {baseline}[/]")
@@ -191,12 +218,34 @@ def html(results: dict[str, Any]) -> str:
                         )
                     )
                 parts.append("</div>")
+    parts.extend(_substitutes_html(results.get("substitutes")))
     parts.append(
         "<p>Blue: units available in the replayed world. Grey bars: units asked per day. "
         "Red triangles: suggestions (hover for quantity and oracle). Green dots: when the "
         "suggested order would arrive after the real lead time.</p></body></html>"
     )
     return "".join(parts)
+
+
+def _substitutes_html(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    parts = [
+        "<h2>Substitutes</h2>",
+        f"<p>Top-3 rate {_fmt(found['top3_rate'])}, false suggestions "
+        f"{found['false_suggestions']}, invalid substitutes {found['invalid']}.</p>",
+        "<table><tr><th>case</th><th>expected</th><th>offered</th><th>verdict</th></tr>",
+    ]
+    for name, case in found["cases"].items():
+        verdict = _verdict(case).split("]", 1)[1].split("[", 1)[0]
+        cls = "pass" if verdict in ("hit", "quiet") else "fail"
+        parts.append(
+            f"<tr><td>{escape(name)}</td><td>{escape(case['expect'] or 'nothing')}</td>"
+            f"<td>{escape(', '.join(case['offered']) or '-')}</td>"
+            f"<td class='{cls}'>{escape(verdict)}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
 
 
 def _pct(value: float | None) -> str:

@@ -23,6 +23,9 @@ from evals.contenders import CONTENDERS, Contender
 from evals.gate import regressions
 from evals.replay import inputs_of, replay
 from evals.scoring import ScenarioScore, judge, score
+from evals.substitutes import CASES as SUBSTITUTE_CASES
+from evals.substitutes import run_case as run_substitute
+from evals.substitutes import summarise
 from events import CATALOG
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -209,11 +212,13 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
         entry["contenders"][contender.name] = _combine([scored for scored, _, _ in mine])
         _, judged, replayed = mine[0]
         report.collect_plot_data(entry, contender.name, replayed, judged)
+    results["substitutes"] = await _substitutes(factory)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["margins"] = report.margins(results)
     request.out.mkdir(parents=True, exist_ok=True)
     report.write(results, request.out)
     report.print_table(console, results)
+    report.print_substitutes(console, results)
     exit_code = 0
     if request.baseline is not None:
         if not request.baseline.exists():
@@ -226,6 +231,24 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
         console.file.flush()
         print(json.dumps(report.public(results), indent=2, sort_keys=True))
     return exit_code
+
+
+async def _substitutes(factory: Callable[[], Model | None]) -> dict[str, Any]:
+    """The substitute agent over its own cases, with the same model as the rest."""
+    meters: list[Metered] = []
+
+    def make_model() -> Model | None:
+        inner = factory()
+        if inner is None:
+            return None
+        meters.append(Metered(inner))
+        return meters[-1]
+
+    scores = await asyncio.gather(*(run_substitute(case, make_model) for case in SUBSTITUTE_CASES))
+    summary = summarise(list(scores))
+    summary["input_tokens"] = sum(m.input_tokens for m in meters)
+    summary["output_tokens"] = sum(m.output_tokens for m in meters)
+    return summary
 
 
 def _contenders(names: Sequence[str]) -> list[Contender]:

@@ -13,6 +13,7 @@ from agentbus.cli import (
     eval_commands,
     explain_commands,
     run_commands,
+    scaffold_commands,
     state_commands,
     stream_commands,
     suggestion_commands,
@@ -32,6 +33,7 @@ state_commands.register(app)
 suggestion_commands.register(app)
 eval_commands.register(app)
 explain_commands.register(app)
+scaffold_commands.register(app)
 app.add_typer(dlq_commands.app, name="dlq")
 
 

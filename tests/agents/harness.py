@@ -2,60 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec, new_event
-from agentbus.host import Host
+from agentbus.envelope import Event, new_event
 from agentbus.service import Service
-from agentbus.settings import Settings
-from agentbus.transport.base import Delivery, QueueSpec
-from agentbus.transport.memory import InMemoryBroker
+from agentbus.testing import Harness
 from events import CATALOG, InventoryLow, OrderCreated, ProductUpserted
 
 START = datetime(2026, 11, 2, 9, tzinfo=UTC)
 
 
-class Shop:
+class Shop(Harness):
+    """The platform's test harness with the shop's catalog."""
+
     def __init__(self, data_dir: Path, services: Sequence[Service]) -> None:
-        base = Settings.from_env({"AGENTBUS_RETRY_DELAY": "0.2"})
-        self.settings = dataclasses.replace(
-            base,
-            data_dir=data_dir,
-            database_url=None,
-            consumer=dataclasses.replace(base.consumer, event_time="cause"),
-        )
-        self.transport = InMemoryBroker().connect()
-        self.bus = Bus(self.transport, EventCodec(CATALOG))
-        self.host = Host(self.bus, services, self.settings)
-        self.seen: list[Event[Any]] = []
-
-    async def __aenter__(self) -> Shop:
-        await self.transport.start()
-        await self.transport.declare([QueueSpec("test.observer", bindings=("#",), transient=True)])
-
-        async def observe(delivery: Delivery) -> None:
-            self.seen.append(self.bus.codec.decode(delivery.message.body))
-            await delivery.ack()
-
-        await self.transport.consume("test.observer", observe, prefetch=1000)
-        await self.host.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.host.stop()
-        await self.transport.close()
-
-    async def publish(self, events: Sequence[Event[Any]]) -> None:
-        await self.bus.publish_many(events)
-        await self.host.settle(interval=0.02, stable=3, timeout=60)
-
-    def of_type(self, event_type: str) -> list[Event[Any]]:
-        return [e for e in self.seen if e.type == event_type]
+        super().__init__(data_dir, services, catalog=CATALOG)
 
 
 def product(sku: str, *, max_stock: int = 40, description: str = "A fine thing.") -> Event[Any]:

@@ -96,6 +96,8 @@ async def test_eval_writes_the_report_and_passes_the_gate_on_the_committed_fixtu
         assert entry["contenders"]["agent"]["passed"], entry
     html = (tmp_path / "report.html").read_text()
     assert html.count("<svg") >= len(results["scenarios"]) * 2
+    assert results["substitutes"]["top3_rate"] == 1.0
+    assert "<h2>Substitutes</h2>" in html
     # Where history matters the agent with memory beats the formula, and it is no worse
     # anywhere else.
     for name, margin in results["margins"].items():

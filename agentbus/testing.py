@@ -1,0 +1,76 @@
+"""Running services in a test: the in-process broker, SQLite in a folder, and a tap.
+
+    async with Harness(tmp_path, [my_agent_service], catalog=CATALOG) as shop:
+        await shop.publish([event, ...])          # and wait until all is handled
+        assert shop.of_type("my.suggested")
+
+Everything runs as in production (the same consumer runtime, inbox, outbox and
+relay), only in one process; the tap records every event that crosses the bus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from agentbus.bus import Bus
+from agentbus.envelope import Event, EventCodec
+from agentbus.host import Host
+from agentbus.service import Service
+from agentbus.settings import Settings
+from agentbus.transport.base import Delivery, QueueSpec
+from agentbus.transport.memory import InMemoryBroker
+
+__all__ = ["Harness"]
+
+TAP = "test.tap"
+
+
+class Harness:
+    def __init__(
+        self,
+        data_dir: Path,
+        services: Sequence[Service],
+        *,
+        catalog: Mapping[str, type[BaseModel]],
+    ) -> None:
+        base = Settings.from_env({"AGENTBUS_RETRY_DELAY": "0.2"})
+        # Derived events carry their cause's time, so tests can tell a story in days.
+        self.settings = dataclasses.replace(
+            base,
+            data_dir=data_dir,
+            database_url=None,
+            consumer=dataclasses.replace(base.consumer, event_time="cause"),
+        )
+        self.transport = InMemoryBroker().connect()
+        self.bus = Bus(self.transport, EventCodec(catalog))
+        self.host = Host(self.bus, services, self.settings)
+        self.seen: list[Event[Any]] = []
+
+    async def __aenter__(self) -> Harness:
+        await self.transport.start()
+        await self.transport.declare([QueueSpec(TAP, bindings=("#",), transient=True)])
+
+        async def tap(delivery: Delivery) -> None:
+            self.seen.append(self.bus.codec.decode(delivery.message.body))
+            await delivery.ack()
+
+        await self.transport.consume(TAP, tap, prefetch=1000)
+        await self.host.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.host.stop()
+        await self.transport.close()
+
+    async def publish(self, events: Sequence[Event[Any]], *, timeout: float = 60) -> None:
+        """Publish, then wait until every service is idle (outboxes included)."""
+        await self.bus.publish_many(events)
+        await self.host.settle(interval=0.02, stable=3, timeout=timeout)
+
+    def of_type(self, event_type: str) -> list[Event[Any]]:
+        return [event for event in self.seen if event.type == event_type]
