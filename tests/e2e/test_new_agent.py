@@ -4,6 +4,7 @@ generated, its code is lint-clean, and a second run refuses to overwrite it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def test_a_scaffolded_agent_passes_its_own_tests(tmp_path: Path) -> None:
     for path in [*(root / "agents" / "slow_mover").glob("*.py"), root / "tools" / "slow_mover.py"]:
         assert violations(path.read_text()) == [], f"{path} reaches past the public API"
 
+    check_guide(root)
+
     linted = run(root, "-m", "ruff", "check", "--quiet", "agents/slow_mover", "tools/slow_mover.py")
     assert linted.returncode == 0, linted.stdout
 
@@ -63,6 +66,20 @@ def test_a_scaffolded_agent_passes_its_own_tests(tmp_path: Path) -> None:
     assert again.returncode == 1
     assert "exist(s) already" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def guide_listings() -> list[tuple[str, str]]:
+    """(file, code) of every listing in docs/agents.md that names a generated file."""
+    text = (ROOT / "docs" / "agents.md").read_text()
+    return re.findall(r"```python file=(\S+)\n(.*?)```", text, re.DOTALL)
+
+
+def check_guide(root: Path) -> None:
+    listings = guide_listings()
+    assert len(listings) >= 5
+    for name, code in listings:
+        generated = (root / name).read_text()
+        assert code in generated, f"docs/agents.md shows {name} differently from what is generated"
 
 
 def test_bad_names_and_triggers_are_one_line_errors(tmp_path: Path) -> None:
