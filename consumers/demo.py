@@ -28,7 +28,7 @@ from agentbus.transport.base import Delivery, QueueSpec, Transport
 from agentbus.transport.memory import InMemoryBroker
 from agentbus.transport.rabbitmq import RabbitTransport
 from agents import restock
-from agents.registry import restock_agent
+from agents.registry import restock_agent, substitute_agent
 from consumers import inventory, memory, notifications, orders, payments, purchasing
 from evals import actors
 from evals.simulator import ShopSimulation
@@ -71,6 +71,7 @@ async def run_demo(options: DemoOptions) -> int:
         purchasing.build(),
         memory.build(),
         restock_agent(),
+        substitute_agent(),
         actors.reviewer(),
         actors.supplier(),
     ]
@@ -193,6 +194,7 @@ async def _summary(
             for row in suggestions
         ],
         "purchase_orders": seen.get("purchase_order.created", 0),
+        "substitutes_suggested": seen.get("substitute.suggested", 0),
         "emails_queued": seen.get("order.confirmed", 0) + seen.get("order.rejected", 0),
         "seconds": round(elapsed, 2),
     }
@@ -215,6 +217,7 @@ def _print_summary(console: Console, summary: dict[str, Any], data_dir: Any) -> 
     console.print(Group(outcomes, stock, flow, ideas))
     console.print(
         f"{summary['input_events']} input events, {summary['low_stock_events']} low-stock "
-        f"signals, in {summary['seconds']}s. State is kept in {data_dir}: try "
+        f"signals, {summary['substitutes_suggested']} substitute suggestion(s) for orders out "
+        f"of stock, in {summary['seconds']}s. State is kept in {data_dir}: try "
         f"AGENTBUS_DATA={data_dir} agentbus state inventory"
     )
