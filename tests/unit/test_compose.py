@@ -118,3 +118,17 @@ def test_the_image_holds_every_package() -> None:
     assert packages <= copied
     assert "prompts" in copied, "agents load their prompt files at run time"
     assert 'ENTRYPOINT ["agentbus"]' in dockerfile
+
+
+def test_each_service_connects_as_its_own_least_privileged_user(compose: dict[str, Any]) -> None:
+    script = (ROOT / "deploy" / "rabbitmq-users.sh").read_text()
+    [listed] = re.findall(r"^for service in ([a-z -]+); do$", script, re.MULTILINE)
+    assert set(listed.split()) == set(app.services), "a user for every service, and no other"
+    passwords = compose["services"]["rabbitmq-users"]["environment"]
+    for name, spec in ours(compose).items():
+        url = urlparse(spec["environment"]["AMQP_URL"])
+        assert url.username == name, f"{name} connects as {url.username}"
+        assert name.upper().replace("-", "_") + "_AMQP_PASSWORD" in passwords
+        ready = spec["depends_on"]["rabbitmq-users"]["condition"]
+        assert ready == "service_completed_successfully", name
+    assert "guest" not in yaml.safe_dump(ours(compose)), "no service uses the broker's admin"
