@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import zlib
 from collections import deque
@@ -28,7 +27,13 @@ from opentelemetry.trace import Span, SpanKind
 from agentbus.acks import AckBatcher
 from agentbus.bus import Bus
 from agentbus.envelope import Event
-from agentbus.errors import BrokerUnavailable, MalformedEvent, PermanentError, ProcessingError
+from agentbus.errors import (
+    BrokerUnavailable,
+    MalformedEvent,
+    PermanentError,
+    ProcessingError,
+    one_line,
+)
 from agentbus.metrics import instruments, watch_consumer
 from agentbus.retry import (
     ATTEMPT_HEADER,
@@ -426,11 +431,6 @@ def _attempt_of(message: Message) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^@/\s]+@", re.IGNORECASE)
-
-
 def _detail(exc: BaseException) -> str:
-    """A one-line, bounded error text with credentials in URLs masked."""
     text = exc.detail if isinstance(exc, ProcessingError) else f"{type(exc).__name__}: {exc}"
-    text = _URL_CREDENTIALS.sub(r"\1***@", " ".join(text.split()))
-    return text[:MAX_DETAIL]
+    return one_line(text, MAX_DETAIL)

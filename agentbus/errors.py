@@ -7,6 +7,7 @@ once, a transient one is retried with backoff until its attempts run out.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 
@@ -72,3 +73,12 @@ class MalformedEvent(PermanentError):
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail, code=reason.value)
         self.reason = reason
+
+
+_URL_CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^@/\s]+@", re.IGNORECASE)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """An error text fit for a log line or a dead letter: one line, bounded, and with
+    the credentials of any URL in it masked."""
+    return _URL_CREDENTIALS.sub(r"\1***@", " ".join(text.split()))[:limit]

@@ -15,7 +15,7 @@ from rich.console import Console
 from agentbus.app import Application, load_application
 from agentbus.bus import Bus
 from agentbus.envelope import EventCodec
-from agentbus.errors import AgentbusError, ConfigurationError
+from agentbus.errors import AgentbusError, ConfigurationError, one_line
 from agentbus.settings import Settings
 from agentbus.transport.base import Transport
 from agentbus.transport.rabbitmq import RabbitTransport
@@ -37,13 +37,13 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     except typer.Exit:
         raise
     except AgentbusError as exc:
-        fail(str(exc))
+        fail(one_line(str(exc)))
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as exc:
         if os.environ.get("AGENTBUS_DEBUG"):
             raise
-        fail(f"{type(exc).__name__}: {exc} (set AGENTBUS_DEBUG=1 for a traceback)")
+        fail(f"{one_line(f'{type(exc).__name__}: {exc}')} (set AGENTBUS_DEBUG=1 for a traceback)")
 
 
 async def _as_coroutine(factory: Callable[[], Awaitable[T]]) -> T:

@@ -95,3 +95,15 @@ def test_unknown_option_is_a_usage_error() -> None:
     result = agentbus("publish", "--bogus")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(tmp_path: Path) -> None:
+    result = agentbus(
+        "state",
+        "inventory",
+        AGENTBUS_APP="consumers.app:app",
+        AGENTBUS_DATA=str(tmp_path),
+        DATABASE_URL="postgresql://shop:db-secret-password@127.0.0.1:1/shop",
+    )
+    assert_one_line_error(result, "OperationalError")
+    assert "db-secret-password" not in result.stderr + result.stdout
