@@ -1,20 +1,25 @@
-"""Exactly-once effects under SIGKILL, at length: the full chaos run.
+"""Exactly-once effects under faults, at length: the full chaos run.
 
-Inventory, orders and payments run as `agentbus run` subprocesses (each in its
-own process group) on RabbitMQ and SQLite or PostgreSQL. A seeded stream of
+Inventory, orders, payments and the restock agent run as `agentbus run`
+subprocesses (each in its own process group) on RabbitMQ and SQLite or
+PostgreSQL. A seeded stream of
 catalog, opening stock and then at least 10,000 mixed events (orders of 1-3
 lines over 20 SKUs, some over the payment limit, some for more than is left;
 cancellations, before, right after and long after their orders; stock received;
 adjustments), with 10% of them re-sent later under the same id, is published
-while services are SIGKILLed at random moments and restarted. When queues are
+while services are SIGKILLed at random moments and restarted, the broker closes
+every connection, the broker application restarts and (on PostgreSQL) the
+database restarts. When queues are
 empty and states stop changing, `agentbus state inventory/orders --json` are
 compared with an independent oracle (tests/integration/chaos.py).
 
-Prints JSON: events, duplicates, kills, recovery times (restart to consuming),
-lost orders, wrong outcomes, double-applied stock, seconds, orders per second.
+Prints JSON: events, duplicates, every fault with its recovery time, lost
+orders, wrong outcomes, double-applied stock, duplicate suggestions, seconds,
+orders per second.
 
     uv run python benchmarks/chaos_exactly_once.py --backend sqlite
-    uv run python benchmarks/chaos_exactly_once.py --backend postgres --events 10000 --kills 10
+    uv run python benchmarks/chaos_exactly_once.py --backend postgres --events 10000 --kills 10 \
+        --connection-drops 2 --broker-restarts 2 --database-restarts 2
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--connection-drops", type=int, default=2)
+    parser.add_argument("--broker-restarts", type=int, default=2)
+    parser.add_argument("--database-restarts", type=int, default=2, help="postgres only")
+    parser.add_argument("--no-agent", action="store_true", help="leave the restock agent out")
     parser.add_argument("--duplicates", type=float, default=0.10, help="share re-sent")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
@@ -59,6 +68,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             Path(scratch) / "data",
             args.database_url if args.backend == "postgres" else None,
             seed=args.seed,
+            agent=not args.no_agent,
+            connection_drops=args.connection_drops,
+            broker_restarts=args.broker_restarts,
+            database_restarts=args.database_restarts,
         )
         report = await chaos.run(
             args.events,
@@ -73,6 +86,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         and report["wrong_outcomes"] == 0
         and report["double_applied"] == 0
         and report["unknown_orders"] == 0
+        and report["duplicate_suggestions"] == 0
         and not report["unexpected_exits"]
     )
     return report

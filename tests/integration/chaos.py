@@ -57,6 +57,7 @@ import sqlalchemy as sa
 
 from agentbus.bus import Bus
 from agentbus.envelope import Event, EventCodec, new_event
+from agentbus.errors import BrokerUnavailable
 from agentbus.store import open_database
 from agentbus.transport.rabbitmq import RabbitTransport
 from events import (
@@ -70,6 +71,8 @@ from events import (
 )
 
 SERVICES: tuple[str, ...] = ("inventory", "orders", "payments")
+AGENT = "restock-agent"
+SUGGESTION_TAP = "test.chaos.suggestions"
 LIMIT = Decimal("5000.00")
 LUX_SKU = "LUX-001"  # 2,600.00 a unit: one is authorized, two are over the limit
 LUX_PRICE = Decimal("2600.00")
@@ -427,7 +430,7 @@ class ServiceProcess:
 
 
 def is_shop_queue(name: str) -> bool:
-    return any(name == s or name.startswith(f"{s}.") for s in SERVICES)
+    return any(name == s or name.startswith(f"{s}.") for s in (*SERVICES, AGENT))
 
 
 def is_dlq(name: str) -> bool:
@@ -570,6 +573,7 @@ class Shop:
             AGENTBUS_MAX_ATTEMPTS="30",
             PAYMENT_LIMIT=str(self.payment_limit),
             OTEL_SDK_DISABLED="true",
+            AGENTBUS_MODEL="policy",
         )
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
@@ -725,21 +729,26 @@ async def settle(
 
 @dataclass
 class Recovery:
-    service: str
+    service: str  # what was hit: a service, "rabbitmq", "connections" or "postgresql"
     killed_at: float  # seconds since the run started
     unfinished_orders: int  # published orders not yet confirmed or rejected, just before
-    down_seconds: float  # SIGKILL to restart
-    restart_to_consuming_seconds: float
+    down_seconds: float  # the fault to the restart (or the end of the fault)
+    restart_to_consuming_seconds: float  # then until every service consumes (or reads) again
+    fault: str = "sigkill"
 
 
 @dataclass
 class Chaos:
-    """Publish a seeded stream while SIGKILLing services; compare with the oracle.
+    """Publish a seeded stream while faults hit the system; compare with the oracle.
 
-    The stream goes out in `kills + 1` segments; after each of the first `kills`
-    the driver waits a random moment (`kill_after` seconds) while the services
-    work on it, SIGKILLs one (every service in turn, in a random order), and
-    restarts it, so every kill lands on work in flight.
+    The stream goes out in segments, one more than there are faults; after each
+    but the last the driver waits a random moment (`kill_after` seconds) while
+    the services work, then injects the next fault of a shuffled plan: SIGKILL
+    of a service (every service in turn) and its restart, the broker closing
+    every connection, a restart of the broker application, a restart of
+    PostgreSQL. Every fault lands on work in flight. With `agent`, the restock
+    agent runs too, and every suggestion on the wire is tapped: a trigger must
+    never yield two different suggestions.
     """
 
     amqp_url: str
@@ -747,8 +756,16 @@ class Chaos:
     postgres_url: str | None = None
     seed: int = 7
     kill_after: tuple[float, float] = (0.3, 1.5)
+    agent: bool = False
+    connection_drops: int = 0
+    broker_restarts: int = 0
+    database_restarts: int = 0
     recoveries: list[Recovery] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return (*SERVICES, AGENT) if self.agent else SERVICES
 
     async def run(
         self,
@@ -763,13 +780,16 @@ class Chaos:
         for event in stream.events:
             oracle.apply(event)
         shop = Shop(self.amqp_url, self.data_dir, self.postgres_url)
+        suggestions: dict[str, set[str]] = {}
         async with exclusive_queues():
             try:
                 await shop.prepare()
-                spawned = await asyncio.gather(*(shop.spawn(s) for s in SERVICES))
-                processes = dict(zip(SERVICES, spawned, strict=True))
+                if self.agent:
+                    await _tap_suggestions(shop)
+                spawned = await asyncio.gather(*(shop.spawn(s) for s in self.services))
+                processes = dict(zip(self.services, spawned, strict=True))
                 started = time.monotonic()
-                await self._storm(shop, processes, stream.events, kills, started)
+                await self._storm(shop, processes, stream.events, self._plan(kills), started)
                 storm_done = time.monotonic()
 
                 async def watch() -> None:
@@ -786,9 +806,14 @@ class Chaos:
                     shop.state("inventory"), shop.state("orders")
                 )
                 dead_letters = await shop.dead_letters()
+                if self.agent:
+                    suggestions = await _drain_suggestions(shop)
                 exit_codes = await shop.stop_all()
             finally:
                 await shop.dispose()
+                if self.agent:
+                    with contextlib.suppress(Exception):
+                        await _delete_queue(self.amqp_url, SUGGESTION_TAP)
         report = compare(oracle, inventory, orders)
         statuses = Counter(
             f"{v['status']}:{v['reason']}" if v["reason"] else v["status"] for v in orders.values()
@@ -802,15 +827,17 @@ class Chaos:
             "duplicates": stream.duplicates,
             "orders": len(oracle.outcomes),
             "outcomes": dict(sorted(statuses.items())),
-            "kills": len(self.recoveries),
-            "killed": dict(Counter(r.service for r in self.recoveries)),
+            "kills": sum(1 for r in self.recoveries if r.fault == "sigkill"),
+            "killed": dict(Counter(r.service for r in self.recoveries if r.fault == "sigkill")),
+            "fault_counts": dict(Counter(r.fault for r in self.recoveries)),
             "faults": [
                 {
-                    "service": r.service,
+                    "fault": r.fault,
+                    "target": r.service,
                     "at_second": round(r.killed_at, 1),
-                    "unfinished_orders_at_kill": r.unfinished_orders,
+                    "unfinished_orders_at_fault": r.unfinished_orders,
                     "down_seconds": round(r.down_seconds, 2),
-                    "restart_to_consuming_seconds": round(r.restart_to_consuming_seconds, 2),
+                    "recovery_seconds": round(r.restart_to_consuming_seconds, 2),
                 }
                 for r in self.recoveries
             ],
@@ -819,6 +846,8 @@ class Chaos:
                 "mean": round(sum(restart) / len(restart), 2) if restart else 0.0,
             },
             **report,
+            "suggestion_triggers": len(suggestions),
+            "duplicate_suggestions": sum(len(ids) - 1 for ids in suggestions.values()),
             "dead_letters": dead_letters,
             "expected_dead_letters_at_least": {"inventory.dlq": oracle.dead_letters},
             "unexpected_exits": self.unexpected_exits,
@@ -830,50 +859,175 @@ class Chaos:
             "events_per_second": round(len(stream.events) / seconds, 1),
         }
 
+    def _plan(self, kills: int) -> list[str]:
+        rng = random.Random(self.seed + 1)
+        victims = [self.services[i % len(self.services)] for i in range(kills)]
+        rng.shuffle(victims)  # every service gets its share, in a random order
+        plan = [
+            *victims,
+            *["connections"] * self.connection_drops,
+            *["rabbitmq"] * self.broker_restarts,
+            *["postgresql"] * (self.database_restarts if self.postgres_url else 0),
+        ]
+        rng.shuffle(plan)
+        return plan
+
     async def _storm(
         self,
         shop: Shop,
         processes: dict[str, ServiceProcess],
         events: Sequence[Event[Any]],
-        kills: int,
+        plan: list[str],
         started: float,
     ) -> None:
-        rng = random.Random(self.seed + 1)
-        victims = [SERVICES[i % len(SERVICES)] for i in range(kills)]
-        rng.shuffle(victims)  # every service gets its share, in a random order
-        segments = kills + 1
+        rng = random.Random(self.seed + 2)
+        segments = len(plan) + 1
         bounds = [round(i * len(events) / segments) for i in range(segments + 1)]
         placed: list[str] = []
         async with shop.publisher() as bus, shop.reader() as reader:
             for segment in range(segments):
                 chunk = events[bounds[segment] : bounds[segment + 1]]
                 for start in range(0, len(chunk), 200):
-                    await bus.publish_many(chunk[start : start + 200])
+                    await _publish_surely(bus, chunk[start : start + 200])
                 placed += [e.data.order_id for e in chunk if e.type == "order.created"]
-                if segment == kills:
+                if segment == len(plan):
                     break
                 await asyncio.sleep(rng.uniform(*self.kill_after))
-                decided = await reader.read("orders")
+                decided = await _read_surely(reader, "orders")
                 unfinished = sum(
                     1
                     for o in set(placed)
                     if (decided.get(o) or {}).get("status") in (None, "pending")
                 )
-                victim = processes[victims[segment]]
-                killed_at = time.monotonic()
-                await victim.kill()
-                await asyncio.sleep(rng.uniform(0.0, 0.5))
-                restarted = time.monotonic()
-                consuming = await victim.start()
-                self.recoveries.append(
-                    Recovery(
-                        victim.service,
-                        killed_at - started,
-                        unfinished,
-                        restarted - killed_at,
-                        consuming,
+                target = plan[segment]
+                hit = time.monotonic()
+                if target in processes:
+                    victim = processes[target]
+                    await victim.kill()
+                    await asyncio.sleep(rng.uniform(0.0, 0.5))
+                    restarted = time.monotonic()
+                    consuming = await victim.start()
+                    recovery = Recovery(
+                        target, hit - started, unfinished, restarted - hit, consuming
                     )
-                )
+                else:
+                    down = await _inject(target)
+                    back = time.monotonic()
+                    if target == "postgresql":
+                        await _read_surely(reader, "orders")
+                    else:
+                        await _until_consuming(shop, self.services)
+                    recovery = Recovery(
+                        target,
+                        hit - started,
+                        unfinished,
+                        down,
+                        time.monotonic() - back,
+                        fault=FAULT_NAMES[target],
+                    )
+                self.recoveries.append(recovery)
+
+
+FAULT_NAMES = {
+    "connections": "connections_closed",
+    "rabbitmq": "broker_restart",
+    "postgresql": "database_restart",
+}
+
+
+async def _command(*args: str, timeout: float = 180) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {(out + err).decode()[-500:]}")
+
+
+async def _inject(fault: str) -> float:
+    """Cause the fault and end it; returns how long the broken part was down."""
+    began = time.monotonic()
+    if fault == "connections":
+        await _command("rabbitmqctl", "close_all_connections", "chaos: connections closed")
+    elif fault == "rabbitmq":
+        await _command("rabbitmqctl", "stop_app")
+        await _command("rabbitmqctl", "start_app")
+        await _command("rabbitmqctl", "await_startup")
+    elif fault == "postgresql":
+        version = sorted(os.listdir("/etc/postgresql"))[-1]
+        await _command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
+    else:
+        raise ValueError(f"unknown fault {fault!r}")
+    return time.monotonic() - began
+
+
+async def _until_consuming(shop: Shop, services: Sequence[str], timeout: float = 120) -> None:
+    """Until every service's main queue has a consumer again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):  # the broker may still be coming back
+            counts = await queue_counts(shop.amqp_url, list(services))
+            if all(counts.get(name, (0, 0))[1] > 0 for name in services):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"services not consuming {timeout}s after the fault")
+        await asyncio.sleep(0.2)
+
+
+async def _publish_surely(bus: Bus, events: Sequence[Event[Any]], timeout: float = 180) -> None:
+    """Publish until confirmed; a repeat carries the same ids, so it is a duplicate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await bus.publish_many(events)
+            return
+        except BrokerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def _read_surely(reader: StateReader, name: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await reader.read(name)
+        except sa.exc.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def _tap_suggestions(shop: Shop) -> None:
+    connection = await aio_pika.connect(shop.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            shop.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(SUGGESTION_TAP, durable=True)
+        await queue.bind(exchange, routing_key="restock.recommended")
+
+
+async def _drain_suggestions(shop: Shop) -> dict[str, set[str]]:
+    """Every suggestion that crossed the broker: trigger id -> suggestion event ids."""
+    found: dict[str, set[str]] = {}
+    connection = await aio_pika.connect(shop.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(SUGGESTION_TAP, durable=True)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            body = json.loads(message.body)
+            trigger = str(body["data"]["trigger_event_id"])
+            found.setdefault(trigger, set()).add(str(body["id"]))
+    return found
+
+
+async def _delete_queue(amqp_url: str, name: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
 
 
 def compare(oracle: Oracle, inventory: dict[str, Any], orders: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,12 @@
-"""Exactly-once effects under SIGKILL: a short chaos run per backend, for CI.
+"""Exactly-once effects under faults: a short chaos run per backend, for CI.
 
-Inventory, orders and payments run as `agentbus run` subprocesses and are killed
-mid-stream (4 times, every service at least once) while a seeded stream with
-re-sent duplicates flows; the final states must equal an independent oracle's:
-no order lost, no outcome wrong, no stock level applied twice.
+Inventory, orders, payments and the restock agent run as `agentbus run`
+subprocesses; while a seeded stream with re-sent duplicates flows, each is
+SIGKILLed and restarted, the broker closes every connection, the broker
+application restarts, and on PostgreSQL the database restarts. The final
+states must equal an independent oracle's: no order lost, no outcome wrong, no
+stock level applied twice, no trigger with two suggestions. The long run is
+`benchmarks/chaos_exactly_once.py`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ EVENTS = 1500
 KILLS = 4
 
 
-def check(report: dict[str, Any]) -> None:
+def check(report: dict[str, Any], faults: dict[str, int]) -> None:
     assert report["kills"] == KILLS, report
-    assert set(report["killed"]) == {"inventory", "orders", "payments"}, report
+    assert set(report["killed"]) == {"inventory", "orders", "payments", "restock-agent"}, report
+    assert report["fault_counts"] == {"sigkill": KILLS, **faults}, report
+    assert report["duplicate_suggestions"] == 0, report
+    assert report["suggestion_triggers"] > 0, "the agent answered low stock throughout"
     assert report["duplicates"] >= 0.08 * report["unique_events"], report
     assert report["unexpected_exits"] == [], report
     # The kills land on sagas in flight.
-    assert sum(f["unfinished_orders_at_kill"] for f in report["faults"]) > 0, report
+    assert sum(f["unfinished_orders_at_fault"] for f in report["faults"]) > 0, report
     assert report["lost"] == 0, report
     assert report["wrong_outcomes"] == 0, report
     assert report["unknown_orders"] == 0, report
@@ -44,15 +50,28 @@ def check(report: dict[str, Any]) -> None:
 
 
 @pytest.mark.rabbitmq
-async def test_exactly_once_on_sqlite_under_kills(amqp_url: str, tmp_path: Path) -> None:
-    report = await Chaos(amqp_url, tmp_path / "data", seed=11).run(EVENTS, KILLS)
-    check(report)
+async def test_exactly_once_on_sqlite_under_faults(amqp_url: str, tmp_path: Path) -> None:
+    chaos = Chaos(
+        amqp_url, tmp_path / "data", seed=11, agent=True, connection_drops=1, broker_restarts=1
+    )
+    report = await chaos.run(EVENTS, KILLS)
+    check(report, {"connections_closed": 1, "broker_restart": 1})
 
 
 @pytest.mark.rabbitmq
 @pytest.mark.postgres
-async def test_exactly_once_on_postgres_under_kills(
+async def test_exactly_once_on_postgres_under_faults(
     amqp_url: str, database_url: str, tmp_path: Path
 ) -> None:
-    report = await Chaos(amqp_url, tmp_path / "data", database_url, seed=12).run(EVENTS, KILLS)
-    check(report)
+    chaos = Chaos(
+        amqp_url,
+        tmp_path / "data",
+        database_url,
+        seed=12,
+        agent=True,
+        connection_drops=1,
+        broker_restarts=1,
+        database_restarts=1,
+    )
+    report = await chaos.run(EVENTS, KILLS)
+    check(report, {"connections_closed": 1, "broker_restart": 1, "database_restart": 1})
