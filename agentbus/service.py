@@ -47,6 +47,11 @@ class Context:
         self._ranks: dict[tuple[str, str], int] = {}
         self._spans = spans or {}
 
+    def reset(self) -> None:
+        """Forget what was emitted: a unit of work about to run again starts afresh."""
+        self.emitted.clear()
+        self._ranks.clear()
+
     def emit(
         self,
         data: BaseModel,

@@ -83,10 +83,22 @@ class Checkpoints:
     async def open(self, settings: Settings) -> Any:
         if settings.database_url:
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+            from psycopg.rows import dict_row
+            from psycopg_pool import AsyncConnectionPool
 
-            saver: Any = await self._stack.enter_async_context(
-                AsyncPostgresSaver.from_conn_string(settings.database_url)
+            # A pool that checks each connection before lending it: one connection
+            # held for the life of the process would stay dead after a database restart.
+            pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                settings.database_url,
+                min_size=1,
+                max_size=4,
+                open=False,
+                check=AsyncConnectionPool.check_connection,
+                kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
             )
+            await pool.open(wait=True, timeout=30)
+            self._stack.push_async_callback(pool.close)
+            saver: Any = AsyncPostgresSaver(pool)
             await saver.setup()
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)

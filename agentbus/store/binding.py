@@ -143,6 +143,7 @@ class StoreBinding:
             hook()
 
     def _transaction(self, tx: Transaction, events: Sequence[Event[Any]], ctx: Context) -> None:
+        ctx.reset()  # a repeat (the database came back) emits the same events with the same ids
         fresh = tx.claim(self.service.name, [event.id for event in events])
         new: list[Event[Any]] = []
         for event in events:

@@ -9,6 +9,7 @@ paid a thread hop per statement and fetch, five times the cost of the work.)
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +23,12 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentbus.envelope import Event, EventCodec
-from agentbus.errors import ConfigurationError
+from agentbus.errors import ConfigurationError, one_line
 from agentbus.store import tables
 from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -97,11 +99,18 @@ class Database:
     """An engine bound to one service's schema or file, with its worker thread."""
 
     def __init__(
-        self, engine: sa.Engine, codec: EventCodec, *, schema: str | None, workers: int = 1
+        self,
+        engine: sa.Engine,
+        codec: EventCodec,
+        *,
+        schema: str | None,
+        workers: int = 1,
+        outage_limit: float = 120.0,
     ) -> None:
         self.engine = engine
         self.codec = codec
         self.schema = schema
+        self.outage_limit = outage_limit
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentbus-db")
 
     @property
@@ -117,13 +126,20 @@ class Database:
             yield connection
 
     async def run(self, work: Callable[[Transaction], T]) -> T:
-        """Run `work(tx)` in one write transaction, off the event loop: commit or roll back."""
+        """Run `work(tx)` in one write transaction, off the event loop: commit or roll back.
+
+        While the database is unreachable (a restart, a fail-over) the transaction is
+        tried again in place, for up to `outage_limit` seconds: the caller keeps its
+        order, nothing is acked meanwhile. `work` may therefore run more than once
+        (a commit whose answer was lost included), so it must have no effect outside
+        the transaction; the inbox makes a repeat of an applied batch a no-op.
+        """
 
         def unit() -> T:
             with self.connect() as connection, connection.begin():
                 return work(Transaction(connection, self.codec))
 
-        return await self._call(unit)
+        return await self._through_outages(unit)
 
     async def read(self, query: Callable[[sa.Connection], T]) -> T:
         """Run `query(connection)` off the event loop, without a write transaction."""
@@ -132,7 +148,29 @@ class Database:
             with self.connect() as connection:
                 return query(connection)
 
-        return await self._call(unit)
+        return await self._through_outages(unit)
+
+    async def _through_outages(self, unit: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.outage_limit
+        delay = 0.1
+        while True:
+            try:
+                return await self._call(unit)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                if not self._unreachable(exc) or loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "database unreachable (%s); trying again in %.1fs",
+                    one_line(str(exc.orig or exc), 200),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _unreachable(self, exc: sa.exc.DBAPIError) -> bool:
+        # SQLite's "database is locked" is contention, which its busy timeout handles.
+        return bool(exc.connection_invalidated) or self.dialect == "postgresql"
 
     async def _call(self, unit: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, unit)
