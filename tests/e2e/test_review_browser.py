@@ -14,7 +14,6 @@ import asyncio
 import os
 import shutil
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ import aio_pika
 import pytest
 
 from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec, new_event
+from agentbus.envelope import Event, EventCodec
 from agentbus.transport.rabbitmq import RabbitTransport
 from consumers.review.auth import hash_password
-from events import CATALOG, InventoryLow, ProductUpserted
-from tests.integration.chaos import ServiceProcess, exclusive_queues, queue_names
+from events import CATALOG
+from tests.integration.chaos import ServiceProcess, exclusive_queues
+from tests.support.broker import delete_queues, low, product
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -44,48 +44,6 @@ def chromium() -> Path:
     if os.environ.get("CI") == "true":
         pytest.fail("Debian's chromium is not installed (.ci/run installs it)")
     pytest.skip("no /usr/bin/chromium (apt-get install chromium)")
-
-
-def product(sku: str) -> Event[Any]:
-    return new_event(
-        ProductUpserted(
-            sku=sku,
-            name=f"Kettle {sku}",
-            description="A kettle.",
-            category="kitchen",
-            unit_cost=Decimal("5"),
-            unit_price=Decimal("10"),
-            lead_time_days=3,
-            reorder_point=20,
-            max_stock=100,
-            supplier="acme",
-        ),
-        source="/test",
-    )
-
-
-def low(sku: str) -> Event[Any]:
-    return new_event(
-        InventoryLow(
-            sku=sku,
-            available=12,
-            on_hand=12,
-            reserved=0,
-            reorder_point=20,
-            max_stock=100,
-            lead_time_days=3,
-        ),
-        source="/services/inventory",
-    )
-
-
-async def delete_queues(amqp_url: str) -> None:
-    ours = (*SERVICES, OBSERVER)
-    names = [n for n in await queue_names() if any(n == o or n.startswith(f"{o}.") for o in ours)]
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
 
 
 async def accessible(page: Any, label: str) -> None:
@@ -112,7 +70,7 @@ async def test_a_reviewer_approves_and_rejects_in_the_browser(
     exchange = f"agentbus.test.{uuid.uuid4().hex[:10]}"
     port = 18000 + uuid.uuid4().int % 2000
     async with exclusive_queues():
-        await delete_queues(amqp_url)
+        await delete_queues(amqp_url, (*SERVICES, OBSERVER))
         env = {
             **os.environ,
             "AMQP_URL": amqp_url,
@@ -213,7 +171,7 @@ async def test_a_reviewer_approves_and_rejects_in_the_browser(
         finally:
             codes = await asyncio.gather(*(p.stop() for p in processes))
             await transport.close()
-            await delete_queues(amqp_url)
+            await delete_queues(amqp_url, (*SERVICES, OBSERVER))
             async with await aio_pika.connect(amqp_url) as admin:
                 await (await admin.channel()).exchange_delete(exchange)
     assert codes == [0, 0, 0], [p.stderr() for p in processes]

@@ -888,7 +888,7 @@ class Chaos:
             for segment in range(segments):
                 chunk = events[bounds[segment] : bounds[segment + 1]]
                 for start in range(0, len(chunk), 200):
-                    await _publish_surely(bus, chunk[start : start + 200])
+                    await publish_surely(bus, chunk[start : start + 200])
                 placed += [e.data.order_id for e in chunk if e.type == "order.created"]
                 if segment == len(plan):
                     break
@@ -974,7 +974,7 @@ async def _until_consuming(shop: Shop, services: Sequence[str], timeout: float =
         await asyncio.sleep(0.2)
 
 
-async def _publish_surely(bus: Bus, events: Sequence[Event[Any]], timeout: float = 180) -> None:
+async def publish_surely(bus: Bus, events: Sequence[Event[Any]], timeout: float = 180) -> None:
     """Publish until confirmed; a repeat carries the same ids, so it is a duplicate."""
     deadline = time.monotonic() + timeout
     while True:

@@ -10,7 +10,6 @@ import os
 import re
 import sqlite3
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,11 @@ import aio_pika
 import pytest
 
 from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec, new_event
+from agentbus.envelope import Event, EventCodec
 from agentbus.transport.rabbitmq import RabbitTransport
-from events import CATALOG, InventoryLow, ProductUpserted
-from tests.integration.chaos import ServiceProcess, exclusive_queues, queue_names
+from events import CATALOG
+from tests.integration.chaos import ServiceProcess, exclusive_queues
+from tests.support.broker import delete_queues, low, product
 from tests.support.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.rabbitmq
@@ -30,39 +30,6 @@ FAST = "SKU-FAST"  # its model call answers at once, before the kill
 SLOW = [f"SKU-SLOW-{n}" for n in range(4)]  # theirs hang until the agent is killed
 MID = "SKU-MID"  # answered, but killed before its run commits
 OBSERVER = "test.agent-sigkill.suggestions"
-
-
-def product(sku: str) -> Event[Any]:
-    return new_event(
-        ProductUpserted(
-            sku=sku,
-            name=sku,
-            description="A product.",
-            category="c",
-            unit_cost=Decimal("5"),
-            unit_price=Decimal("10"),
-            lead_time_days=3,
-            reorder_point=20,
-            max_stock=100,
-            supplier="s",
-        ),
-        source="/test",
-    )
-
-
-def low(sku: str) -> Event[Any]:
-    return new_event(
-        InventoryLow(
-            sku=sku,
-            available=12,
-            on_hand=12,
-            reserved=0,
-            reorder_point=20,
-            max_stock=100,
-            lead_time_days=3,
-        ),
-        source="/services/inventory",
-    )
 
 
 def decided(data: Path, trigger_id: str) -> bool:
@@ -79,16 +46,6 @@ def decided(data: Path, trigger_id: str) -> bool:
         except sqlite3.OperationalError:
             return False  # not created yet
     return bool(row and row[0])
-
-
-async def delete_queues(amqp_url: str) -> None:
-    ours = ("restock-agent", OBSERVER)
-    names = [n for n in await queue_names() if any(n == o or n.startswith(f"{o}.") for o in ours)]
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
 
 
 async def test_an_agent_killed_mid_run_makes_one_suggestion_per_trigger_and_no_call_twice(
@@ -118,7 +75,7 @@ async def test_an_agent_killed_mid_run_makes_one_suggestion_per_trigger_and_no_c
 
     exchange = f"agentbus.test.{uuid.uuid4().hex[:10]}"
     async with exclusive_queues(), FakeOpenAI(responder=planner) as server:
-        await delete_queues(amqp_url)
+        await delete_queues(amqp_url, ("restock-agent", OBSERVER))
         env = {
             **os.environ,
             "AMQP_URL": amqp_url,
@@ -177,7 +134,7 @@ async def test_an_agent_killed_mid_run_makes_one_suggestion_per_trigger_and_no_c
         finally:
             await agent.stop()
             await transport.close()
-            await delete_queues(amqp_url)
+            await delete_queues(amqp_url, ("restock-agent", OBSERVER))
             async with await aio_pika.connect(amqp_url) as admin:
                 await (await admin.channel()).exchange_delete(exchange)
 

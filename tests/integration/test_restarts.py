@@ -16,17 +16,15 @@ import os
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec, new_event
-from agentbus.errors import BrokerUnavailable
+from agentbus.envelope import EventCodec, new_event
 from agentbus.transport.rabbitmq import RabbitTransport
 from events import CATALOG, ProductUpserted, StockReceived
-from tests.integration.chaos import ServiceProcess, exclusive_queues, queue_names
+from tests.integration.chaos import ServiceProcess, exclusive_queues, publish_surely, queue_names
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
 
@@ -51,19 +49,6 @@ async def restart_broker() -> None:
 async def restart_postgres() -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     await command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
-
-
-async def publish_surely(bus: Bus, event: Event[Any], timeout: float = 120) -> None:
-    """Until the broker confirms it: the same id each time, so a repeat is a duplicate."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            await bus.publish(event)
-            return
-        except BrokerUnavailable:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 def on_hand(url: str) -> int | None:
@@ -111,24 +96,26 @@ async def test_inventory_survives_broker_and_database_restarts(
             await transport.start()
             await publish_surely(
                 bus,
-                new_event(
-                    ProductUpserted(
-                        sku=SKU,
-                        name="kettle",
-                        description="A kettle.",
-                        category="kitchen",
-                        unit_cost=Decimal(5),
-                        unit_price=Decimal(10),
-                        lead_time_days=2,
-                        reorder_point=1,
-                        max_stock=10_000,
-                        supplier="acme",
-                    ),
-                    source="/test",
-                ),
+                [
+                    new_event(
+                        ProductUpserted(
+                            sku=SKU,
+                            name="kettle",
+                            description="A kettle.",
+                            category="kitchen",
+                            unit_cost=Decimal(5),
+                            unit_price=Decimal(10),
+                            lead_time_days=2,
+                            reorder_point=1,
+                            max_stock=10_000,
+                            supplier="acme",
+                        ),
+                        source="/test",
+                    )
+                ],
             )
             for n, event in enumerate(stream):
-                await publish_surely(bus, event)
+                await publish_surely(bus, [event])
                 if n == EVENTS // 3:
                     await restart_broker()
                 elif n == 2 * EVENTS // 3:

@@ -30,7 +30,8 @@ from agentbus.telemetry import use_tracer_provider
 from agentbus.transport.rabbitmq import RabbitTransport
 from events import CATALOG, OrderCreated, ProductUpserted, StockReceived
 from events.orders import OrderLine
-from tests.integration.chaos import ServiceProcess, exclusive_queues, queue_names
+from tests.integration.chaos import ServiceProcess, exclusive_queues
+from tests.support.broker import delete_queues
 from tests.support.openai_server import FakeOpenAI
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
 
@@ -47,15 +48,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def delete_queues(amqp_url: str) -> None:
-    ours = (*SERVICES, OBSERVER)
-    names = [n for n in await queue_names() if any(n == o or n.startswith(f"{o}.") for o in ours)]
-    async with await aio_pika.connect(amqp_url) as connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
 
 
 def shop_events() -> tuple[list[Event[Any]], Event[Any]]:
@@ -112,7 +104,7 @@ async def test_an_order_and_the_suggestion_it_led_to_share_one_trace(
 
     with OtlpReceiver() as receiver:
         async with exclusive_queues(), FakeOpenAI(responder=planner) as model_server:
-            await delete_queues(amqp_url)
+            await delete_queues(amqp_url, (*SERVICES, OBSERVER))
             env = {
                 **os.environ,
                 "AMQP_URL": amqp_url,
@@ -167,7 +159,7 @@ async def test_an_order_and_the_suggestion_it_led_to_share_one_trace(
                 use_tracer_provider(None)
                 codes = await asyncio.gather(*(p.stop() for p in processes))
                 await transport.close()
-                await delete_queues(amqp_url)
+                await delete_queues(amqp_url, (*SERVICES, OBSERVER))
                 async with await aio_pika.connect(amqp_url) as admin:
                     await (await admin.channel()).exchange_delete(exchange)
         assert codes == [0, 0, 0, 0], [p.stderr() for p in processes]
