@@ -12,7 +12,6 @@ outbox backlogs on a timer (see `agentbus.ops`).
 
 from __future__ import annotations
 
-import os
 import sys
 import weakref
 from collections.abc import Callable, Iterable
@@ -28,9 +27,9 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.resources import Resource
 
 from agentbus.errors import ConfigurationError
+from agentbus.telemetry import exporter_names, require_http_protobuf, service_resource
 
 METER_NAME = "agentbus"
 
@@ -198,24 +197,17 @@ def configure_metrics(service_name: str, *, prometheus: bool = False) -> MeterPr
     An unset variable means no exporter, as for traces. `prometheus=True` (a
     `--metrics-port` was given) adds a reader that `/metrics` serves.
     """
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    names = exporter_names("OTEL_METRICS_EXPORTER")
+    if names is None:
         return None
-    names = [
-        name.strip().lower()
-        for name in os.environ.get("OTEL_METRICS_EXPORTER", "none").split(",")
-        if name.strip()
-    ]
-    readers: list[MetricReader] = [
-        PeriodicExportingMetricReader(_exporter(name)) for name in names if name != "none"
-    ]
+    readers: list[MetricReader] = [PeriodicExportingMetricReader(_exporter(n)) for n in names]
     if prometheus:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
         readers.append(PrometheusMetricReader())
     if not readers:
         return None
-    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name}
-    provider = MeterProvider(metric_readers=readers, resource=Resource.create(attributes))
+    provider = MeterProvider(metric_readers=readers, resource=service_resource(service_name))
     metrics.set_meter_provider(provider)
     instruments()  # the gauges report from the start, before any event arrives
     return provider
@@ -225,13 +217,7 @@ def _exporter(name: str) -> MetricExporter:
     if name == "console":
         return ConsoleMetricExporter(out=sys.stderr)
     if name == "otlp":
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-        )
-        if protocol != "http/protobuf":
-            raise ConfigurationError(
-                f"OTLP protocol {protocol!r} is not installed; use http/protobuf"
-            )
+        require_http_protobuf("METRICS")
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter()

@@ -78,16 +78,11 @@ def configure_tracing(service_name: str) -> TracerProvider | None:
     laptop without a collector stays quiet; the OTLP exporter reads
     `OTEL_EXPORTER_OTLP_*` itself. `OTEL_SDK_DISABLED=true` turns everything off.
     """
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    names = exporter_names("OTEL_TRACES_EXPORTER")
+    if names is None:
         return None
-    names = [
-        name.strip().lower()
-        for name in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")
-        if name.strip()
-    ]
-    exporters = [_exporter(name) for name in names if name != "none"]
-    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name}
-    provider = TracerProvider(resource=Resource.create(attributes))
+    exporters = [_exporter(name) for name in names]
+    provider = TracerProvider(resource=service_resource(service_name))
     for exporter in exporters:
         processor = (
             SimpleSpanProcessor(exporter)
@@ -105,17 +100,34 @@ def _exporter(name: str) -> SpanExporter:
         # stderr, so that spans never mix with the JSON a command prints.
         return ConsoleSpanExporter(out=sys.stderr)
     if name == "otlp":
-        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
-        )
-        if protocol != "http/protobuf":
-            raise ConfigurationError(
-                f"OTLP protocol {protocol!r} is not installed; use http/protobuf"
-            )
+        require_http_protobuf("TRACES")
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
     raise ConfigurationError(f"unknown OTEL_TRACES_EXPORTER {name!r}: use otlp, console or none")
+
+
+def exporter_names(variable: str) -> list[str] | None:
+    """The exporters an `OTEL_*_EXPORTER` variable names (unset: none, unlike the SDK,
+    so a laptop without a collector stays quiet); None when `OTEL_SDK_DISABLED=true`."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    names = [n.strip().lower() for n in os.environ.get(variable, "none").split(",")]
+    return [name for name in names if name and name != "none"]
+
+
+def require_http_protobuf(signal: str) -> None:
+    """Only OTLP over HTTP with protobuf is installed: say so at start, not at export."""
+    protocol = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol != "http/protobuf":
+        raise ConfigurationError(f"OTLP protocol {protocol!r} is not installed; use http/protobuf")
+
+
+def service_resource(service_name: str) -> Resource:
+    """`OTEL_SERVICE_NAME` if set, else the name the command gives; plus `OTEL_RESOURCE_*`."""
+    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name})
 
 
 def shutdown_tracing() -> None:
