@@ -39,7 +39,11 @@ def explain_command(
         for name in names:
             if config.database_url or sqlite_path(name, config.data_dir).exists():
                 databases[name] = open_database(
-                    name, codec(app), url=config.database_url, data_dir=config.data_dir
+                    name,
+                    codec(app),
+                    url=config.database_url,
+                    data_dir=config.data_dir,
+                    outage_limit=0,
                 )
         letters: list[DeadLetter] = []
         note = None

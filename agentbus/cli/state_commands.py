@@ -28,7 +28,11 @@ def state(
     if view is None:
         fail(f"unknown state {name!r} (known: {', '.join(sorted(app.states)) or 'none'})")
     database = open_database(
-        view.service, codec(app), url=config.database_url, data_dir=config.data_dir
+        view.service,
+        codec(app),
+        url=config.database_url,
+        data_dir=config.data_dir,
+        outage_limit=0,
     )
 
     def read(connection: sa.Connection) -> Any:

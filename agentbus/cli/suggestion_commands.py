@@ -31,7 +31,11 @@ def suggestions(
         found: list[dict[str, Any]] = []
         for view in app.suggestions:
             database = open_database(
-                view.service, codec(app), url=config.database_url, data_dir=config.data_dir
+                view.service,
+                codec(app),
+                url=config.database_url,
+                data_dir=config.data_dir,
+                outage_limit=0,
             )
 
             def read(connection: sa.Connection, view: Any = view) -> Any:

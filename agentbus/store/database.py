@@ -204,18 +204,31 @@ class Database:
         self._executor.shutdown(wait=True)
 
 
-def open_database(service: str, codec: EventCodec, *, url: str | None, data_dir: Path) -> Database:
+def open_database(
+    service: str,
+    codec: EventCodec,
+    *,
+    url: str | None,
+    data_dir: Path,
+    outage_limit: float = 120.0,
+) -> Database:
     """The service's database: `url` (PostgreSQL) or a SQLite file under `data_dir`.
 
     On PostgreSQL each service gets a schema of its own name in the given database.
+    `outage_limit`: how long to keep trying while it is unreachable (0 for a command
+    that should say so at once).
     """
     name = service.replace("-", "_").lower()
     if not _NAME.match(name):
         raise ConfigurationError(f"service name {service!r} cannot name a database schema")
     if url:
-        return Database(_postgres_engine(url), codec, schema=name, workers=2)
+        return Database(
+            _postgres_engine(url), codec, schema=name, workers=2, outage_limit=outage_limit
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(_sqlite_engine(data_dir / f"{name}.db"), codec, schema=None)
+    return Database(
+        _sqlite_engine(data_dir / f"{name}.db"), codec, schema=None, outage_limit=outage_limit
+    )
 
 
 def sqlite_path(service: str, data_dir: Path) -> Path:
