@@ -37,12 +37,15 @@ from agentbus.transport.base import (
 
 
 class _RabbitDelivery:
-    __slots__ = ("_incoming", "_message", "queue")
+    __slots__ = ("_channel", "_incoming", "_message", "queue")
 
     def __init__(self, incoming: AbstractIncomingMessage, queue: str) -> None:
         self._incoming = incoming
         self.queue = queue
         self._message: Message | None = None
+        # Taken now: aio-pika raises when asked for a closed channel, and a delivery
+        # must still be told apart (to be forgotten) after its channel went away.
+        self._channel: object = incoming.channel
 
     @property
     def message(self) -> Message:
@@ -68,7 +71,7 @@ class _RabbitDelivery:
 
     @property
     def channel_key(self) -> object:
-        return self._incoming.channel
+        return self._channel
 
     async def ack(self, *, multiple: bool = False) -> None:
         try:
