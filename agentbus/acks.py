@@ -92,6 +92,12 @@ class AckBatcher:
         self._done_waiting = 0
         for key in list(self._channels):
             slots = self._channels[key]
+            if slots and slots[0].delivery.stale:
+                # The channel closed, and with it every unacked delivery on it: the
+                # broker delivers them again and consumers dedup by event id.
+                log.warning("channel closed with %d deliveries unacked; they return", len(slots))
+                self._forget(key)
+                continue
             last_done: _Slot | None = None
             while slots and slots[0].state is not _State.PENDING:
                 slot = slots.popleft()
@@ -101,21 +107,25 @@ class AckBatcher:
             waiting = [s for s in slots if s.state is _State.DONE]
             if not slots:
                 del self._channels[key]
-            if last_done is not None:
-                await self._ack(last_done.delivery, multiple=True, key=key)
+            if last_done is not None and not await self._ack(
+                last_done.delivery, multiple=True, key=key
+            ):
+                continue
             if len(waiting) >= self._spill:
                 for slot in waiting:
                     slot.state = _State.SETTLED
-                    await self._ack(slot.delivery, multiple=False, key=key)
+                    if not await self._ack(slot.delivery, multiple=False, key=key):
+                        break
 
-    async def _ack(self, delivery: Delivery, *, multiple: bool, key: object) -> None:
+    async def _ack(self, delivery: Delivery, *, multiple: bool, key: object) -> bool:
         try:
             await delivery.ack(multiple=multiple)
         except BrokerUnavailable as exc:
-            # The channel is gone, and with it every unacked delivery on it: the broker
-            # redelivers them, and consumers dedup by event id.
+            # The channel went while acking: as above, its deliveries return.
             log.warning("ack lost with its channel (%s); the broker will redeliver", exc)
             self._forget(key)
+            return False
+        return True
 
     def _forget(self, key: object) -> None:
         for slot in self._channels.pop(key, deque()):

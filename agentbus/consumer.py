@@ -94,8 +94,11 @@ class _Item:
 class _Lane:
     """Events of the subjects hashed here, handled one batch at a time, in order.
 
-    A lane has no task of its own: the delivery that finds it idle drains it, so a
-    delivery costs no extra task switch and at most one runner is ever active.
+    The delivery that finds a lane idle starts one task to drain it, and the lane's
+    later deliveries just join its queue. The task is the runtime's own, not the
+    delivery callback's: a client library cancels its callbacks when the channel
+    closes, and a drain cut short mid-batch would leave later events of a subject
+    queued ahead of the redelivered earlier ones.
     """
 
     def __init__(self) -> None:
@@ -103,17 +106,31 @@ class _Lane:
         self.running = False
         self.pending: dict[str, int] = {}  # subject -> events queued or in hand here
 
-    def take_batch(self) -> list[_Item]:
-        first = self.items.popleft()
-        batch = [first]
-        if first.route.batch:
-            while (
-                self.items
-                and len(batch) < first.route.max_batch
-                and self.items[0].route.handler is first.route.handler
-            ):
-                batch.append(self.items.popleft())
-        return batch
+    def take_batch(self) -> tuple[list[_Item], list[_Item]]:
+        """The next batch, and the stale deliveries found in front of or inside it.
+
+        A delivery whose channel has closed is not applied: the broker delivers it
+        again, in its place, and applying the ones behind it first would let them
+        overtake it.
+        """
+        batch: list[_Item] = []
+        stale: list[_Item] = []
+        items = self.items
+        while items:
+            item = items[0]
+            if item.delivery.stale:
+                stale.append(items.popleft())
+                continue
+            if batch:
+                first = batch[0]
+                if (
+                    not first.route.batch
+                    or len(batch) >= first.route.max_batch
+                    or item.route.handler is not first.route.handler
+                ):
+                    break
+            batch.append(items.popleft())
+        return batch, stale
 
 
 class Consumer:
@@ -153,6 +170,7 @@ class Consumer:
             "messaging.destination.subscription.name": service.queue,
         }
         self._in_flight = 0
+        self._drains: set[asyncio.Task[None]] = set()
         self._metric_attributes: dict[tuple[str, str], dict[str, str]] = {}
         watch_consumer(self)
 
@@ -217,7 +235,10 @@ class Consumer:
         lane.items.append(_Item(delivery, event, route))
         lane.pending[event.key] = lane.pending.get(event.key, 0) + 1
         if not lane.running:
-            await self._drain(lane)
+            lane.running = True
+            task = asyncio.get_running_loop().create_task(self._drain(lane))
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
 
     def _lane_for(self, key: str) -> _Lane:
         """The lane that holds the subject's earlier events, else an idle one.
@@ -269,7 +290,13 @@ class Consumer:
                     # One turn of the loop lets deliveries already read off the
                     # socket join this batch.
                     await asyncio.sleep(0)
-                batch = lane.take_batch()
+                batch, stale = lane.take_batch()
+                if stale:
+                    for item in stale:
+                        self._finish(item.delivery, acked=False)
+                    self._release(lane, stale)
+                if not batch:
+                    continue
                 try:
                     await self._handle(batch)
                 except Exception:  # never let a lane stall: its subjects would stop

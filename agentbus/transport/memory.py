@@ -40,6 +40,9 @@ class _Channel:
         self.tags = itertools.count(1)
         self.unacked: OrderedDict[int, tuple[_Queue, _Entry]] = OrderedDict()
         self.open = True
+        # Delivery callbacks still running: cancelled when the channel dies, as
+        # aiormq cancels its consumer tasks.
+        self.callbacks: set[asyncio.Task[None]] = set()
 
 
 @dataclass(slots=True)
@@ -54,6 +57,10 @@ class _MemoryDelivery:
     @property
     def channel_key(self) -> object:
         return self._channel
+
+    @property
+    def stale(self) -> bool:
+        return not self._channel.open
 
     async def ack(self, *, multiple: bool = False) -> None:
         self._broker.settle(self._channel, self.delivery_tag, multiple=multiple, requeue=None)
@@ -192,6 +199,8 @@ class InMemoryBroker:
         task = asyncio.get_running_loop().create_task(consumer.handler(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        channel.callbacks.add(task)
+        task.add_done_callback(channel.callbacks.discard)
 
     def take(self, channel: _Channel, name: str) -> Delivery | None:
         queue = self.queues.get(name)
@@ -235,6 +244,8 @@ class InMemoryBroker:
     def drop_channel(self, channel: _Channel) -> None:
         """The channel died: its consumers go and its unacked deliveries return."""
         channel.open = False
+        for task in list(channel.callbacks):
+            task.cancel()
         for queue in self.queues.values():
             queue.consumers = [c for c in queue.consumers if c.channel is not channel]
         for queue, entry in reversed(list(channel.unacked.values())):
@@ -284,6 +295,29 @@ class MemoryTransport:
         for name in self._transient:
             self.broker.delete(name)
         self._transient.clear()
+
+    async def reconnect(self) -> None:
+        """What a robust client lives through when the broker closes its connection.
+
+        Every channel closes (its unacked deliveries return to their queues and
+        delivery callbacks still running are cancelled), then every consumer is
+        restored on a new channel with the same handler.
+        """
+        self._check()
+        restored: list[tuple[_Queue, _Consumer]] = []
+        for queue in self.broker.queues.values():
+            restored += [(queue, c) for c in queue.consumers if c.channel.connection is self]
+        channels, self._channels = self._channels, []
+        self._get_channel = None
+        for channel in channels:
+            self.broker.drop_channel(channel)
+        for queue, consumer in restored:
+            consumer.channel = _Channel(self)
+            self._channels.append(consumer.channel)
+            if consumer.active:
+                queue.consumers.append(consumer)
+        for queue in {id(q): q for q, _ in restored}.values():
+            self.broker.dispatch(queue)
 
     def _check(self) -> None:
         if not self._open:

@@ -45,7 +45,7 @@ class _RabbitDelivery:
         self._message: Message | None = None
         # Taken now: aio-pika raises when asked for a closed channel, and a delivery
         # must still be told apart (to be forgotten) after its channel went away.
-        self._channel: object = incoming.channel
+        self._channel: aiormq.abc.AbstractChannel = incoming.channel
 
     @property
     def message(self) -> Message:
@@ -72,6 +72,10 @@ class _RabbitDelivery:
     @property
     def channel_key(self) -> object:
         return self._channel
+
+    @property
+    def stale(self) -> bool:
+        return self._channel.is_closed
 
     async def ack(self, *, multiple: bool = False) -> None:
         try:

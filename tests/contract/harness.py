@@ -13,7 +13,7 @@ from typing import Protocol
 
 from agentbus.clock import VirtualClock
 from agentbus.transport.base import Transport
-from agentbus.transport.memory import InMemoryBroker
+from agentbus.transport.memory import InMemoryBroker, MemoryTransport
 from agentbus.transport.rabbitmq import RabbitTransport
 
 
@@ -30,6 +30,10 @@ class Harness(Protocol):
     def now(self) -> float: ...
 
     def queue(self, label: str) -> str: ...
+
+    async def drop_connections(self, transport: Transport) -> None:
+        """The broker closes the transport's connection; the client reconnects."""
+        ...
 
     async def cleanup(self) -> None: ...
 
@@ -53,6 +57,10 @@ class MemoryHarness:
 
     def queue(self, label: str) -> str:
         return label
+
+    async def drop_connections(self, transport: Transport) -> None:
+        assert isinstance(transport, MemoryTransport)
+        await transport.reconnect()
 
     async def cleanup(self) -> None:
         return None
@@ -86,6 +94,17 @@ class RabbitHarness:
     def queue(self, label: str) -> str:
         return f"test.{self.run}.{label}"
 
+    async def drop_connections(self, transport: Transport) -> None:
+        # Server side, as a broker restart or a network cut ends them: every
+        # connection of this test run (they are named after it).
+        listing = await _rabbitmqctl(
+            "list_connections", "pid", "client_properties", "--quiet", "--no-table-headers"
+        )
+        pids = [line.split()[0] for line in listing.splitlines() if f"test {self.run}" in line]
+        assert pids, "no connection of this run is open"
+        for pid in pids:
+            await _rabbitmqctl("close_connection", pid, "test: connection dropped")
+
     async def cleanup(self) -> None:
         import aio_pika
 
@@ -100,17 +119,20 @@ class RabbitHarness:
 
 
 async def _test_queues(run: str) -> list[str]:
+    listing = await _rabbitmqctl("list_queues", "name", "--quiet", "--no-table-headers")
+    return [line.strip() for line in listing.splitlines() if f".{run}." in line]
+
+
+async def _rabbitmqctl(command: str, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         "rabbitmqctl",
-        "list_queues",
-        "name",
-        "--quiet",
-        "--no-table-headers",
+        command,
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await process.communicate()
-    return [line.strip() for line in out.decode().splitlines() if f".{run}." in line]
+    return out.decode()
 
 
 async def eventually(

@@ -345,3 +345,37 @@ async def test_graceful_stop_finishes_and_acks_in_flight(harness: Harness) -> No
     await eventually(lambda: True, harness)
     await asyncio.sleep(0.2 if harness.name == "rabbitmq" else 0)
     assert await bus.transport.depth(service.queue) == 1, "acked messages came back"
+
+
+async def test_a_dropped_connection_never_lets_later_events_overtake(harness: Harness) -> None:
+    """The broker closes the connection while a batch is in hand and more of the same
+    subject wait behind it. Whatever was delivered on the dead channel comes again;
+    what is applied must still be each subject's events in publish order."""
+    bus = await started_bus(harness)
+    service = Service(harness.queue("dropped"))
+    applied: list[int] = []
+    seen: set[str] = set()  # what an inbox would hold
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    @service.handles_batch("order.created", max_batch=2)
+    async def handle(events: Sequence[Event[Any]], ctx: Context) -> None:
+        if not release.is_set():
+            holding.set()
+            await release.wait()
+        for event in events:
+            if event.id not in seen:
+                seen.add(event.id)
+                applied.append(event.data.seq)
+
+    consumer = Consumer(service, bus, settings(concurrency=1, prefetch=64))
+    await consumer.start()
+    await bus.publish_many([sample("order.created", "k1", i) for i in range(10)])
+    await eventually(holding.is_set, harness)
+    await eventually(lambda: consumer.in_flight == 10, harness)
+    await harness.drop_connections(bus.transport)
+    release.set()
+    await eventually(lambda: len(applied) == 10, harness, timeout=30)
+    await consumer.stop()
+    assert applied == list(range(10))
+    await eventually(lambda: consumer.in_flight == 0, harness)

@@ -28,6 +28,10 @@ class FakeDelivery:
     def channel_key(self) -> object:
         return self.channel
 
+    @property
+    def stale(self) -> bool:
+        return False
+
     async def ack(self, *, multiple: bool = False) -> None:
         self.channel.acks.append((self.delivery_tag, multiple))
 
