@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind
 
 from agentbus.envelope import CONTENT_TYPE, Event, EventCodec
 from agentbus.telemetry import inject_headers, tracer
-from agentbus.transport.base import Message, Transport
+from agentbus.transport.base import PARTITION_KEY_HEADER, Message, Transport
 
 
 class Bus:
@@ -22,7 +22,7 @@ class Bus:
 
     def to_message(self, event: Event[Any]) -> Message:
         """The AMQP message of an event, carrying the current trace context."""
-        headers: dict[str, Any] = {}
+        headers: dict[str, Any] = {PARTITION_KEY_HEADER: event.key}
         inject_headers(headers)
         return Message(
             body=self.codec.encode(event),

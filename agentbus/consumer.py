@@ -45,6 +45,7 @@ from agentbus.retry import (
     ROUTING_KEY_HEADER,
     RetryPolicy,
     dead_letter_queue,
+    partition_queue,
     retry_queue,
     topology,
 )
@@ -141,8 +142,14 @@ class Consumer:
         service: Service,
         bus: Bus,
         settings: ConsumerSettings | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
         self.service = service
+        self.partition = partition
+        self._queue = (
+            service.queue if partition is None else partition_queue(service.queue, partition)
+        )
         self.bus = bus
         self.settings = settings or ConsumerSettings()
         if service.prefetch is not None:
@@ -176,6 +183,12 @@ class Consumer:
 
     @property
     def queue(self) -> str:
+        """The queue consumed: the service's, or one partition of it."""
+        return self._queue
+
+    @property
+    def group(self) -> str:
+        """The service's queue, of which `queue` may be a partition."""
         return self.service.queue
 
     @property
@@ -189,13 +202,40 @@ class Consumer:
             self.settings.retry,
             kind=self.settings.queue_kind,
             delivery_limit=self.settings.delivery_limit,
+            partition_group=None if self.partition is None else self.group,
         )
 
     async def start(self) -> None:
         await self.bus.transport.declare(self.topology())
+        await self.subscribe()
+
+    async def subscribe(self) -> None:
+        """Consume the queue (declared already)."""
         self._subscription = await self.bus.transport.consume(
             self.queue, self._on_delivery, prefetch=self.settings.prefetch
         )
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscription is not None
+
+    async def hand_over(self) -> None:
+        """Let another process take the queue over, as if this one had crashed.
+
+        The channel closes first, so everything unacked returns to the queue in its
+        place before anyone else can see what follows it; the batch in hand still
+        finishes (a copy the next owner gets is a duplicate to it), the rest is
+        dropped as stale. A graceful stop would cancel first and, on a single active
+        consumer queue, let the next owner run ahead while this one drains.
+        """
+        if self._subscription is not None:
+            await self._subscription.close()
+            self._subscription = None
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.settings.drain_timeout)
+        except TimeoutError:
+            log.warning("%s: %d deliveries unfinished at hand-over", self.queue, self._in_flight)
+        await self._acks.close()
 
     async def stop(self) -> None:
         """Stop taking deliveries, finish and ack what is in flight, then return."""
@@ -349,7 +389,7 @@ class Consumer:
         found = self._metric_attributes.get(key)
         if found is None:
             found = self._metric_attributes[key] = {
-                "messaging.consumer.group.name": self.queue,
+                "messaging.consumer.group.name": self.group,
                 "messaging.rabbitmq.destination.routing_key": event_type,
                 "outcome": outcome,
             }
@@ -437,7 +477,7 @@ class Consumer:
         log.warning("%s: dead-lettering %s: %s (%s)", self.queue, message.message_id, code, detail)
         try:
             await self.bus.transport.send_to_queue(
-                dead_letter_queue(self.queue), replace(message, headers=headers)
+                dead_letter_queue(self.group), replace(message, headers=headers)
             )
         except BrokerUnavailable:
             await self._requeue(delivery)

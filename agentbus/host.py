@@ -10,9 +10,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from agentbus.bus import Bus
 from agentbus.consumer import Consumer
 from agentbus.metrics import set_gauge
+from agentbus.partitions import AdvisoryRoster, FileRoster, PartitionedConsumer, Roster
 from agentbus.retry import dead_letter_queue
 from agentbus.service import Service, ServiceEnv
 from agentbus.settings import Settings
+from agentbus.store.database import postgres_engine
 
 
 class Host:
@@ -22,9 +24,22 @@ class Host:
         self.bus = bus
         self.settings = settings
         self.services = list(services)
-        self.consumers = [Consumer(service, bus, settings.consumer) for service in services]
+        self.consumers = [self._consumer_of(service) for service in services]
         self._started: list[Service] = []
         self.running = False
+
+    def _consumer_of(self, service: Service) -> Consumer | PartitionedConsumer:
+        settings = self.settings
+        if settings.partitions == 1:
+            return Consumer(service, self.bus, settings.consumer)
+        roster: Roster
+        if settings.database_url:
+            roster = AdvisoryRoster(postgres_engine(settings.database_url), service.name)
+        else:
+            roster = FileRoster(settings.data_dir, service.name)
+        return PartitionedConsumer(
+            service, self.bus, settings.consumer, partitions=settings.partitions, roster=roster
+        )
 
     async def start(self) -> None:
         env = ServiceEnv(self.bus, self.settings)
@@ -50,7 +65,7 @@ class Host:
             if consumer.in_flight:
                 return False
             for spec in consumer.topology():
-                dead = spec.name == dead_letter_queue(consumer.queue)
+                dead = spec.name == dead_letter_queue(consumer.group)
                 if not dead and await self.bus.transport.depth(spec.name):
                     return False
         for service in self.services:
@@ -73,7 +88,7 @@ class Host:
             except Exception as exc:  # a probe reports any failure, never raises
                 problems[name] = f"{type(exc).__name__}: {exc}"[:300]
 
-        first_queue = self.consumers[0].queue if self.consumers else None
+        first_queue = self.consumers[0].topology()[0].name if self.consumers else None
         if first_queue is not None:
             await check("broker", lambda: self.bus.transport.depth(first_queue))
         for service in self.services:

@@ -52,6 +52,10 @@ def dead_letter_queue(queue: str) -> str:
     return f"{queue}.dlq"
 
 
+def partition_queue(queue: str, partition: int) -> str:
+    return f"{queue}.p{partition}"
+
+
 def topology(
     queue: str,
     bindings: tuple[str, ...],
@@ -60,15 +64,17 @@ def topology(
     kind: QueueKind = "quorum",
     delivery_limit: int | None = 20,
     single_active_consumer: bool = False,
+    partition_group: str | None = None,
 ) -> list[QueueSpec]:
     """The queues one consumer owns: its main queue, a delay queue per retry, its DLQ.
 
     Each delay queue holds messages for its TTL, then dead-letters them back to the
     main queue alone (through the default exchange), so a retry never reaches
     other consumers of the same event. The main queue's delivery limit sends a
-    message that keeps crashing its consumer to the DLQ.
+    message that keeps crashing its consumer to the DLQ. The partitions of a
+    partitioned queue share the group's DLQ, and each has one active consumer.
     """
-    dlq = dead_letter_queue(queue)
+    dlq = dead_letter_queue(partition_group or queue)
     specs = [
         QueueSpec(
             name=queue,
@@ -76,7 +82,8 @@ def topology(
             kind=kind,
             dead_letter_to=dlq,
             delivery_limit=delivery_limit if kind == "quorum" else None,
-            single_active_consumer=single_active_consumer,
+            single_active_consumer=single_active_consumer or partition_group is not None,
+            partition_group=partition_group,
         )
     ]
     for delay_ms in dict.fromkeys(policy.delay_ms(r) for r in range(1, policy.retries + 1)):

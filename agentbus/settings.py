@@ -19,6 +19,9 @@ class Settings:
     data_dir: Path
     exchange: str
     consumer: ConsumerSettings
+    # Above 1: each service's queue is split into this many partitions by ordering
+    # key, spread over the processes that run the service (agentbus.partitions).
+    partitions: int = 1
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -49,6 +52,7 @@ class Settings:
             data_dir=Path(env.get("AGENTBUS_DATA", ".agentbus")),
             exchange=env.get("AGENTBUS_EXCHANGE", EVENTS_EXCHANGE),
             consumer=consumer,
+            partitions=_int(env, "AGENTBUS_PARTITIONS", 1),
         )
 
 

@@ -223,7 +223,7 @@ def open_database(
         raise ConfigurationError(f"service name {service!r} cannot name a database schema")
     if url:
         return Database(
-            _postgres_engine(url), codec, schema=name, workers=2, outage_limit=outage_limit
+            postgres_engine(url), codec, schema=name, workers=2, outage_limit=outage_limit
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     return Database(
@@ -235,7 +235,7 @@ def sqlite_path(service: str, data_dir: Path) -> Path:
     return data_dir / f"{service.replace('-', '_').lower()}.db"
 
 
-def _postgres_engine(url: str) -> sa.Engine:
+def postgres_engine(url: str) -> sa.Engine:
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme.startswith("postgres"):
         raise ConfigurationError("DATABASE_URL must be a postgresql:// URL")

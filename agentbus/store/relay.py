@@ -20,7 +20,7 @@ from agentbus.store import tables
 from agentbus.store.database import Database
 from agentbus.store.lease import Lease, lease_for
 from agentbus.telemetry import extract_context, inject_headers, tracer
-from agentbus.transport.base import Message
+from agentbus.transport.base import PARTITION_KEY_HEADER, Message
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class OutboxRelay:
                     outbox.c.seq,
                     outbox.c.event_id,
                     outbox.c.type,
+                    outbox.c.subject,
                     outbox.c.body,
                     outbox.c.unroutable_since,
                 )
@@ -207,7 +208,7 @@ class OutboxRelay:
             kind=SpanKind.PRODUCER,
             attributes=publish_attributes(exchange, row.type, row.event_id),
         )
-        headers: dict[str, Any] = {}
+        headers: dict[str, Any] = {PARTITION_KEY_HEADER: row.subject or row.event_id}
         with trace.use_span(span, end_on_exit=False):
             inject_headers(headers)
         message = Message(

@@ -6,12 +6,16 @@ and one contract test suite runs against both.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 HeaderValue = Any  # an AMQP field table value: str, int, bool, bytes, list, dict
 EVENTS_EXCHANGE = "agentbus.events"
+# Every event carries its ordering key (subject, else id) here, so that a
+# partitioned queue can spread events by it and keep each key on one partition.
+PARTITION_KEY_HEADER = "agentbus-key"
 QueueKind = Literal["quorum", "classic"]
 
 
@@ -44,6 +48,9 @@ class QueueSpec:
     single_active_consumer: bool = False
     # A private queue that lives as long as the connection that declared it.
     transient: bool = False
+    # One partition of the queue group so named: its bindings feed the group's
+    # hash exchange, which sends each partition key to one partition only.
+    partition_group: str | None = None
 
 
 class Delivery(Protocol):
@@ -82,6 +89,11 @@ DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
 class Subscription(Protocol):
     async def cancel(self) -> None:
         """Stop new deliveries; what was delivered stays with the consumer to settle."""
+        ...
+
+    async def close(self) -> None:
+        """Close the subscription's channel: whatever it left unacked goes back to the
+        queue at once, ahead of the rest (a hand-over, as a crash would do it)."""
         ...
 
 
@@ -132,6 +144,11 @@ class Transport(Protocol):
         ...
 
     async def delete_queue(self, queue: str) -> None: ...
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Which of `partitions` a key belongs to, where the transport itself decides."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 def describe(spec: QueueSpec) -> dict[str, Any]:

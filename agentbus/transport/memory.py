@@ -19,11 +19,13 @@ from agentbus.errors import BrokerUnavailable, Unroutable
 from agentbus.topic import topic_matches
 from agentbus.transport.base import (
     EVENTS_EXCHANGE,
+    PARTITION_KEY_HEADER,
     Delivery,
     DeliveryHandler,
     Message,
     QueueSpec,
     Subscription,
+    partition_of,
 )
 
 
@@ -119,11 +121,19 @@ class InMemoryBroker:
     # -- routing ---------------------------------------------------------------------
 
     def route(self, message: Message) -> None:
-        targets = [
-            queue
-            for queue in self.queues.values()
-            if any(topic_matches(pattern, message.routing_key) for pattern in queue.spec.bindings)
-        ]
+        targets: list[_Queue] = []
+        groups: dict[str, list[_Queue]] = {}
+        for queue in self.queues.values():
+            if any(topic_matches(pattern, message.routing_key) for pattern in queue.spec.bindings):
+                group = queue.spec.partition_group
+                if group is None:
+                    targets.append(queue)
+                else:
+                    groups.setdefault(group, []).append(queue)
+        for members in groups.values():
+            members.sort(key=lambda queue: queue.spec.name)
+            key = str(message.headers.get(PARTITION_KEY_HEADER) or message.message_id or "")
+            targets.append(members[partition_of(key, len(members))])
         if not targets:
             raise Unroutable(f"no queue is bound for routing key {message.routing_key!r}")
         for queue in targets:
@@ -256,7 +266,8 @@ class InMemoryBroker:
 
 
 class _MemorySubscription:
-    def __init__(self, queue: _Queue, consumer: _Consumer) -> None:
+    def __init__(self, broker: InMemoryBroker, queue: _Queue, consumer: _Consumer) -> None:
+        self._broker = broker
         self._queue = queue
         self._consumer = consumer
 
@@ -264,6 +275,10 @@ class _MemorySubscription:
         self._consumer.active = False
         if self._consumer in self._queue.consumers:
             self._queue.consumers.remove(self._consumer)
+
+    async def close(self) -> None:
+        self._consumer.active = False
+        self._broker.drop_channel(self._consumer.channel)
 
 
 class MemoryTransport:
@@ -366,7 +381,7 @@ class MemoryTransport:
         consumer = _Consumer(handler, max(prefetch, 1), channel)
         target.consumers.append(consumer)
         self.broker.dispatch(target)
-        return _MemorySubscription(target, consumer)
+        return _MemorySubscription(self.broker, target, consumer)
 
     async def get(self, queue: str) -> Delivery | None:
         self._check()

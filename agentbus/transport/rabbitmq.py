@@ -27,6 +27,7 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from agentbus.errors import BrokerUnavailable, Unroutable
 from agentbus.transport.base import (
     EVENTS_EXCHANGE,
+    PARTITION_KEY_HEADER,
     Delivery,
     DeliveryHandler,
     Message,
@@ -34,6 +35,9 @@ from agentbus.transport.base import (
     Subscription,
     describe,
 )
+
+# Points of each partition on the hash ring: more points, a more even spread.
+HASH_WEIGHT = "20"
 
 
 class _RabbitDelivery:
@@ -102,6 +106,12 @@ class _RabbitSubscription:
         # If the channel went away, the broker has stopped delivering anyway.
         with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
             await self._queue.cancel(self._tag)
+
+    async def close(self) -> None:
+        if self._channel.is_closed:
+            return
+        with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError):
+            await self._channel.close()
 
 
 def _to_amqp(message: Message) -> aio_pika.Message:
@@ -182,8 +192,33 @@ class RabbitTransport:
                 auto_delete=spec.transient,
                 arguments=describe(spec),
             )
+            if spec.partition_group is not None:
+                spread = await self._partition_exchange(channel, exchange, spec)
+                await queue.bind(spread, routing_key=HASH_WEIGHT)
+                continue
             for pattern in spec.bindings:
                 await queue.bind(exchange, routing_key=pattern)
+
+    async def _partition_exchange(
+        self, channel: AbstractChannel, events: AbstractExchange, spec: QueueSpec
+    ) -> AbstractExchange:
+        """The group's consistent-hash exchange (plugin rabbitmq_consistent_hash_exchange),
+        fed from the events exchange with the group's patterns."""
+        try:
+            spread = await channel.declare_exchange(
+                f"{self._exchange_name}.{spec.partition_group}",
+                "x-consistent-hash",
+                durable=True,
+                arguments={"hash-header": PARTITION_KEY_HEADER},
+            )
+        except aiormq.exceptions.ConnectionCommandInvalid as exc:
+            raise BrokerUnavailable(
+                "partitioned queues need the rabbitmq_consistent_hash_exchange plugin "
+                f"(rabbitmq-plugins enable rabbitmq_consistent_hash_exchange): {exc}"
+            ) from exc
+        for pattern in spec.bindings:
+            await spread.bind(events, routing_key=pattern)
+        return spread
 
     async def publish(self, message: Message) -> None:
         _, _, exchange = self._require()

@@ -115,7 +115,10 @@ class RabbitHarness:
             channel = await connection.channel()
             for suffix in await _test_queues(self.run):
                 await channel.queue_delete(suffix)
-            await channel.exchange_delete(self.exchange)
+            listing = await _rabbitmqctl("list_exchanges", "name", "--quiet", "--no-table-headers")
+            for name in listing.split():
+                if name == self.exchange or name.startswith(f"{self.exchange}."):
+                    await channel.exchange_delete(name)
 
 
 async def _test_queues(run: str) -> list[str]:

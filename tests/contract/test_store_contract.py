@@ -26,7 +26,7 @@ from agentbus.store import (
     open_database,
 )
 from agentbus.store.migrations import create_tables
-from agentbus.transport.base import Delivery, QueueSpec
+from agentbus.transport.base import PARTITION_KEY_HEADER, Delivery, QueueSpec
 from agentbus.transport.memory import InMemoryBroker
 from tests.contract.catalog import CATALOG, MODELS, sample
 from tests.contract.harness import MemoryHarness, eventually
@@ -42,6 +42,7 @@ totals = sa.Table(
     sa.Column("count", sa.Integer, nullable=False),
 )
 MIGRATIONS = [Migration("summer", 1, "totals", create_tables(totals))]
+CATALOG_CODEC = EventCodec(CATALOG)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -122,6 +123,11 @@ async def test_duplicates_and_redeliveries_apply_once_and_emit_once(database: Da
     assert await read_totals(database) == expected
     assert relay.published == len(events)
     assert await transport.depth("downstream") == len(events)
+    # Relayed events carry their ordering key, which partitioned queues spread by.
+    relayed = await transport.get("downstream")
+    assert relayed is not None
+    subject = CATALOG_CODEC.decode(relayed.message.body).subject
+    assert relayed.message.headers[PARTITION_KEY_HEADER] == subject
 
 
 async def test_poison_in_a_batch_is_dead_lettered_and_the_rest_commits(database: Database) -> None:

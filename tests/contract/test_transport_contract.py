@@ -7,6 +7,7 @@ import itertools
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from agentbus.consumer import Consumer, ConsumerSettings
 from agentbus.deadletters import list_dead_letters
 from agentbus.envelope import CONTENT_TYPE, Event, EventCodec
 from agentbus.errors import PermanentError, TransientError, Unroutable
+from agentbus.partitions import FileRoster, PartitionedConsumer
 from agentbus.retry import RetryPolicy
 from agentbus.service import Context, Service
 from agentbus.transport.base import Delivery, Message, QueueSpec
@@ -379,3 +381,59 @@ async def test_a_dropped_connection_never_lets_later_events_overtake(harness: Ha
     await consumer.stop()
     assert applied == list(range(10))
     await eventually(lambda: consumer.in_flight == 0, harness)
+
+
+async def test_partitioned_consumers_share_a_queue_and_keep_each_keys_order(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Two members of one partitioned service (as two processes would be): each key
+    is handled by one member at a time, in order; when one member leaves, the
+    other takes its partitions over and nothing is lost or reordered."""
+    service = Service(harness.queue("parted"))
+    seen: dict[str, list[int]] = defaultdict(list)
+    handled_by: dict[str, set[str]] = defaultdict(set)
+
+    def member(name: str) -> Service:
+        part = Service(service.name)
+
+        @part.handles("order.created")
+        async def handle(event: Event[Any], ctx: Context) -> None:
+            await asyncio.sleep(0.001)
+            seen[event.data.key].append(event.data.seq)
+            handled_by[name].add(event.data.key)
+
+        return part
+
+    buses = [await started_bus(harness) for _ in range(2)]
+    members = [
+        PartitionedConsumer(
+            member(f"m{n}"),
+            bus,
+            settings(concurrency=4, prefetch=50),
+            partitions=4,
+            roster=FileRoster(tmp_path, service.name),
+            interval=3600,  # rebalanced by hand below
+        )
+        for n, bus in enumerate(buses)
+    ]
+    for one in members:
+        await one.start()
+    await members[0].rebalance()  # it learns of the second member
+    assert sorted(members[0].owned | members[1].owned) == [0, 1, 2, 3]
+    assert members[0].owned.isdisjoint(members[1].owned)
+    keys = [f"k{n}" for n in range(16)]
+    first = [sample("order.created", keys[i % 16], i) for i in range(160)]
+    await buses[0].publish_many(first)
+    await eventually(lambda: sum(map(len, seen.values())) == 160, harness, timeout=30)
+    assert handled_by["m0"], "the first member got no work"
+    assert handled_by["m1"], "the second member got no work"
+    await members[1].stop()
+    await members[0].rebalance()
+    assert members[0].owned == {0, 1, 2, 3}
+    second = [sample("order.created", keys[i % 16], i) for i in range(160, 320)]
+    await buses[0].publish_many(second)
+    await eventually(lambda: sum(map(len, seen.values())) == 320, harness, timeout=30)
+    await members[0].stop()
+    for key in keys:
+        assert seen[key] == sorted(seen[key]), f"{key} out of order: {seen[key]}"
+        assert len(seen[key]) == 20, f"{key}: {seen[key]}"

@@ -480,6 +480,8 @@ async def clean_broker(amqp_url: str, exchange: str) -> None:
         for name in names:
             await channel.queue_delete(name)
         await channel.exchange_delete(exchange)
+        for service in (*SERVICES, AGENT):  # the hash exchanges of partitioned queues
+            await channel.exchange_delete(f"{exchange}.{service}")
 
 
 @contextlib.asynccontextmanager

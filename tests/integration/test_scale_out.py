@@ -1,0 +1,164 @@
+"""Scaling out: three `inventory` processes share one partitioned queue.
+
+Each SKU's events form a chain where order is everything: a receipt, then an
+adjustment taking exactly that stock away, again and again. An adjustment that
+overtook its receipt would find too little stock and be dead-lettered, so a
+single dead letter means a subject's order was lost somewhere. One process is
+SIGKILLed mid-stream and comes back: its partitions move to the others and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentbus.envelope import Event, new_event
+from events import InventoryAdjusted, ProductUpserted, StockReceived
+from tests.integration.chaos import (
+    START,
+    ServiceProcess,
+    Shop,
+    exclusive_queues,
+    publish_surely,
+    queue_counts,
+)
+
+PARTITIONS = 6
+INSTANCES = 3
+SKUS = 24
+CYCLES = 25
+ASSIGNMENT = re.compile(r"consuming partitions \[([\d, ]*)\] of (\d+)")
+
+
+def chains(seed: int) -> list[Event[Any]]:
+    """Per SKU: receive q, take q away, CYCLES times; SKUs interleaved at random."""
+    rng = random.Random(seed)
+    clock = START
+    events: list[Event[Any]] = []
+
+    def add(data: Any, event_id: str) -> None:
+        nonlocal clock
+        clock += timedelta(seconds=1)
+        events.append(new_event(data, source="/tests/scale-out", id=event_id, time=clock))
+
+    names = [f"CHAIN-{n:02d}" for n in range(SKUS)]
+    for sku in names:
+        product = ProductUpserted(
+            sku=sku,
+            name=sku,
+            description="",
+            category="chains",
+            unit_cost=Decimal("1.00"),
+            unit_price=Decimal("2.00"),
+            lead_time_days=2,
+            reorder_point=0,
+            max_stock=100,
+            supplier="chain supplies",
+        )
+        add(product, f"product-{sku}")
+    steps = {sku: 0 for sku in names}
+    while steps:
+        sku = rng.choice(sorted(steps))
+        n = steps[sku]
+        quantity = rng.randint(1, 9)
+        add(StockReceived(sku=sku, quantity=quantity), f"in-{sku}-{n}")
+        add(InventoryAdjusted(sku=sku, delta=-quantity, reason="shipped"), f"out-{sku}-{n}")
+        steps[sku] = n + 1
+        if steps[sku] == CYCLES:
+            del steps[sku]
+    resent = rng.sample(events, k=len(events) // 10)  # duplicates, sent again at the end
+    return events + resent
+
+
+async def until_consuming(processes: list[ServiceProcess], timeout: float = 60) -> list[set[int]]:
+    """Until the live processes' latest assignments cover every partition once."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        latest = [assignment(p) for p in processes if p.alive]
+        taken = sorted(x for part in latest for x in part)
+        if taken == list(range(PARTITIONS)):
+            return latest
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"partitions not covered once: {latest}")
+        await asyncio.sleep(0.3)
+
+
+def assignment(process: ServiceProcess) -> set[int]:
+    found = [m for line in process.tail if (m := ASSIGNMENT.search(line))]
+    if not found:
+        return set()
+    return {int(x) for x in found[-1].group(1).split(",") if x.strip()}
+
+
+async def run(amqp_url: str, data_dir: Path, postgres_url: str | None) -> None:
+    events = chains(seed=5)
+    shop = Shop(amqp_url, data_dir, postgres_url)
+    async with exclusive_queues():
+        try:
+            await shop.prepare()
+            env = {
+                **shop.env(),
+                "AGENTBUS_PARTITIONS": str(PARTITIONS),
+                "AGENTBUS_LOG_LEVEL": "INFO",
+            }
+            processes = [
+                ServiceProcess("inventory", env, f"inventory-{n}") for n in range(INSTANCES)
+            ]
+            shop.processes.extend(processes)
+            for process in processes:
+                await process.start()
+            spread = await until_consuming(processes)
+            assert all(spread), f"a process holds no partition: {spread}"
+            third = len(events) // 3
+            async with shop.publisher() as bus:
+                await publish_surely(bus, events[:third])
+                await processes[1].kill()  # its partitions must move to the other two
+                await until_consuming(processes)
+                await publish_surely(bus, events[third : 2 * third])
+                await processes[1].start()  # and some come back
+                spread = await until_consuming(processes)
+                assert all(spread), f"the restarted process got nothing back: {spread}"
+                await publish_surely(bus, events[2 * third :])
+            names = [f"inventory.p{p}" for p in range(PARTITIONS)]
+            deadline = asyncio.get_running_loop().time() + 120
+            while True:
+                counts = await queue_counts(amqp_url, names)
+                inventory = await shop.state("inventory")
+                done = all(ready == 0 for ready, _ in counts.values())
+                if done and all(v["on_hand"] == 0 for v in inventory.values()):
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(1)
+            dead = await shop.dead_letters()
+            assert dead == {}, f"a subject's events were applied out of order: {dead}"
+            assert len(inventory) == SKUS
+            wrong = {sku: v for sku, v in inventory.items() if v["on_hand"] != 0}
+            assert wrong == {}, f"stock left over, so a chain broke: {wrong}"
+            # One active consumer per partition: each has consumers (waiting ones too).
+            counts = await queue_counts(amqp_url, names)
+            assert all(consumers >= 1 for _, consumers in counts.values()), counts
+        finally:
+            await shop.dispose()
+
+
+@pytest.mark.rabbitmq
+async def test_three_inventory_processes_keep_each_skus_order(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    await run(amqp_url, tmp_path / "data", None)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+async def test_three_inventory_processes_keep_each_skus_order_on_postgres(
+    amqp_url: str, database_url: str, tmp_path: Path
+) -> None:
+    await run(amqp_url, tmp_path / "data", database_url)
