@@ -1,6 +1,7 @@
 #!/bin/sh
 # Creates one RabbitMQ user per service with the least it needs, through the
-# management API: configure and read its own queues (and the events exchange),
+# management API: configure and read its own queues (and the events exchange,
+# and its own hash exchange when its queue is partitioned),
 # write to the events exchange, the default exchange (retry and dead-letter
 # queues) and its own queues. Passwords come from the environment:
 # <SERVICE>_AMQP_PASSWORD, e.g. INVENTORY_AMQP_PASSWORD, RESTOCK_AGENT_AMQP_PASSWORD.
@@ -17,10 +18,12 @@ for service in inventory orders payments notifications purchasing memory restock
     exit 1
   fi
   own="${service}(\\\\..*)?"
+  # A partitioned service also owns its hash exchange, agentbus.events.<service>.
+  spread="$EXCHANGE\\\\.$service"
   curl -fsS -u "$ADMIN" -X PUT -H 'content-type: application/json' \
     "$API/users/$service" -d "{\"password\": \"$password\", \"tags\": \"\"}"
   curl -fsS -u "$ADMIN" -X PUT -H 'content-type: application/json' \
     "$API/permissions/%2F/$service" \
-    -d "{\"configure\": \"^($EXCHANGE|$own)\$\", \"write\": \"^($EXCHANGE|amq\\\\.default|$own)\$\", \"read\": \"^($EXCHANGE|$own)\$\"}"
+    -d "{\"configure\": \"^($EXCHANGE|$spread|$own)\$\", \"write\": \"^($EXCHANGE|$spread|amq\\\\.default|$own)\$\", \"read\": \"^($EXCHANGE|$spread|$own)\$\"}"
   echo "user $service: configure and read its own queues, write to the events exchange"
 done

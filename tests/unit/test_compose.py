@@ -5,7 +5,10 @@ health on the port it serves, and sends traces to the Jaeger in the file."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ import pytest
 import yaml
 from opentelemetry.sdk import environment_variables as otel_variables
 
+from agentbus.retry import RetryPolicy, partition_queue, topology
+from agentbus.transport.base import EVENTS_EXCHANGE
 from consumers.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +106,15 @@ def test_health_checks_ask_the_port_the_service_serves(compose: dict[str, Any]) 
         assert f":{port}/readyz" in probe, name
     scraped = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
     targets = {
-        t for job in scraped["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+        t
+        for job in scraped["scrape_configs"]
+        for c in job.get("static_configs", [])
+        for t in c["targets"]
+    } | {
+        f"{name}:{sd['port']}"
+        for job in scraped["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
     }
     expected = {
         f"{name}:{spec['environment']['AGENTBUS_METRICS_PORT']}"
@@ -132,3 +145,80 @@ def test_each_service_connects_as_its_own_least_privileged_user(compose: dict[st
         ready = spec["depends_on"]["rabbitmq-users"]["condition"]
         assert ready == "service_completed_successfully", name
     assert "guest" not in yaml.safe_dump(ours(compose)), "no service uses the broker's admin"
+
+
+def test_each_users_permissions_cover_its_queues_and_nothing_of_the_others(
+    tmp_path: Path,
+) -> None:
+    """Runs deploy/rabbitmq-users.sh with a stand-in `curl` that keeps what it was
+    sent, then checks the permission patterns against every queue and exchange
+    a service declares, partitioned or not (the names are the code's own)."""
+    fake = tmp_path / "curl"
+    fake.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do\n  if [ "$1" = "-d" ]; then shift; '
+        'printf \'%s\\n\' "$1" >> "$SENT"; fi\n  shift\ndone\n'
+    )
+    fake.chmod(0o755)
+    sent = tmp_path / "sent.jsonl"
+    env = {
+        "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        "SENT": str(sent),
+        **{f"{name.upper().replace('-', '_')}_AMQP_PASSWORD": "pw" for name in app.services},
+    }
+    subprocess.run(
+        ["sh", str(ROOT / "deploy" / "rabbitmq-users.sh")], env=env, check=True, capture_output=True
+    )
+    grants = [json.loads(line) for line in sent.read_text().splitlines()]
+    permissions = [g for g in grants if "configure" in g]
+    assert len(permissions) == len(app.services)
+    by_service = dict(zip(list(app.services), permissions, strict=True))
+    for name, granted in by_service.items():
+        [service] = app.resolve([name])
+        queues = {
+            spec.name
+            for partition_group in (None, service.queue)
+            for queue in (
+                [service.queue]
+                if partition_group is None
+                else [partition_queue(service.queue, p) for p in range(3)]
+            )
+            for spec in topology(
+                queue, service.subscribes, RetryPolicy(), partition_group=partition_group
+            )
+        }
+        exchanges = {EVENTS_EXCHANGE, f"{EVENTS_EXCHANGE}.{service.queue}"}
+        for kind in ("configure", "read"):
+            for target in queues | exchanges:
+                assert re.fullmatch(granted[kind], target), (name, kind, target)
+        for target in {*queues, *exchanges, "amq.default"}:
+            assert re.fullmatch(granted["write"], target), (name, "write", target)
+        for other in set(by_service) - {name}:
+            assert not re.fullmatch(granted["configure"], other), (name, other)
+            assert not re.fullmatch(granted["read"], f"{other}.dlq"), (name, other)
+
+
+def test_partitioned_services_have_the_broker_plugin_and_are_scraped_per_replica(
+    compose: dict[str, Any],
+) -> None:
+    partitioned = {
+        name
+        for name, spec in ours(compose).items()
+        if int(spec["environment"].get("AGENTBUS_PARTITIONS", "1")) > 1
+    }
+    assert partitioned, "the stack shows scaling out"
+    for name in partitioned:
+        assert compose["services"][name]["deploy"]["replicas"] > 1, name
+    [mount] = compose["services"]["rabbitmq"]["volumes"]
+    source, target, _ = mount.split(":")
+    assert target == "/etc/rabbitmq/enabled_plugins"
+    plugins = (ROOT / source).read_text()
+    for plugin in ("rabbitmq_consistent_hash_exchange", "rabbitmq_management"):
+        assert plugin in plugins
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    resolved = {
+        name
+        for job in scrape["scrape_configs"]
+        for sd in job.get("dns_sd_configs", [])
+        for name in sd["names"]
+    }
+    assert partitioned <= resolved, "each replica is scraped, not one of them"
