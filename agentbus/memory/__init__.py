@@ -24,14 +24,27 @@ _OPENAI_DIMS = {
 
 def open_vector_store(data_dir: Path, url: str | None) -> VectorStore:
     """A Qdrant server when `url` (QDRANT_URL) is given, else the embedded engine under
-    `data_dir / "vectors"`. The server's key comes from QDRANT_API_KEY."""
+    `data_dir / "vectors"`. The server's key comes from QDRANT_API_KEY; on a cluster,
+    QDRANT_SHARDS and QDRANT_REPLICATION_FACTOR shape the collections it creates."""
     if url:
         from agentbus.memory.server import QdrantServerStore
 
-        return QdrantServerStore(url, os.environ.get("QDRANT_API_KEY") or None)
+        return QdrantServerStore(
+            url,
+            os.environ.get("QDRANT_API_KEY") or None,
+            shards=_count("QDRANT_SHARDS"),
+            replicas=_count("QDRANT_REPLICATION_FACTOR"),
+        )
     from agentbus.memory.edge import EdgeStore
 
     return EdgeStore(data_dir / "vectors")
+
+
+def _count(name: str) -> int:
+    raw = os.environ.get(name) or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 
 def embedder_from_env() -> Embedder:

@@ -55,7 +55,13 @@ class QdrantServerStore:
         api_key: str | None = None,
         *,
         client: AsyncQdrantClient | None = None,
+        shards: int = 1,
+        replicas: int = 1,
     ) -> None:
+        # On a Qdrant cluster: shards spread a collection over nodes, and each shard
+        # is kept on `replicas` nodes, so losing one node loses no episode.
+        self.shards = shards
+        self.replicas = replicas
         if client is None:
             if not url:
                 raise ConfigurationError("QdrantServerStore needs a url or a client")
@@ -68,6 +74,8 @@ class QdrantServerStore:
                 await self.client.create_collection(
                     name,
                     vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                    shard_number=self.shards,
+                    replication_factor=self.replicas,
                 )
             except UnexpectedResponse as exc:
                 # Another process created it first (409 Conflict): what we wanted.

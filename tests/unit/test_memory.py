@@ -470,3 +470,32 @@ def test_sentence_transformers_missing_is_a_configuration_error(
     monkeypatch.setenv("AGENTBUS_EMBEDDINGS", "sentence-transformers:all-MiniLM-L6-v2")
     with pytest.raises(ConfigurationError, match="pip install sentence-transformers"):
         embedder_from_env()
+
+
+async def test_a_cluster_gets_collections_sharded_and_replicated_as_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    created: list[dict[str, Any]] = []
+
+    class Recording(AsyncQdrantClient):
+        """Qdrant's local mode, recording what a collection is created with (local
+        mode itself has no shards or replicas to show)."""
+
+        def __init__(self, **_: Any) -> None:
+            super().__init__(location=":memory:")
+
+        async def create_collection(self, collection_name: str, **kwargs: Any) -> bool:
+            created.append(kwargs)
+            return await super().create_collection(collection_name, **kwargs)
+
+    monkeypatch.setattr("agentbus.memory.server.AsyncQdrantClient", Recording)
+    monkeypatch.setenv("QDRANT_SHARDS", "3")
+    monkeypatch.setenv("QDRANT_REPLICATION_FACTOR", "2")
+    store = open_vector_store(tmp_path, "http://qdrant:6333")
+    await store.ensure_collection("episodes", 8)
+    assert created[0]["shard_number"] == 3
+    assert created[0]["replication_factor"] == 2
+    await store.close()
+    monkeypatch.setenv("QDRANT_REPLICATION_FACTOR", "none")
+    with pytest.raises(ConfigurationError, match="QDRANT_REPLICATION_FACTOR"):
+        open_vector_store(tmp_path, "http://qdrant:6333")
