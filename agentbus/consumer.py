@@ -229,6 +229,7 @@ class Consumer:
         consumer queue, let the next owner run ahead while this one drains.
         """
         if self._subscription is not None:
+            await self._acks.flush()  # what is finished need not be redone by the next owner
             await self._subscription.close()
             self._subscription = None
         try:

@@ -135,7 +135,7 @@ class AgentRunner:
             meters.agent_runs.add(1, {"gen_ai.agent.name": self.agent.name, "outcome": "ignored"})
             return
         plan = await database.run(lambda tx: self._plan(tx, event))
-        if plan != "run":
+        if plan not in ("run", "resume"):
             outcome = "duplicate" if plan == "done" else plan
             meters.agent_runs.add(1, {"gen_ai.agent.name": self.agent.name, "outcome": outcome})
             return
@@ -152,7 +152,8 @@ class AgentRunner:
         ) as span:
             try:
                 state = await asyncio.wait_for(
-                    self._run(event, thread_id, span), self.agent.run_timeout
+                    self._run(event, thread_id, span, fresh=plan == "run"),
+                    self.agent.run_timeout,
                 )
             except TimeoutError:
                 span.set_status(StatusCode.ERROR, "run_timeout")
@@ -185,8 +186,17 @@ class AgentRunner:
     ) -> BaseModel | None:
         return self.agent.suggest(state, event, suggestion_id)
 
-    async def _run(self, event: Event[Any], thread_id: str, span: Span) -> Mapping[str, Any]:
+    async def _run(
+        self, event: Event[Any], thread_id: str, span: Span, *, fresh: bool
+    ) -> Mapping[str, Any]:
         config = {"configurable": {"thread_id": thread_id}}
+        if fresh:
+            # The run's row was written just now, before any checkpoint could be:
+            # nothing to resume, so no need to ask the checkpointer.
+            result = await self._graph.ainvoke(self.agent.initial_state(event), config)
+            if not isinstance(result, Mapping):
+                raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
+            return result
         snapshot = await self._graph.aget_state(config)
         if snapshot.created_at is None:
             result = await self._graph.ainvoke(self.agent.initial_state(event), config)
@@ -207,41 +217,40 @@ class AgentRunner:
         row = connection.execute(
             sa.select(tables.runs.c.status).where(tables.runs.c.trigger_id == event.id)
         ).first()
-        if row is not None and row.status != "started":
-            return "done"
-        if row is None:
-            subject = event.key
-            into = self._coalesce_target(connection, subject, now, event.id)
-            if into is not None:
-                if not tx.claim(self.agent.name, [event.id]):
-                    return "done"
-                connection.execute(
-                    sa.insert(tables.coalesced).values(
-                        trigger_id=event.id, subject=subject, into_suggestion=into, at=now
-                    )
+        if row is not None:
+            return "resume" if row.status == "started" else "done"
+        subject = event.key
+        into = self._coalesce_target(connection, subject, now, event.id)
+        if into is not None:
+            if not tx.claim(self.agent.name, [event.id]):
+                return "done"
+            connection.execute(
+                sa.insert(tables.coalesced).values(
+                    trigger_id=event.id, subject=subject, into_suggestion=into, at=now
                 )
-                connection.execute(
-                    sa.insert(tables.runs).values(
-                        trigger_id=event.id,
-                        subject=subject,
-                        status="coalesced",
-                        suggestion_id=into,
-                        input_tokens=0,
-                        output_tokens=0,
-                        started_at=now,
-                    )
-                )
-                return "coalesced"
+            )
             connection.execute(
                 sa.insert(tables.runs).values(
                     trigger_id=event.id,
                     subject=subject,
-                    status="started",
+                    status="coalesced",
+                    suggestion_id=into,
                     input_tokens=0,
                     output_tokens=0,
                     started_at=now,
                 )
             )
+            return "coalesced"
+        connection.execute(
+            sa.insert(tables.runs).values(
+                trigger_id=event.id,
+                subject=subject,
+                status="started",
+                input_tokens=0,
+                output_tokens=0,
+                started_at=now,
+            )
+        )
         return "run"
 
     def _coalesce_target(

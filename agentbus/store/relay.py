@@ -56,9 +56,20 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # Wakes so far, and how many there had been when a pump last found the outbox
+        # empty: equal means nothing was committed since, which `quiet` answers
+        # without a query (settling in-process replays asks that after every step).
+        self._wakes = 0
+        self._drained_at = -1
 
     def wake(self) -> None:
+        self._wakes += 1
         self._wake.set()
+
+    @property
+    def quiet(self) -> bool:
+        """This relay holds the lease and found the outbox empty after the last wake."""
+        return self._drained_at == self._wakes
 
     async def start(self) -> None:
         self._stopping = False
@@ -109,9 +120,11 @@ class OutboxRelay:
         batch = self.batch
         lease = self._lease
 
-        def take(connection: sa.Connection) -> list[Any]:
+        wakes = self._wakes
+
+        def take(connection: sa.Connection) -> list[Any] | None:
             if not lease.acquire():
-                return []
+                return None
             query = (
                 sa.select(
                     outbox.c.seq,
@@ -128,7 +141,11 @@ class OutboxRelay:
             return list(connection.execute(query).all())
 
         rows = await self.database.read(take)
+        if rows is None:
+            self._drained_at = -1  # another process publishes this outbox
+            return 0
         if not rows:
+            self._drained_at = wakes
             return 0
         prepared = [self._message(row) for row in rows]
         failure: BaseException | None = None

@@ -272,3 +272,25 @@ async def test_unroutable_events_do_not_block_the_outbox(database: Database) -> 
     assert await relay.pump() == 1, "given up after the grace period"
     assert relay.unroutable == 1
     assert await relay.backlog() == 0
+
+
+async def test_a_relay_is_quiet_only_after_finding_the_outbox_empty_since_the_last_wake(
+    database: Database,
+) -> None:
+    transport = InMemoryBroker().connect()
+    await transport.start()
+    bus = Bus(transport, EventCodec(CATALOG))
+    await database.migrate(MIGRATIONS)
+    await transport.declare([QueueSpec("sink", bindings=("#",))])
+    relay = OutboxRelay(database, bus)
+    assert not relay.quiet, "nothing is known before the first look"
+    assert await relay.pump() == 0
+    assert relay.quiet
+    await database.run(lambda tx: tx.stage([sample("inventory.low", "sku", 1)]))
+    relay.wake()  # as every writer does after its commit
+    assert not relay.quiet
+    assert await relay.backlog() == 1
+    assert await relay.pump() == 1
+    assert not relay.quiet, "a pump that published may have left more behind"
+    assert await relay.pump() == 0
+    assert relay.quiet

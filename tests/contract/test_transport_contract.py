@@ -388,9 +388,11 @@ async def test_partitioned_consumers_share_a_queue_and_keep_each_keys_order(
 ) -> None:
     """Two members of one partitioned service (as two processes would be): each key
     is handled by one member at a time, in order; when one member leaves, the
-    other takes its partitions over and nothing is lost or reordered."""
+    other takes its partitions over and nothing is lost or reordered. (What the
+    leaving member held unacked comes again, as after a crash: an inbox drops it.)"""
     service = Service(harness.queue("parted"))
     seen: dict[str, list[int]] = defaultdict(list)
+    applied: set[str] = set()
     handled_by: dict[str, set[str]] = defaultdict(set)
 
     def member(name: str) -> Service:
@@ -399,7 +401,9 @@ async def test_partitioned_consumers_share_a_queue_and_keep_each_keys_order(
         @part.handles("order.created")
         async def handle(event: Event[Any], ctx: Context) -> None:
             await asyncio.sleep(0.001)
-            seen[event.data.key].append(event.data.seq)
+            if event.id not in applied:
+                applied.add(event.id)
+                seen[event.data.key].append(event.data.seq)
             handled_by[name].add(event.data.key)
 
         return part

@@ -5,6 +5,9 @@ adjustment taking exactly that stock away, again and again. An adjustment that
 overtook its receipt would find too little stock and be dead-lettered, so a
 single dead letter means a subject's order was lost somewhere. One process is
 SIGKILLed mid-stream and comes back: its partitions move to the others and back.
+On PostgreSQL, where the deployment runs (the roster is advisory locks there);
+the SQLite roster's lock files are checked in tests/unit/test_partitions.py and,
+with two members over RabbitMQ, in tests/contract/test_transport_contract.py.
 """
 
 from __future__ import annotations
@@ -150,15 +153,8 @@ async def run(amqp_url: str, data_dir: Path, postgres_url: str | None) -> None:
 
 
 @pytest.mark.rabbitmq
-async def test_three_inventory_processes_keep_each_skus_order(
-    amqp_url: str, tmp_path: Path
-) -> None:
-    await run(amqp_url, tmp_path / "data", None)
-
-
-@pytest.mark.rabbitmq
 @pytest.mark.postgres
-async def test_three_inventory_processes_keep_each_skus_order_on_postgres(
+async def test_three_inventory_processes_keep_each_skus_order(
     amqp_url: str, database_url: str, tmp_path: Path
 ) -> None:
     await run(amqp_url, tmp_path / "data", database_url)
