@@ -215,10 +215,6 @@ class Consumer:
             self.queue, self._on_delivery, prefetch=self.settings.prefetch
         )
 
-    @property
-    def subscribed(self) -> bool:
-        return self._subscription is not None
-
     async def hand_over(self) -> None:
         """Let another process take the queue over, as if this one had crashed.
 

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import sqlalchemy as sa
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings, ConsumerStats
+from agentbus.consumer import Consumer, ConsumerSettings
 from agentbus.service import Service
+from agentbus.store.lease import FileLease
 from agentbus.transport.base import QueueSpec
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,12 @@ def assigned(slot: int, members: Sequence[int], partitions: int) -> list[int]:
 
 
 class FileRoster:
-    """Member slots as lock files beside the SQLite databases (one machine)."""
+    """Member slots as file leases beside the SQLite databases (one machine)."""
 
     def __init__(self, directory: Path, group: str) -> None:
+        self._directory = directory
         self._paths = [directory / f"{group}.member.{k}.lock" for k in range(MAX_MEMBERS)]
-        self._held: IO[bytes] | None = None
+        self._held: FileLease | None = None
         self._slot = -1
 
     def members(self) -> tuple[int, list[int]]:
@@ -66,37 +67,28 @@ class FileRoster:
         return self._slot, [k for k in range(MAX_MEMBERS) if k == self._slot or self._taken(k)]
 
     def _join(self) -> None:
-        self._paths[0].parent.mkdir(parents=True, exist_ok=True)
+        self._directory.mkdir(parents=True, exist_ok=True)
         for slot, path in enumerate(self._paths):
-            handle = path.open("ab")
-            if _try_lock(handle):
-                self._held, self._slot = handle, slot
+            lease = FileLease(path)
+            if lease.acquire():
+                self._held, self._slot = lease, slot
                 return
-            handle.close()
         raise RuntimeError(f"more than {MAX_MEMBERS} processes consume one partitioned queue")
 
     def _taken(self, slot: int) -> bool:
         path = self._paths[slot]
         if not path.exists():
             return False
-        with path.open("ab") as handle:
-            if _try_lock(handle):
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-                return False
-            return True
+        probe = FileLease(path)
+        if probe.acquire():
+            probe.release()
+            return False
+        return True
 
     def leave(self) -> None:
         if self._held is not None:
-            self._held.close()  # closing drops the lock
+            self._held.release()
             self._held, self._slot = None, -1
-
-
-def _try_lock(handle: IO[bytes]) -> bool:
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    return True
 
 
 class AdvisoryRoster:
@@ -184,14 +176,6 @@ class PartitionedConsumer:
     @property
     def in_flight(self) -> int:
         return sum(part.in_flight for part in self.parts)
-
-    @property
-    def stats(self) -> ConsumerStats:
-        total = ConsumerStats()
-        for part in self.parts:
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(part.stats, name))
-        return total
 
     def topology(self) -> list[QueueSpec]:
         # Every partition is declared by every member: the hash ring must be whole

@@ -16,14 +16,13 @@ import asyncio
 import random
 import re
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agentbus.envelope import Event, new_event
-from events import InventoryAdjusted, ProductUpserted, StockReceived
+from events import InventoryAdjusted, StockReceived
 from tests.integration.chaos import (
     START,
     ServiceProcess,
@@ -32,6 +31,7 @@ from tests.integration.chaos import (
     publish_surely,
     queue_counts,
 )
+from tests.support.broker import product
 
 PARTITIONS = 6
 INSTANCES = 3
@@ -52,20 +52,8 @@ def chains(seed: int) -> list[Event[Any]]:
         events.append(new_event(data, source="/tests/scale-out", id=event_id, time=clock))
 
     names = [f"CHAIN-{n:02d}" for n in range(SKUS)]
-    for sku in names:
-        product = ProductUpserted(
-            sku=sku,
-            name=sku,
-            description="",
-            category="chains",
-            unit_cost=Decimal("1.00"),
-            unit_price=Decimal("2.00"),
-            lead_time_days=2,
-            reorder_point=0,
-            max_stock=100,
-            supplier="chain supplies",
-        )
-        add(product, f"product-{sku}")
+    # No reorder point: no low-stock events, which nothing here consumes.
+    events.extend(product(sku, reorder_point=0) for sku in names)
     steps = {sku: 0 for sku in names}
     while steps:
         sku = rng.choice(sorted(steps))

@@ -13,8 +13,8 @@ from events import InventoryLow, ProductUpserted
 from tests.integration.chaos import queue_names
 
 
-def product(sku: str) -> Event[Any]:
-    """A product with a reorder point of 20 and room for 100."""
+def product(sku: str, *, reorder_point: int = 20) -> Event[Any]:
+    """A product with a reorder point (20 unless told) and room for 100."""
     return new_event(
         ProductUpserted(
             sku=sku,
@@ -24,7 +24,7 @@ def product(sku: str) -> Event[Any]:
             unit_cost=Decimal("5"),
             unit_price=Decimal("10"),
             lead_time_days=3,
-            reorder_point=20,
+            reorder_point=reorder_point,
             max_stock=100,
             supplier="acme",
         ),
