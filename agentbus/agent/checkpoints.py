@@ -1,37 +1,63 @@
 """LangGraph checkpointers for agent runs: SQLite by default, PostgreSQL with DATABASE_URL.
 
 The SQLite checkpointer runs LangGraph's synchronous saver in a thread of its
-own, one hop per checkpoint operation. (LangGraph's aiosqlite-based saver paid
-a thread hop per statement: about 90 per run, which capped an agent at ~50 runs
-a second however many were in flight.)
+own. (LangGraph's aiosqlite-based saver paid a thread hop per statement: about
+90 per run, which capped an agent at ~50 runs a second however many were in
+flight.) The operations of all runs queued when the thread takes its turn run
+in one hop and one commit: a run makes about a dozen checkpoint operations, and
+a commit each made the checkpoint file the bottleneck of a busy agent. Each
+operation still returns only once its commit is done.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentbus.settings import Settings
+from agentbus.store.worker import Job, SerialWorker
 
 T = TypeVar("T")
 
 
 class ThreadedSqliteSaver(SqliteSaver):
-    """LangGraph's SQLite saver, made async by running each call in one worker thread."""
+    """LangGraph's SQLite saver, made async by running its calls in one worker thread."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__(conn)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentbus-ckpt")
+        self._worker = SerialWorker("agentbus-ckpt", self._run_jobs)
+        self._in_turn = False
 
     async def _off(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: call(*args, **kwargs))
+        result: T = await self._worker.submit(lambda: call(*args, **kwargs))
+        return result
+
+    @contextlib.contextmanager
+    def cursor(self, transaction: bool = True) -> Iterator[sqlite3.Cursor]:
+        # Within a turn the commit waits for the turn's end (see the module's notes).
+        with super().cursor(transaction=transaction and not self._in_turn) as cur:
+            yield cur
+
+    def _run_jobs(self, jobs: Sequence[Job]) -> None:
+        self._in_turn = True
+        try:
+            for job in jobs:
+                try:
+                    job.result = job.call()
+                except Exception as exc:
+                    job.error = exc
+        finally:
+            self._in_turn = False
+        try:
+            self.conn.commit()
+        except Exception as exc:
+            for job in jobs:
+                job.result = None
+                job.error = exc
 
     async def aget_tuple(self, config: Any) -> Any:
         return await self._off(self.get_tuple, config)
@@ -69,7 +95,7 @@ class ThreadedSqliteSaver(SqliteSaver):
         )
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._worker.shutdown()
 
 
 class Checkpoints:

@@ -4,6 +4,14 @@ Units of work are plain synchronous functions run in the database's own worker
 thread: a whole batch transaction costs one hop off the event loop, and the
 driver works while the loop keeps reading the broker. (Measured: an async driver
 paid a thread hop per statement and fetch, five times the cost of the work.)
+
+SQLite has one writer at a time, so concurrent units of work (an agent's runs, a
+service's lanes) gain nothing from transactions of their own: the units queued
+when the worker takes its turn share one transaction and one commit. Should any
+of them fail, the transaction is rolled back and each unit runs again alone, so
+a failure stays with its own unit (failures are rare: the common path pays no
+savepoints). On PostgreSQL each unit keeps its own transaction, so row locks
+stay short and ordered.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,8 +34,11 @@ from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError, one_line
 from agentbus.store import tables
 from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
+from agentbus.store.worker import Job, SerialWorker
 
 T = TypeVar("T")
+_WRITE = "write"
+_READ = "read"
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -52,6 +63,15 @@ class Transaction:
     def execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
         return self.connection.execute(statement, parameters)
 
+    def once(self, key: Hashable, build: Callable[[Transaction], Any]) -> Any:
+        """`build(tx)`, made once per dialect and kept: a statement used on every event
+        costs more to build than to run. It must take its values as bind parameters."""
+        cache_key = (self.dialect, key)
+        found = _BUILT.get(cache_key)
+        if found is None:
+            found = _BUILT[cache_key] = build(self)
+        return found
+
     def claim(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
         """Record event ids in the inbox; return those not applied before.
 
@@ -62,11 +82,9 @@ class Transaction:
         if not unique:
             return set()
         now = datetime.now(UTC)
-        statement = (
-            self.insert(tables.inbox).on_conflict_do_nothing().returning(tables.inbox.c.event_id)
-        )
         rows = self.connection.execute(
-            statement, [{"consumer": consumer, "event_id": i, "applied_at": now} for i in unique]
+            self.once(_claim, _claim),
+            [{"consumer": consumer, "event_id": i, "applied_at": now} for i in unique],
         )
         return {row[0] for row in rows}
 
@@ -75,12 +93,8 @@ class Transaction:
         if not events:
             return
         now = datetime.now(UTC)
-        # A deterministic id staged again (a replayed trigger) is the same event.
-        statement = self.insert(tables.outbox).on_conflict_do_nothing(
-            index_elements=[tables.outbox.c.event_id]
-        )
         self.connection.execute(
-            statement,
+            self.once(_stage, _stage),
             [
                 {
                     "event_id": event.id,
@@ -95,6 +109,20 @@ class Transaction:
         )
 
 
+_BUILT: dict[tuple[str, Hashable], Any] = {}
+
+
+def _claim(tx: Transaction) -> Any:
+    return tx.insert(tables.inbox).on_conflict_do_nothing().returning(tables.inbox.c.event_id)
+
+
+def _stage(tx: Transaction) -> Any:
+    # A deterministic id staged again (a replayed trigger) is the same event.
+    return tx.insert(tables.outbox).on_conflict_do_nothing(
+        index_elements=[tables.outbox.c.event_id]
+    )
+
+
 class Database:
     """An engine bound to one service's schema or file, with its worker thread."""
 
@@ -106,12 +134,15 @@ class Database:
         schema: str | None,
         workers: int = 1,
         outage_limit: float = 120.0,
+        shared_transactions: bool = False,
     ) -> None:
         self.engine = engine
         self.codec = codec
         self.schema = schema
         self.outage_limit = outage_limit
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentbus-db")
+        # SQLite: one worker whose turns group the queued units (see the module's notes).
+        self._worker = SerialWorker("agentbus-db", self._run_jobs) if shared_transactions else None
 
     @property
     def dialect(self) -> str:
@@ -135,11 +166,15 @@ class Database:
         the transaction; the inbox makes a repeat of an applied batch a no-op.
         """
 
+        worker = self._worker
+        if worker is not None:
+            return await self._through_outages(lambda: worker.submit(work, _WRITE))
+
         def unit() -> T:
             with self.connect() as connection, connection.begin():
                 return work(Transaction(connection, self.codec))
 
-        return await self._through_outages(unit)
+        return await self._through_outages(lambda: self._call(unit))
 
     async def read(self, query: Callable[[sa.Connection], T]) -> T:
         """Run `query(connection)` off the event loop, without a write transaction."""
@@ -148,15 +183,18 @@ class Database:
             with self.connect() as connection:
                 return query(connection)
 
-        return await self._through_outages(unit)
+        worker = self._worker
+        if worker is not None:
+            return await self._through_outages(lambda: worker.submit(query, _READ))
+        return await self._through_outages(lambda: self._call(unit))
 
-    async def _through_outages(self, unit: Callable[[], T]) -> T:
+    async def _through_outages(self, attempt: Callable[[], Awaitable[T]]) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.outage_limit
         delay = 0.1
         while True:
             try:
-                return await self._call(unit)
+                return await attempt()
             except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
                 if not self._unreachable(exc) or loop.time() + delay > deadline:
                     raise
@@ -173,7 +211,54 @@ class Database:
         return bool(exc.connection_invalidated) or self.dialect == "postgresql"
 
     async def _call(self, unit: Callable[[], T]) -> T:
+        if self._worker is not None:
+            result: T = await self._worker.call_alone(unit)
+            return result
         return await asyncio.get_running_loop().run_in_executor(self._executor, unit)
+
+    def _run_jobs(self, jobs: Sequence[Job]) -> None:
+        """One turn of the SQLite worker: reads alone, runs of writes in one transaction.
+
+        Jobs keep their order: a read queued after a write runs after its commit.
+        """
+        start = 0
+        while start < len(jobs):
+            job = jobs[start]
+            if job.kind != _WRITE:
+                try:
+                    with self.connect() as connection:
+                        job.result = job.call(connection)
+                except Exception as exc:
+                    job.error = exc
+                start += 1
+                continue
+            end = start + 1
+            while end < len(jobs) and jobs[end].kind == _WRITE:
+                end += 1
+            self._write_together(jobs[start:end])
+            start = end
+
+    def _write_together(self, jobs: Sequence[Job]) -> None:
+        if len(jobs) > 1:
+            try:
+                with self.connect() as connection, connection.begin():
+                    tx = Transaction(connection, self.codec)
+                    for job in jobs:
+                        job.result = job.call(tx)
+                return
+            except Exception:
+                # One of them failed, or the commit did: nothing of it holds. Units of
+                # work may run more than once (see `run`), so each now runs alone and
+                # the failure stays with the one it belongs to.
+                log.debug("a shared transaction of %d units failed; running each alone", len(jobs))
+        for job in jobs:
+            job.result = job.error = None
+            try:
+                with self.connect() as connection, connection.begin():
+                    job.result = job.call(Transaction(connection, self.codec))
+            except Exception as exc:
+                job.result = None
+                job.error = exc
 
     async def migrate(self, migrations: Sequence[Migration] = ()) -> list[Migration]:
         """Create or upgrade the platform tables and the service's own."""
@@ -201,6 +286,8 @@ class Database:
 
     async def close(self) -> None:
         await self._call(self.engine.dispose)
+        if self._worker is not None:
+            self._worker.shutdown()
         self._executor.shutdown(wait=True)
 
 
@@ -227,7 +314,11 @@ def open_database(
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     return Database(
-        _sqlite_engine(data_dir / f"{name}.db"), codec, schema=None, outage_limit=outage_limit
+        _sqlite_engine(data_dir / f"{name}.db"),
+        codec,
+        schema=None,
+        outage_limit=outage_limit,
+        shared_transactions=True,
     )
 
 

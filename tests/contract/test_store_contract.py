@@ -294,3 +294,52 @@ async def test_a_relay_is_quiet_only_after_finding_the_outbox_empty_since_the_la
     assert not relay.quiet, "a pump that published may have left more behind"
     assert await relay.pump() == 0
     assert relay.quiet
+
+
+async def test_concurrent_units_of_work_commit_or_fail_alone_and_keep_their_order(
+    database: Database,
+) -> None:
+    # On SQLite the units queued together share one transaction (run again alone
+    # when one fails): a failing unit must take back its own writes and nobody else's,
+    # and units run in the order they were handed over. PostgreSQL runs them side by side.
+    await database.migrate(MIGRATIONS)
+    ordered = database.dialect == "sqlite"
+    failing = {7, 23}
+
+    def unit(n: int) -> Any:
+        def work(tx: Transaction) -> int:
+            tx.execute(sa.insert(totals).values(key=f"k{n}", sum=n, count=1))
+            if n in failing:
+                raise ValueError(f"unit {n} fails after writing")
+            return n
+
+        return work
+
+    def bump(tx: Transaction) -> None:  # queued after the inserts: sees them all
+        tx.execute(sa.update(totals).values(count=totals.c.count + 1))
+
+    def read(connection: sa.Connection) -> dict[str, tuple[int, int]]:
+        rows = connection.execute(sa.select(totals.c.key, totals.c.sum, totals.c.count))
+        return {row.key: (row.sum, row.count) for row in rows}
+
+    inserts = await asyncio.gather(
+        *(database.run(unit(n)) for n in range(40)), return_exceptions=True
+    )
+    for n, outcome in enumerate(inserts):
+        if n in failing:
+            assert isinstance(outcome, ValueError), n
+        else:
+            assert outcome == n
+    assert await database.read(read) == {f"k{n}": (n, 1) for n in range(40) if n not in failing}
+    if ordered:
+        _, seen = await asyncio.gather(database.run(bump), database.read(read))
+        assert seen == {f"k{n}": (n, 2) for n in range(40) if n not in failing}
+    # A failure of one unit left the next ones free to use the same key.
+    assert await database.run(unit(8 + 100)) == 108
+    assert await database.run(lambda tx: tx.claim("summer", ["e1", "e1", "e2"])) == {"e1", "e2"}
+    claims = await asyncio.gather(
+        *(database.run(lambda tx: tx.claim("summer", ["e2", "e3"])) for _ in range(3))
+    )
+    assert sorted(claims, key=len) == [set(), set(), {"e3"}], "one claim per id"
+    if ordered:
+        assert claims[0] == {"e3"}, "claimed in the order they were made"
