@@ -65,6 +65,19 @@ usage = sa.Table(
     sa.Column("fallbacks", sa.Integer, nullable=False),
 )
 
+# Every trigger asks for its subject's running run, and every run for its subject's
+# past suggestions: without these each was a scan of all history.
+runs_by_subject = sa.Index("agent_runs_by_subject", runs.c.subject, runs.c.status)
+suggestions_by_subject = sa.Index(
+    "agent_suggestions_by_subject", suggestions.c.subject, suggestions.c.created_at
+)
+
+
+def _index_subjects(connection: sa.Connection) -> None:
+    for index in (runs_by_subject, suggestions_by_subject):
+        index.create(connection, checkfirst=True)  # a new database has them from version 1
+
+
 MIGRATIONS = (
     Migration(
         "agent-runtime",
@@ -72,4 +85,5 @@ MIGRATIONS = (
         "runs, open and past suggestions, coalesced triggers, token usage",
         create_tables(runs, open_suggestions, suggestions, coalesced, usage),
     ),
+    Migration("agent-runtime", 2, "runs and suggestions indexed by subject", _index_subjects),
 )
