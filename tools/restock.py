@@ -37,22 +37,53 @@ class Demand:
 
 MIN_WINDOW = 7
 
+# Built once: these run on every trigger, and building a statement costs more than running it.
+_SKU: sa.BindParameter[str] = sa.bindparam("sku")
+_NOW: sa.BindParameter[datetime] = sa.bindparam("now")
+_DEMAND = (
+    sa.select(demand.c.event_id, demand.c.quantity, demand.c.at)
+    .where(demand.c.sku == _SKU, demand.c.at > sa.bindparam("since"), demand.c.at <= _NOW)
+    .order_by(demand.c.at.desc())
+)
+_FIRST_DEMAND = sa.select(sa.func.min(demand.c.at)).where(demand.c.sku == _SKU)
+_PRODUCT = sa.select(products).where(products.c.sku == _SKU)
+_OPEN_ORDERS = sa.select(purchase_orders).where(
+    purchase_orders.c.sku == _SKU,
+    purchase_orders.c.created_at <= _NOW,
+    # As of `now`: a replay may already hold the arrival that came later.
+    sa.or_(purchase_orders.c.received_at.is_(None), purchase_orders.c.received_at > _NOW),
+)
+_DEMAND_BETWEEN = sa.select(sa.func.coalesce(sa.func.sum(demand.c.quantity), 0)).where(
+    demand.c.sku == _SKU, demand.c.at >= sa.bindparam("start"), demand.c.at < sa.bindparam("end")
+)
+_LEAD_TIMES = (
+    sa.select(purchase_orders.c.created_at, purchase_orders.c.received_at)
+    .where(
+        purchase_orders.c.sku == _SKU,
+        purchase_orders.c.received_at.is_not(None),
+        purchase_orders.c.received_at <= _NOW,
+    )
+    .order_by(purchase_orders.c.received_at.desc())
+    .limit(sa.bindparam("limit"))
+)
+_PRICES = sa.select(demand.c.unit_price, demand.c.at).where(
+    demand.c.sku == _SKU,
+    demand.c.at >= sa.bindparam("since"),
+    demand.c.at <= _NOW,
+    demand.c.unit_price.is_not(None),
+)
+
 
 def demand_history(connection: sa.Connection, sku: str, now: datetime, days: int = 28) -> Demand:
     """Units asked for per day over the last `days` days before `now`."""
     since = now - timedelta(days=days)
-    rows = connection.execute(
-        sa.select(demand.c.event_id, demand.c.quantity, demand.c.at)
-        .where(demand.c.sku == sku, demand.c.at > since, demand.c.at <= now)
-        .order_by(demand.c.at.desc())
-    ).all()
+    rows = connection.execute(_DEMAND, {"sku": sku, "since": since, "now": now}).all()
     per_day = [0] * days
     for row in rows:
         at = row.at if row.at.tzinfo else row.at.replace(tzinfo=now.tzinfo)
         age = min(days - 1, max(0, int((now - at).total_seconds() // 86400)))
         per_day[age] += row.quantity
-    first = connection.execute(sa.select(sa.func.min(demand.c.at)).where(demand.c.sku == sku))
-    earliest = first.scalar()
+    earliest = connection.execute(_FIRST_DEMAND, {"sku": sku}).scalar()
     observed = days
     if earliest is not None:
         earliest = earliest if earliest.tzinfo else earliest.replace(tzinfo=now.tzinfo)
@@ -77,21 +108,14 @@ def demand_history(connection: sa.Connection, sku: str, now: datetime, days: int
 
 
 def product(connection: sa.Connection, sku: str) -> dict[str, Any] | None:
-    row = connection.execute(sa.select(products).where(products.c.sku == sku)).first()
+    row = connection.execute(_PRODUCT, {"sku": sku}).first()
     return None if row is None else dict(row._mapping)
 
 
 def open_purchase_orders(
     connection: sa.Connection, sku: str, now: datetime
 ) -> list[dict[str, Any]]:
-    rows = connection.execute(
-        sa.select(purchase_orders).where(
-            purchase_orders.c.sku == sku,
-            purchase_orders.c.created_at <= now,
-            # As of `now`: a replay may already hold the arrival that came later.
-            sa.or_(purchase_orders.c.received_at.is_(None), purchase_orders.c.received_at > now),
-        )
-    )
+    rows = connection.execute(_OPEN_ORDERS, {"sku": sku, "now": now})
     return [
         {"purchase_order_id": r.purchase_order_id, "quantity": r.quantity, "event_id": r.event_id}
         for r in rows
@@ -100,11 +124,7 @@ def open_purchase_orders(
 
 def demand_between(connection: sa.Connection, sku: str, start: datetime, end: datetime) -> int:
     """Units asked for in [start, end)."""
-    total = connection.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(demand.c.quantity), 0)).where(
-            demand.c.sku == sku, demand.c.at >= start, demand.c.at < end
-        )
-    ).scalar()
+    total = connection.execute(_DEMAND_BETWEEN, {"sku": sku, "start": start, "end": end}).scalar()
     return int(total or 0)
 
 
@@ -112,16 +132,7 @@ def observed_lead_times(
     connection: sa.Connection, sku: str, now: datetime, limit: int = 3
 ) -> list[float]:
     """Days from purchase order to arrival for the latest orders received before `now`."""
-    rows = connection.execute(
-        sa.select(purchase_orders.c.created_at, purchase_orders.c.received_at)
-        .where(
-            purchase_orders.c.sku == sku,
-            purchase_orders.c.received_at.is_not(None),
-            purchase_orders.c.received_at <= now,
-        )
-        .order_by(purchase_orders.c.received_at.desc())
-        .limit(limit)
-    )
+    rows = connection.execute(_LEAD_TIMES, {"sku": sku, "now": now, "limit": limit})
     return [round((row.received_at - row.created_at).total_seconds() / 86400, 2) for row in rows]
 
 
@@ -131,12 +142,7 @@ def price_ratio(connection: sa.Connection, sku: str, at: datetime) -> float:
     Well under 1 means a price cut, which is how a promotion shows in the orders.
     """
     rows = connection.execute(
-        sa.select(demand.c.unit_price, demand.c.at).where(
-            demand.c.sku == sku,
-            demand.c.at >= at - timedelta(days=28),
-            demand.c.at <= at,
-            demand.c.unit_price.is_not(None),
-        )
+        _PRICES, {"sku": sku, "since": at - timedelta(days=28), "now": at}
     ).all()
     if not rows:
         return 1.0

@@ -218,19 +218,27 @@ def book_usage(
     tx: Any, input_tokens: int, output_tokens: int, fallbacks: int, hour: str | None = None
 ) -> None:
     """Add a run's tokens and fallbacks to the agent's hourly usage, in the caller's transaction."""
-    hour = hour or _hour()
-    insert = tx.insert(tables.usage).values(
-        hour=hour, input_tokens=input_tokens, output_tokens=output_tokens, fallbacks=fallbacks
-    )
     tx.execute(
-        insert.on_conflict_do_update(
-            index_elements=[tables.usage.c.hour],
-            set_={
-                "input_tokens": tables.usage.c.input_tokens + input_tokens,
-                "output_tokens": tables.usage.c.output_tokens + output_tokens,
-                "fallbacks": tables.usage.c.fallbacks + fallbacks,
-            },
-        )
+        tx.once(_add_usage, _add_usage),
+        {
+            "hour": hour or _hour(),
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "fallbacks": fallbacks,
+        },
+    )
+
+
+def _add_usage(tx: Any) -> Any:
+    usage = tables.usage
+    insert = tx.insert(usage)
+    return insert.on_conflict_do_update(
+        index_elements=[usage.c.hour],
+        set_={
+            "input_tokens": usage.c.input_tokens + insert.excluded.input_tokens,
+            "output_tokens": usage.c.output_tokens + insert.excluded.output_tokens,
+            "fallbacks": usage.c.fallbacks + insert.excluded.fallbacks,
+        },
     )
 
 

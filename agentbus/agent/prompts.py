@@ -49,6 +49,7 @@ class Prompt:
 
 def quote(value: Any) -> str:
     """Fence data as JSON. Fence markers inside the data cannot close the fence early."""
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, indent=1)
+    # Compact: fewer tokens, and the C encoder (an indent makes json fall back to Python).
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str, separators=(",", ":"))
     text = text.replace(FENCE, "<<DATA").replace(END_FENCE, "DATA>>")
     return f"{FENCE}\n{text}\n{END_FENCE}"

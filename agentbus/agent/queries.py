@@ -9,18 +9,30 @@ import sqlalchemy as sa
 from agentbus.agent import tables
 from agentbus.store import tables as store_tables
 
+# Built once: they run on every trigger.
+_DECIDED = (
+    sa.select(tables.suggestions)
+    .where(
+        tables.suggestions.c.subject == sa.bindparam("subject"),
+        tables.suggestions.c.status != "pending",
+    )
+    .order_by(tables.suggestions.c.created_at.desc())
+    .limit(sa.bindparam("limit"))
+)
+_SEEN = sa.select(store_tables.inbox.c.event_id).where(
+    store_tables.inbox.c.consumer == sa.bindparam("agent"),
+    store_tables.inbox.c.event_id.in_(sa.bindparam("ids", expanding=True)),
+)
+_MINE = sa.select(tables.suggestions.c.event_id).where(
+    tables.suggestions.c.event_id.in_(sa.bindparam("ids", expanding=True))
+)
+
 
 def past_decisions(
     connection: sa.Connection, subject: str, limit: int = 10
 ) -> list[dict[str, Any]]:
     """What reviewers did with this agent's earlier suggestions on `subject`, newest first."""
-    table = tables.suggestions
-    rows = connection.execute(
-        sa.select(table)
-        .where(table.c.subject == subject, table.c.status != "pending")
-        .order_by(table.c.created_at.desc())
-        .limit(limit)
-    )
+    rows = connection.execute(_DECIDED, {"subject": subject, "limit": limit})
     decided = []
     for row in rows:
         decision = row.decision or {}
@@ -41,12 +53,7 @@ def known_event_ids(connection: sa.Connection, agent: str, ids: list[str]) -> se
     evidence a suggestion may cite."""
     if not ids:
         return set()
-    inbox = store_tables.inbox
-    seen = connection.execute(
-        sa.select(inbox.c.event_id).where(inbox.c.consumer == agent, inbox.c.event_id.in_(ids))
-    )
+    seen = connection.execute(_SEEN, {"agent": agent, "ids": ids})
     found = {row.event_id for row in seen}
-    mine = connection.execute(
-        sa.select(tables.suggestions.c.event_id).where(tables.suggestions.c.event_id.in_(ids))
-    )
+    mine = connection.execute(_MINE, {"ids": ids})
     return found | {row.event_id for row in mine}

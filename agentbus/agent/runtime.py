@@ -214,9 +214,7 @@ class AgentRunner:
     def _plan(self, tx: Transaction, event: Event[Any]) -> str:
         connection = tx.connection
         now = datetime.now(UTC)
-        row = connection.execute(
-            sa.select(tables.runs.c.status).where(tables.runs.c.trigger_id == event.id)
-        ).first()
+        row = connection.execute(_RUN_STATUS, {"trigger": event.id}).first()
         if row is not None:
             return "resume" if row.status == "started" else "done"
         subject = event.key
@@ -225,51 +223,43 @@ class AgentRunner:
             if not tx.claim(self.agent.name, [event.id]):
                 return "done"
             connection.execute(
-                sa.insert(tables.coalesced).values(
-                    trigger_id=event.id, subject=subject, into_suggestion=into, at=now
-                )
+                _INSERT_COALESCED,
+                {"trigger_id": event.id, "subject": subject, "into_suggestion": into, "at": now},
             )
             connection.execute(
-                sa.insert(tables.runs).values(
-                    trigger_id=event.id,
-                    subject=subject,
-                    status="coalesced",
-                    suggestion_id=into,
-                    input_tokens=0,
-                    output_tokens=0,
-                    started_at=now,
-                )
+                _INSERT_RUN,
+                {
+                    "trigger_id": event.id,
+                    "subject": subject,
+                    "status": "coalesced",
+                    "suggestion_id": into,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "started_at": now,
+                },
             )
             return "coalesced"
         connection.execute(
-            sa.insert(tables.runs).values(
-                trigger_id=event.id,
-                subject=subject,
-                status="started",
-                input_tokens=0,
-                output_tokens=0,
-                started_at=now,
-            )
+            _INSERT_RUN,
+            {
+                "trigger_id": event.id,
+                "subject": subject,
+                "status": "started",
+                "suggestion_id": None,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "started_at": now,
+            },
         )
         return "run"
 
     def _coalesce_target(
         self, connection: sa.Connection, subject: str, now: datetime, trigger_id: str
     ) -> str | None:
-        open_row = connection.execute(
-            sa.select(tables.open_suggestions.c.suggestion_id).where(
-                tables.open_suggestions.c.subject == subject
-            )
-        ).first()
+        open_row = connection.execute(_OPEN_SUGGESTION, {"subject": subject}).first()
         if open_row is not None:
             return str(open_row.suggestion_id)
-        running = connection.execute(
-            sa.select(tables.runs.c.trigger_id).where(
-                tables.runs.c.subject == subject,
-                tables.runs.c.status == "started",
-                tables.runs.c.trigger_id != trigger_id,
-            )
-        ).first()
+        running = connection.execute(_RUNNING, {"subject": subject, "trigger": trigger_id}).first()
         if running is not None:
             return _suggestion_id(self.agent.name, running.trigger_id)
         if self.agent.coalesce_window > 0:
@@ -303,16 +293,16 @@ class AgentRunner:
         output_tokens = int(state.get("output_tokens") or 0)
         model = str(state.get("model") or "unknown")
         connection.execute(
-            sa.update(tables.runs)
-            .where(tables.runs.c.trigger_id == event.id)
-            .values(
-                status="completed",
-                suggestion_id=suggestion_id if suggestion is not None else None,
-                model=model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                finished_at=now,
-            )
+            _COMPLETE_RUN,
+            {
+                "trigger": event.id,
+                "status": "completed",
+                "suggestion_id": suggestion_id if suggestion is not None else None,
+                "model": model,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "finished_at": now,
+            },
         )
         fell_back = 1 if state.get("fallback_reason") else 0
         if input_tokens or output_tokens or fell_back:
@@ -320,23 +310,21 @@ class AgentRunner:
         if suggestion is None:
             return
         connection.execute(
-            tx.insert(tables.suggestions)
-            .values(
-                suggestion_id=suggestion_id,
-                event_id=suggestion.id,
-                subject=event.key,
-                type=suggestion.type,
-                data=suggestion.data.model_dump(mode="json"),
-                trace_id=trace_id,
-                status="pending",
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[tables.suggestions.c.suggestion_id])
+            tx.once(_insert_suggestion, _insert_suggestion),
+            {
+                "suggestion_id": suggestion_id,
+                "event_id": suggestion.id,
+                "subject": event.key,
+                "type": suggestion.type,
+                "data": suggestion.data.model_dump(mode="json"),
+                "trace_id": trace_id,
+                "status": "pending",
+                "created_at": now,
+            },
         )
         connection.execute(
-            tx.insert(tables.open_suggestions)
-            .values(subject=event.key, suggestion_id=suggestion_id, opened_at=now)
-            .on_conflict_do_nothing(index_elements=[tables.open_suggestions.c.subject])
+            tx.once(_open_suggestion, _open_suggestion),
+            {"subject": event.key, "suggestion_id": suggestion_id, "opened_at": now},
         )
         tx.stage([suggestion])
 
@@ -359,6 +347,35 @@ class AgentRunner:
             )
 
         return close
+
+
+# Statements of every trigger, built once (building one costs more than running it).
+_RUN_STATUS = sa.select(tables.runs.c.status).where(
+    tables.runs.c.trigger_id == sa.bindparam("trigger")
+)
+_OPEN_SUGGESTION = sa.select(tables.open_suggestions.c.suggestion_id).where(
+    tables.open_suggestions.c.subject == sa.bindparam("subject")
+)
+_RUNNING = sa.select(tables.runs.c.trigger_id).where(
+    tables.runs.c.subject == sa.bindparam("subject"),
+    tables.runs.c.status == "started",
+    tables.runs.c.trigger_id != sa.bindparam("trigger"),
+)
+_INSERT_RUN = sa.insert(tables.runs)
+_INSERT_COALESCED = sa.insert(tables.coalesced)
+_COMPLETE_RUN = sa.update(tables.runs).where(tables.runs.c.trigger_id == sa.bindparam("trigger"))
+
+
+def _insert_suggestion(tx: Transaction) -> Any:
+    return tx.insert(tables.suggestions).on_conflict_do_nothing(
+        index_elements=[tables.suggestions.c.suggestion_id]
+    )
+
+
+def _open_suggestion(tx: Transaction) -> Any:
+    return tx.insert(tables.open_suggestions).on_conflict_do_nothing(
+        index_elements=[tables.open_suggestions.c.subject]
+    )
 
 
 def _suggestion_id(agent: str, trigger_id: str) -> str:
