@@ -1,7 +1,7 @@
 """The restock agent: `inventory.low` in, one `restock.recommended` out.
 
-gather (tools) -> recall (memory and past decisions) -> decide (model or policy)
--> guard (bounds checked by code). Every node's result is checkpointed, so a
+gather (tools, memory and past decisions) -> decide (model or policy) -> guard
+(bounds checked by code). Every node's result is checkpointed, so a
 run resumed after a crash does not ask the model again.
 """
 
@@ -70,51 +70,45 @@ def build_graph(
 ) -> StateGraph[RestockState]:
 
     async def gather(state: RestockState) -> RestockState:
-        sku = state["trigger"]["sku"]
+        # Every read before the model in one node and one trip to the database:
+        # a resumed run simply reads again, which is cheap and changes nothing.
+        trigger = state["trigger"]
+        sku = trigger["sku"]
         now = datetime.fromisoformat(state["at"])
-
-        found = await ctx.tools(
-            {
-                "product": lambda c: tools.product(c, sku),
-                "demand_history": lambda c: tools.demand_history(c, sku, now).as_dict(),
-                "open_purchase_orders": lambda c: tools.open_purchase_orders(c, sku, now),
-            }
-        )
+        reads: dict[str, Callable[[Any], Any]] = {
+            "product": lambda c: tools.product(c, sku),
+            "demand_history": lambda c: tools.demand_history(c, sku, now).as_dict(),
+            "open_purchase_orders": lambda c: tools.open_purchase_orders(c, sku, now),
+        }
+        earlier: list[dict[str, Any]] = []
+        if remember:
+            lows = await ctx.search_memory(
+                MEMORY, f"low stock of {sku}", limit=ANALOGS, where={"sku": sku, "kind": "low"}
+            )
+            others = await ctx.search_memory(
+                MEMORY, f"restock of {sku}: suggestions and decisions", limit=5, where={"sku": sku}
+            )
+            episodes = [dict(hit.payload) for hit in lows]
+            lead = int(trigger["lead_time_days"])
+            reads["decisions"] = lambda c: tools.past_decisions(c, sku)
+            reads["history"] = lambda c: history.recall(c, sku, now, lead, episodes)
+            # Only what was remembered before the trigger: a replay may hold later episodes.
+            earlier = [
+                dict(hit.payload) for hit in others if str(hit.payload.get("at", "")) < state["at"]
+            ]
+        found = await ctx.tools(reads)
         return {
             "facts": {
                 "trigger_id": state["trigger_id"],
-                "trigger": state["trigger"],
+                "trigger": trigger,
                 "product": found["product"],
                 "demand": found["demand_history"],
                 "open_purchase_orders": found["open_purchase_orders"],
             },
+            "decisions": found.get("decisions", []),
+            "history": found.get("history", {}),
+            "memories": earlier,
         }
-
-    async def recall(state: RestockState) -> RestockState:
-        if not remember:
-            return {"memories": [], "decisions": [], "history": {}}
-        sku = state["trigger"]["sku"]
-        now = datetime.fromisoformat(state["at"])
-        lows = await ctx.search_memory(
-            MEMORY, f"low stock of {sku}", limit=ANALOGS, where={"sku": sku, "kind": "low"}
-        )
-        others = await ctx.search_memory(
-            MEMORY, f"restock of {sku}: suggestions and decisions", limit=5, where={"sku": sku}
-        )
-        episodes = [dict(hit.payload) for hit in lows]
-        lead = int(state["trigger"]["lead_time_days"])
-
-        found: RestockState = await ctx.tools(  # type: ignore[assignment]
-            {
-                "decisions": lambda c: tools.past_decisions(c, sku),
-                "history": lambda c: history.recall(c, sku, now, lead, episodes),
-            }
-        )
-        # Only what was remembered before the trigger: a replay may hold later episodes.
-        earlier = [
-            dict(hit.payload) for hit in others if str(hit.payload.get("at", "")) < state["at"]
-        ]
-        return {**found, "memories": earlier}
 
     async def decide(state: RestockState) -> RestockState:
         facts = state["facts"]
@@ -173,12 +167,10 @@ def build_graph(
 
     graph: StateGraph[RestockState] = StateGraph(RestockState)
     graph.add_node("gather", gather)
-    graph.add_node("recall", recall)
     graph.add_node("decide", decide)
     graph.add_node("guard", guard)
     graph.add_edge(START, "gather")
-    graph.add_edge("gather", "recall")
-    graph.add_edge("recall", "decide")
+    graph.add_edge("gather", "decide")
     graph.add_edge("decide", "guard")
     graph.add_edge("guard", END)
     return graph

@@ -94,7 +94,7 @@ async def test_a_run_is_one_tree_of_node_tool_and_chat_spans(
 
     [run] = telemetry.finished("invoke_agent restock-agent")
     nodes = {s.name: s for s in telemetry.spans.get_finished_spans() if s.name.startswith("node ")}
-    assert set(nodes) == {"node gather", "node recall", "node decide", "node guard"}
+    assert set(nodes) == {"node gather", "node decide", "node guard"}
     assert all(
         s.parent is not None and s.parent.span_id == run.context.span_id for s in nodes.values()
     )

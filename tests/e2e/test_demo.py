@@ -76,8 +76,8 @@ def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path
     [agent] = [c for c in low["children"] if c["name"] == "process restock-agent"]
     [run] = agent["children"]
     nodes = [c["name"] for c in run["children"]]
-    assert nodes[:4] == ["node gather", "node recall", "node decide", "node guard"]
-    assert nodes[4] == "publish agentbus.events"
+    assert nodes[:3] == ["node gather", "node decide", "node guard"]
+    assert nodes[3] == "publish agentbus.events"
 
 
 def test_demo_prints_tables_and_the_trace_tree(tmp_path: Path) -> None:
