@@ -27,6 +27,7 @@ class Host:
         self.consumers = [self._consumer_of(service) for service in services]
         self._started: list[Service] = []
         self.running = False
+        self._queues: dict[int, list[str]] = {}
 
     def _consumer_of(self, service: Service) -> Consumer | PartitionedConsumer:
         settings = self.settings
@@ -64,15 +65,24 @@ class Host:
         for consumer in self.consumers:
             if consumer.in_flight:
                 return False
-            for spec in consumer.topology():
-                dead = spec.name == dead_letter_queue(consumer.group)
-                if not dead and await self.bus.transport.depth(spec.name):
+        for consumer in self.consumers:
+            for name in self._watched_queues(consumer):
+                if await self.bus.transport.depth(name):
                     return False
         for service in self.services:
             for check in service.idle_checks:
                 if not await check():
                     return False
         return True
+
+    def _watched_queues(self, consumer: Consumer | PartitionedConsumer) -> list[str]:
+        """The consumer's queues but its dead letters (settling asks on every step)."""
+        names = self._queues.get(id(consumer))
+        if names is None:
+            dead = dead_letter_queue(consumer.group)
+            names = [spec.name for spec in consumer.topology() if spec.name != dead]
+            self._queues[id(consumer)] = names
+        return names
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
         """What keeps the host from serving: {component: problem}; empty when ready."""

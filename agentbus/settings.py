@@ -22,6 +22,9 @@ class Settings:
     # Above 1: each service's queue is split into this many partitions by ordering
     # key, spread over the processes that run the service (agentbus.partitions).
     partitions: int = 1
+    # SQLite's units of work and checkpoints on the event loop, not in threads: for
+    # offline replays, whose files nobody else uses and where hand-offs cost most.
+    sqlite_on_loop: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -102,9 +102,15 @@ async def _replay(
         data_dir=data_dir,
         database_url=None,
         consumer=replace(base.consumer, event_time="cause", ack_linger=0.0),
+        # The databases are this replay's own (a fresh folder): no thread hand-offs.
+        sqlite_on_loop=True,
     )
+    # In process, a message is in transit for a pass of the loop, and a look at the
+    # system is cheap: look often. Over a broker each look asks it about every queue.
+    settle_every = 0.003
     if transport is None:
         transport = InMemoryBroker(exchange=settings.exchange).connect()
+        settle_every = 0.0005
     await transport.start()
     bus = Bus(transport, EventCodec(CATALOG))
     seen: list[Event[Any]] = []
@@ -138,7 +144,7 @@ async def _replay(
             await bus.publish_many(batch)
             published += len(batch)
             before = len(seen)
-            await host.settle(interval=0.003, stable=2, timeout=300)
+            await host.settle(interval=settle_every, stable=2, timeout=300)
             if actors is not None:
                 for event in _in_causal_order(seen[before:]):
                     for answer in actors.react(event):

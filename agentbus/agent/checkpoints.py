@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentbus.settings import Settings
-from agentbus.store.worker import Job, SerialWorker
+from agentbus.store.worker import Job, LoopWorker, SerialWorker
 
 T = TypeVar("T")
 
@@ -27,9 +27,11 @@ T = TypeVar("T")
 class ThreadedSqliteSaver(SqliteSaver):
     """LangGraph's SQLite saver, made async by running its calls in one worker thread."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, on_loop: bool = False) -> None:
         super().__init__(conn)
-        self._worker = SerialWorker("agentbus-ckpt", self._run_jobs)
+        self._worker: SerialWorker | LoopWorker = (
+            LoopWorker(self._run_jobs) if on_loop else SerialWorker("agentbus-ckpt", self._run_jobs)
+        )
         self._in_turn = False
 
     async def _off(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -132,7 +134,7 @@ class Checkpoints:
             connection = sqlite3.connect(str(path), check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            threaded = ThreadedSqliteSaver(connection)
+            threaded = ThreadedSqliteSaver(connection, on_loop=settings.sqlite_on_loop)
             await threaded._off(threaded.setup)
             self._stack.callback(connection.close)
             self._stack.callback(threaded.shutdown)

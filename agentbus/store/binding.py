@@ -109,6 +109,7 @@ class StoreBinding:
             env.bus.codec,
             url=env.settings.database_url,
             data_dir=env.settings.data_dir,
+            on_loop=env.settings.sqlite_on_loop,
         )
         await database.migrate(self.migrations)
         relay = OutboxRelay(database, env.bus, name=self.service.name)

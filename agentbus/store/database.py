@@ -34,7 +34,7 @@ from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError, one_line
 from agentbus.store import tables
 from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
-from agentbus.store.worker import Job, SerialWorker
+from agentbus.store.worker import Job, LoopWorker, SerialWorker
 
 T = TypeVar("T")
 _WRITE = "write"
@@ -135,14 +135,20 @@ class Database:
         workers: int = 1,
         outage_limit: float = 120.0,
         shared_transactions: bool = False,
+        on_loop: bool = False,
     ) -> None:
         self.engine = engine
         self.codec = codec
         self.schema = schema
         self.outage_limit = outage_limit
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentbus-db")
-        # SQLite: one worker whose turns group the queued units (see the module's notes).
-        self._worker = SerialWorker("agentbus-db", self._run_jobs) if shared_transactions else None
+        # SQLite: one worker whose turns group the queued units (see the module's notes),
+        # in a thread of its own, or on the loop when no one else uses the file.
+        self._worker: SerialWorker | LoopWorker | None = None
+        if on_loop:
+            self._worker = LoopWorker(self._run_jobs)
+        elif shared_transactions:
+            self._worker = SerialWorker("agentbus-db", self._run_jobs)
 
     @property
     def dialect(self) -> str:
@@ -298,12 +304,14 @@ def open_database(
     url: str | None,
     data_dir: Path,
     outage_limit: float = 120.0,
+    on_loop: bool = False,
 ) -> Database:
     """The service's database: `url` (PostgreSQL) or a SQLite file under `data_dir`.
 
     On PostgreSQL each service gets a schema of its own name in the given database.
     `outage_limit`: how long to keep trying while it is unreachable (0 for a command
-    that should say so at once).
+    that should say so at once). `on_loop`: run SQLite's units of work on the event
+    loop instead of a thread, for files no other process or thread uses.
     """
     name = service.replace("-", "_").lower()
     if not _NAME.match(name):
@@ -319,6 +327,7 @@ def open_database(
         schema=None,
         outage_limit=outage_limit,
         shared_transactions=True,
+        on_loop=on_loop,
     )
 
 

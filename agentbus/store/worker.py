@@ -83,31 +83,13 @@ class SerialWorker:
             self._turn(jobs)
 
     def _turn(self, jobs: list[Job]) -> None:
-        start = 0
-        while start < len(jobs):
-            end = start
-            while end < len(jobs) and jobs[end].kind != ALONE:
-                end += 1
-            if end > start:
-                try:
-                    self._run_jobs(jobs[start:end])
-                except BaseException as exc:  # to the callers, not lost with the thread
-                    for job in jobs[start:end]:
-                        job.error = exc
-            if end < len(jobs):
-                alone = jobs[end]
-                try:
-                    alone.result = alone.call()
-                except BaseException as exc:  # to the caller, not lost with the thread
-                    alone.error = exc
-                end += 1
-            start = end
+        run_turn(jobs, self._run_jobs)
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         for job in jobs:
             by_loop.setdefault(job.future.get_loop(), []).append(job)
         for loop, settled in by_loop.items():
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, settled)
+                loop.call_soon_threadsafe(settle, settled)
 
     def shutdown(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -118,7 +100,64 @@ class SerialWorker:
             self._thread = None
 
 
-def _settle(jobs: Sequence[Job]) -> None:
+class LoopWorker:
+    """Runs queued jobs on the event loop itself, one turn per pass of the loop.
+
+    For databases that no other process or thread shares, such as those of an
+    offline replay: there the hand-offs to a thread cost more than the work, and
+    blocking the loop for a unit of work holds up nothing else.
+    """
+
+    def __init__(self, run_jobs: RunJobs) -> None:
+        self._run_jobs = run_jobs
+        self._queued: list[Job] = []
+
+    def submit(self, call: Callable[..., Any], kind: str = "") -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queued.append(Job(call, kind, future))
+        if len(self._queued) == 1:
+            # After the callbacks ready now: the jobs they queue join this turn.
+            loop.call_soon(self._turn)
+        return future
+
+    def call_alone(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        return self.submit(call, ALONE)
+
+    def _turn(self) -> None:
+        jobs, self._queued = self._queued, []
+        run_turn(jobs, self._run_jobs)
+        settle(jobs)
+
+    def shutdown(self) -> None:
+        """Nothing to stop: the loop runs the jobs."""
+
+
+def run_turn(jobs: Sequence[Job], run_jobs: RunJobs) -> None:
+    """Run one turn: runs of ordinary jobs by `run_jobs`, each ALONE job by itself."""
+    start = 0
+    while start < len(jobs):
+        end = start
+        while end < len(jobs) and jobs[end].kind != ALONE:
+            end += 1
+        if end > start:
+            try:
+                run_jobs(jobs[start:end])
+            except BaseException as exc:  # to the callers, not lost with the thread
+                for job in jobs[start:end]:
+                    job.error = exc
+        if end < len(jobs):
+            alone = jobs[end]
+            try:
+                alone.result = alone.call()
+            except BaseException as exc:  # to the caller, not lost with the thread
+                alone.error = exc
+            end += 1
+        start = end
+
+
+def settle(jobs: Sequence[Job]) -> None:
+    """Hand each job's outcome to its waiting caller (on the caller's loop)."""
     for job in jobs:
         if job.future.cancelled():
             continue
