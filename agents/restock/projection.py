@@ -93,7 +93,7 @@ def project(store: StoreBinding) -> None:
             rows[line.sku] = rows.get(line.sku, 0) + line.quantity
             prices[line.sku] = min(prices.get(line.sku, float("inf")), float(line.unit_price))
         tx.execute(
-            tx.insert(demand).on_conflict_do_nothing(),
+            tx.once(_new_demand, _new_demand),
             [
                 {
                     "event_id": event.id,
@@ -125,8 +125,14 @@ def project(store: StoreBinding) -> None:
     def received(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         if event.data.purchase_order_id is None:
             return
-        tx.execute(
-            sa.update(purchase_orders)
-            .where(purchase_orders.c.purchase_order_id == event.data.purchase_order_id)
-            .values(received_at=event.time)
-        )
+        tx.execute(_RECEIVED, {"order": event.data.purchase_order_id, "received_at": event.time})
+
+
+# Built once: every order and every delivery runs one.
+_RECEIVED = sa.update(purchase_orders).where(
+    purchase_orders.c.purchase_order_id == sa.bindparam("order")
+)
+
+
+def _new_demand(tx: Transaction) -> Any:
+    return tx.insert(demand).on_conflict_do_nothing()

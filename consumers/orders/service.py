@@ -88,10 +88,14 @@ def build() -> Service:
     return service
 
 
+# Built once: every event runs one or two of them.
+_STATUS = sa.select(orders.c.status).where(orders.c.order_id == sa.bindparam("order"))
+_INSERT = sa.insert(orders)
+_UPDATE = sa.update(orders).where(orders.c.order_id == sa.bindparam("order"))
+
+
 def status_of(tx: Transaction, order_id: str) -> str | None:
-    row = (
-        tx.connection.execute(sa.select(orders.c.status).where(orders.c.order_id == order_id))
-    ).first()
+    row = tx.connection.execute(_STATUS, {"order": order_id}).first()
     return None if row is None else str(row.status)
 
 
@@ -99,16 +103,13 @@ def insert(
     tx: Transaction, order_id: str, status: str, reason: str | None, customer: str | None
 ) -> None:
     tx.connection.execute(
-        sa.insert(orders).values(
-            order_id=order_id, status=status, reason=reason, customer_id=customer
-        )
+        _INSERT,
+        {"order_id": order_id, "status": status, "reason": reason, "customer_id": customer},
     )
 
 
 def update(tx: Transaction, order_id: str, status: str, reason: str | None) -> None:
-    tx.connection.execute(
-        sa.update(orders).where(orders.c.order_id == order_id).values(status=status, reason=reason)
-    )
+    tx.connection.execute(_UPDATE, {"order": order_id, "status": status, "reason": reason})
 
 
 def reject_if_pending(

@@ -67,17 +67,14 @@ def build(limit: Decimal | None = None) -> Service:
         data: OrderCreated = event.data
         total = order_total([(line.quantity, line.unit_price) for line in data.lines])
         tx.connection.execute(
-            tx.insert(amounts)
-            .values(order_id=data.order_id, amount=total, currency=data.currency)
-            .on_conflict_do_nothing(index_elements=[amounts.c.order_id])
+            tx.once(_new_amount, _new_amount),
+            {"order_id": data.order_id, "amount": total, "currency": data.currency},
         )
 
     @store.applies("inventory.reserved")
     def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: InventoryReserved = event.data
-        row = (
-            tx.connection.execute(sa.select(amounts).where(amounts.c.order_id == data.order_id))
-        ).first()
+        row = tx.connection.execute(_AMOUNT, {"order": data.order_id}).first()
         if row is None:
             # A retry overtook its order: wait for order.created to arrive.
             raise TransientError(f"order {data.order_id} not seen yet", code="order_unknown")
@@ -101,8 +98,15 @@ def build(limit: Decimal | None = None) -> Service:
                 PaymentAuthorized(order_id=data.order_id, amount=amount, currency=row.currency),
                 cause=event,
             )
-        tx.connection.execute(
-            sa.update(amounts).where(amounts.c.order_id == data.order_id).values(outcome=outcome)
-        )
+        tx.connection.execute(_OUTCOME, {"order": data.order_id, "outcome": outcome})
 
     return service
+
+
+# Built once: every order runs them.
+_AMOUNT = sa.select(amounts).where(amounts.c.order_id == sa.bindparam("order"))
+_OUTCOME = sa.update(amounts).where(amounts.c.order_id == sa.bindparam("order"))
+
+
+def _new_amount(tx: Transaction) -> Any:
+    return tx.insert(amounts).on_conflict_do_nothing(index_elements=[amounts.c.order_id])
