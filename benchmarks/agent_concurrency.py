@@ -6,6 +6,8 @@ how many runs the runtime keeps in flight, not the model). One configuration
 runs with the agent's default lanes and prefetch, the other with one lane and
 prefetch 1. Per-subject order is checked: with two triggers per SKU, the
 suggestion must come from each SKU's first trigger (the second coalesces into it).
+Each configuration first runs a short warm-up of its own (imports, statement
+caches, the first checkpoints), which is not counted.
 
     uv run python benchmarks/agent_concurrency.py
 """
@@ -130,9 +132,12 @@ async def main() -> None:
     parser.add_argument("--skus", type=int, default=256)
     parser.add_argument("--serial-skus", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--warmup-skus", type=int, default=32)
     args = parser.parse_args()
+    await run(args.warmup_skus, args.latency, one_at_a_time=False)
     concurrent = await run(args.skus, args.latency, one_at_a_time=False)
     print(f"default concurrency: {concurrent}", file=sys.stderr)
+    await run(2, args.latency, one_at_a_time=True)
     serial = await run(args.serial_skus, args.latency, one_at_a_time=True)
     print(f"one at a time: {serial}", file=sys.stderr)
     ratio = concurrent["runs_per_second"] / serial["runs_per_second"]
