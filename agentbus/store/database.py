@@ -17,6 +17,7 @@ stay short and ordered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
@@ -110,6 +111,12 @@ class Transaction:
 
 
 _BUILT: dict[tuple[str, Hashable], Any] = {}
+
+
+def _end_read(connection: sa.Connection) -> None:
+    """End the transaction a read began, so the next job can begin its own."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        connection.rollback()
 
 
 def _claim(tx: Transaction) -> Any:
@@ -223,31 +230,34 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._executor, unit)
 
     def _run_jobs(self, jobs: Sequence[Job]) -> None:
-        """One turn of the SQLite worker: reads alone, runs of writes in one transaction.
+        """One turn of the SQLite worker, on one connection: reads alone, runs of
+        writes in one transaction.
 
         Jobs keep their order: a read queued after a write runs after its commit.
         """
-        start = 0
-        while start < len(jobs):
-            job = jobs[start]
-            if job.kind != _WRITE:
-                try:
-                    with self.connect() as connection:
+        with self.connect() as connection:
+            start = 0
+            while start < len(jobs):
+                job = jobs[start]
+                if job.kind != _WRITE:
+                    try:
                         job.result = job.call(connection)
-                except Exception as exc:
-                    job.error = exc
-                start += 1
-                continue
-            end = start + 1
-            while end < len(jobs) and jobs[end].kind == _WRITE:
-                end += 1
-            self._write_together(jobs[start:end])
-            start = end
+                    except Exception as exc:
+                        job.error = exc
+                    finally:
+                        _end_read(connection)
+                    start += 1
+                    continue
+                end = start + 1
+                while end < len(jobs) and jobs[end].kind == _WRITE:
+                    end += 1
+                self._write_together(connection, jobs[start:end])
+                start = end
 
-    def _write_together(self, jobs: Sequence[Job]) -> None:
+    def _write_together(self, connection: sa.Connection, jobs: Sequence[Job]) -> None:
         if len(jobs) > 1:
             try:
-                with self.connect() as connection, connection.begin():
+                with connection.begin():
                     tx = Transaction(connection, self.codec)
                     for job in jobs:
                         job.result = job.call(tx)
@@ -260,7 +270,7 @@ class Database:
         for job in jobs:
             job.result = job.error = None
             try:
-                with self.connect() as connection, connection.begin():
+                with connection.begin():
                     job.result = job.call(Transaction(connection, self.codec))
             except Exception as exc:
                 job.result = None

@@ -106,17 +106,14 @@ class OutboxRelay:
 
     async def backlog(self) -> int:
         """Rows committed but not yet confirmed by the broker."""
-        outbox = tables.outbox
 
         def count(connection: sa.Connection) -> int:
-            query = sa.select(sa.func.count()).select_from(outbox)
-            return int(connection.scalar(query.where(outbox.c.published_at.is_(None))) or 0)
+            return int(connection.scalar(_BACKLOG) or 0)
 
         return await self.database.read(count)
 
     async def pump(self) -> int:
         """Publish one batch of unpublished rows, if this process holds the lease."""
-        outbox = tables.outbox
         batch = self.batch
         lease = self._lease
 
@@ -125,20 +122,7 @@ class OutboxRelay:
         def take(connection: sa.Connection) -> list[Any] | None:
             if not lease.acquire():
                 return None
-            query = (
-                sa.select(
-                    outbox.c.seq,
-                    outbox.c.event_id,
-                    outbox.c.type,
-                    outbox.c.subject,
-                    outbox.c.body,
-                    outbox.c.unroutable_since,
-                )
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.seq)
-                .limit(batch)
-            )
-            return list(connection.execute(query).all())
+            return list(connection.execute(_UNPUBLISHED, {"batch": batch}).all())
 
         rows = await self.database.read(take)
         if rows is None:
@@ -170,11 +154,7 @@ class OutboxRelay:
         if refused:
             sent += await self._unroutable(refused)
         now = datetime.now(UTC)
-        await self.database.run(
-            lambda tx: tx.execute(
-                sa.update(outbox).where(outbox.c.seq.in_(sent)).values(published_at=now)
-            )
-        )
+        await self.database.run(lambda tx: tx.execute(_MARK, {"rows": sent, "published_at": now}))
         self.published += len(sent)
         instruments().published.add(len(sent), self._metric_attributes)
         return len(sent)
@@ -237,6 +217,25 @@ class OutboxRelay:
             headers=headers,
         )
         return message, span
+
+
+# Built once: a relay runs them after every commit of its service.
+_OUTBOX = tables.outbox
+_BACKLOG = sa.select(sa.func.count()).select_from(_OUTBOX).where(_OUTBOX.c.published_at.is_(None))
+_UNPUBLISHED = (
+    sa.select(
+        _OUTBOX.c.seq,
+        _OUTBOX.c.event_id,
+        _OUTBOX.c.type,
+        _OUTBOX.c.subject,
+        _OUTBOX.c.body,
+        _OUTBOX.c.unroutable_since,
+    )
+    .where(_OUTBOX.c.published_at.is_(None))
+    .order_by(_OUTBOX.c.seq)
+    .limit(sa.bindparam("batch"))
+)
+_MARK = sa.update(_OUTBOX).where(_OUTBOX.c.seq.in_(sa.bindparam("rows", expanding=True)))
 
 
 def _traceparent_of(body: bytes) -> str | None:

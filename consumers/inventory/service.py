@@ -160,33 +160,30 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     inventory = Inventory()
     connection = tx.connection
     if order_ids:
-        rows = connection.execute(
-            sa.select(reservations).where(reservations.c.order_id.in_(order_ids))
-        )
+        rows = connection.execute(_RESERVATIONS, {"orders": list(order_ids)})
         for row in rows:
             inventory.reservations[row.order_id] = Reservation(row.order_id, row.status)
         held = [o for o, r in inventory.reservations.items() if r.status == "held"]
         if held:
-            for row in connection.execute(
-                sa.select(reservation_lines).where(reservation_lines.c.order_id.in_(held))
-            ):
+            for row in connection.execute(_LINES, {"orders": held}):
                 inventory.reservations[row.order_id].lines[row.sku] = row.quantity
                 skus.add(row.sku)
     if not skus:
         return inventory
     ordered = sorted(skus)
-    for row in connection.execute(_lock(tx, ordered)):
+    lock = tx.once(_lock, _lock)
+    for row in connection.execute(lock, {"skus": ordered}):
         inventory.levels[row.sku] = Level(row.on_hand, row.reserved)
     missing = [sku for sku in ordered if sku not in inventory.levels]
     if missing:
         # New SKUs get their row now, so that they are locked like the rest.
         connection.execute(
-            tx.insert(stock).on_conflict_do_nothing(index_elements=[stock.c.sku]),
+            tx.once(_new_stock, _new_stock),
             [{"sku": sku, "on_hand": 0, "reserved": 0} for sku in missing],
         )
-        for row in connection.execute(_lock(tx, missing)):
+        for row in connection.execute(lock, {"skus": missing}):
             inventory.levels[row.sku] = Level(row.on_hand, row.reserved)
-    for row in connection.execute(sa.select(products).where(products.c.sku.in_(ordered))):
+    for row in connection.execute(_PRODUCTS, {"skus": ordered}):
         inventory.products[row.sku] = Product(
             sku=row.sku,
             name=row.name,
@@ -199,7 +196,46 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     return inventory
 
 
-def _lock(tx: Transaction, skus: list[str]) -> Any:
+# Built once: every batch runs them (the lists as expanding bind parameters).
+_RESERVATIONS = sa.select(reservations).where(
+    reservations.c.order_id.in_(sa.bindparam("orders", expanding=True))
+)
+_LINES = sa.select(reservation_lines).where(
+    reservation_lines.c.order_id.in_(sa.bindparam("orders", expanding=True))
+)
+_PRODUCTS = sa.select(products).where(products.c.sku.in_(sa.bindparam("skus", expanding=True)))
+_LEVELS = (
+    sa.update(stock)
+    .where(stock.c.sku == sa.bindparam("key"))
+    .values(on_hand=sa.bindparam("on_hand"), reserved=sa.bindparam("reserved"))
+)
+
+
+def _new_stock(tx: Transaction) -> Any:
+    return tx.insert(stock).on_conflict_do_nothing(index_elements=[stock.c.sku])
+
+
+def _upsert_products(tx: Transaction) -> Any:
+    insert = tx.insert(products)
+    return insert.on_conflict_do_update(
+        index_elements=[products.c.sku],
+        set_={c.name: insert.excluded[c.name] for c in products.columns if c.name != "sku"},
+    )
+
+
+def _upsert_reservations(tx: Transaction) -> Any:
+    insert = tx.insert(reservations)
+    return insert.on_conflict_do_update(
+        index_elements=[reservations.c.order_id], set_={"status": insert.excluded.status}
+    )
+
+
+def _new_lines(tx: Transaction) -> Any:
+    return tx.insert(reservation_lines).on_conflict_do_nothing()
+
+
+def _lock(tx: Transaction) -> Any:
+    skus: sa.BindParameter[list[str]] = sa.bindparam("skus", expanding=True)
     query = sa.select(stock).where(stock.c.sku.in_(skus)).order_by(stock.c.sku)
     if tx.dialect == "postgresql":
         # Row locks in SKU order: competing instances serialize per SKU and never
@@ -212,19 +248,10 @@ def save(tx: Transaction, inventory: Inventory) -> None:
     connection = tx.connection
     if inventory.changed_products:
         rows = [_product_row(inventory.products[sku]) for sku in sorted(inventory.changed_products)]
-        insert = tx.insert(products)
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=[products.c.sku],
-                set_={c: insert.excluded[c] for c in rows[0] if c != "sku"},
-            ),
-            rows,
-        )
+        connection.execute(tx.once(_upsert_products, _upsert_products), rows)
     if inventory.changed_levels:
         connection.execute(
-            sa.update(stock)
-            .where(stock.c.sku == sa.bindparam("key"))
-            .values(on_hand=sa.bindparam("on_hand"), reserved=sa.bindparam("reserved")),
+            _LEVELS,
             [
                 {"key": sku, "on_hand": level.on_hand, "reserved": level.reserved}
                 for sku, level in (
@@ -237,13 +264,7 @@ def save(tx: Transaction, inventory: Inventory) -> None:
             {"order_id": o, "status": inventory.reservations[o].status}
             for o in sorted(inventory.changed_reservations)
         ]
-        insert = tx.insert(reservations)
-        connection.execute(
-            insert.on_conflict_do_update(
-                index_elements=[reservations.c.order_id], set_={"status": insert.excluded.status}
-            ),
-            rows,
-        )
+        connection.execute(tx.once(_upsert_reservations, _upsert_reservations), rows)
         lines = [
             {"order_id": o, "sku": sku, "quantity": q}
             for o in sorted(inventory.changed_reservations)
@@ -251,7 +272,7 @@ def save(tx: Transaction, inventory: Inventory) -> None:
             if inventory.reservations[o].status == "held"
         ]
         if lines:
-            connection.execute(tx.insert(reservation_lines).on_conflict_do_nothing(), lines)
+            connection.execute(tx.once(_new_lines, _new_lines), lines)
 
 
 def _product_row(product: Product) -> dict[str, Any]:
