@@ -99,7 +99,7 @@ class OutboxRelay:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            if sent:
+            if sent and not self.quiet:
                 continue  # more may be waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.idle_poll)
@@ -157,6 +157,10 @@ class OutboxRelay:
         await self.database.run(lambda tx: tx.execute(_MARK, {"rows": sent, "published_at": now}))
         self.published += len(sent)
         instruments().published.add(len(sent), self._metric_attributes)
+        if len(rows) < batch and not refused:
+            # The read saw the whole backlog, and all of it is out: only a commit
+            # since (a wake) can have left more. One read per burst, not two.
+            self._drained_at = wakes
         return len(sent)
 
     async def _unroutable(self, rows: list[Any]) -> list[int]:

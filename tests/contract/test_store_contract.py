@@ -291,9 +291,27 @@ async def test_a_relay_is_quiet_only_after_finding_the_outbox_empty_since_the_la
     assert not relay.quiet
     assert await relay.backlog() == 1
     assert await relay.pump() == 1
-    assert not relay.quiet, "a pump that published may have left more behind"
+    assert relay.quiet, "its read saw less than a batch, and nothing was committed since"
+    # A full batch may have left more behind; so may a commit during the pump.
+    relay.batch = 2
+    await database.run(lambda tx: tx.stage([sample("inventory.low", "sku", n) for n in (2, 3, 4)]))
+    relay.wake()
+    assert await relay.pump() == 2
+    assert not relay.quiet, "a full batch read may have left more behind"
+    assert await relay.pump() == 1
+    assert relay.quiet
+    await database.run(lambda tx: tx.stage([sample("inventory.low", "sku", 5)]))
+    relay.wake()
+    pumping = asyncio.create_task(relay.pump())
+    await asyncio.sleep(0)  # the pump has taken its count of wakes
+    await database.run(lambda tx: tx.stage([sample("inventory.low", "sku", 6)]))
+    relay.wake()
+    await pumping
+    assert not relay.quiet, "committed while the pump ran"
+    await relay.pump()  # row 6, unless the pump above already read it
     assert await relay.pump() == 0
     assert relay.quiet
+    assert await relay.backlog() == 0
 
 
 async def test_concurrent_units_of_work_commit_or_fail_alone_and_keep_their_order(
