@@ -120,6 +120,8 @@ def derived_id(*parts: str) -> str:
 _ROOT_ATTRIBUTES = frozenset(Event.model_fields)
 
 
+_REMEMBERED = 64
+_REMEMBERED_BYTES = 16_384
 _ADAPTERS: dict[tuple[tuple[str, type[BaseModel]], ...], TypeAdapter[Event[Any]]] = {}
 
 
@@ -159,6 +161,10 @@ class EventCodec:
         self.catalog = dict(catalog)
         self.max_bytes = max_bytes
         self._adapter = _adapter_for(tuple(self.catalog.items()))
+        # The bodies last decoded, by identity: in process every service of a host is
+        # handed the same bytes, and an event (frozen) decodes once for all of them.
+        # Holding the body keeps its id from being reused while it is remembered.
+        self._recent: dict[int, tuple[bytes, Event[Any]]] = {}
 
     def decode(
         self,
@@ -180,10 +186,18 @@ class EventCodec:
             raise MalformedEvent(
                 Reason.WRONG_CONTENT_TYPE, f"content type {content_type!r}, expected {CONTENT_TYPE}"
             )
-        try:
-            event = self._adapter.validate_json(body)
-        except ValidationError as exc:
-            raise _classify(exc, body) from None
+        recent = self._recent.get(id(body))
+        if recent is not None and recent[0] is body:
+            event = recent[1]
+        else:
+            try:
+                event = self._adapter.validate_json(body)
+            except ValidationError as exc:
+                raise _classify(exc, body) from None
+            if len(body) <= _REMEMBERED_BYTES:
+                if len(self._recent) >= _REMEMBERED:
+                    self._recent.clear()
+                self._recent[id(body)] = (body, event)
         if message_type is not None and message_type != event.type:
             raise MalformedEvent(
                 Reason.PROPERTY_MISMATCH,

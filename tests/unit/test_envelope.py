@@ -190,3 +190,23 @@ def near_valid(draw: st.DrawFn) -> bytes:
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 def test_near_valid_events(body: bytes) -> None:
     check_total(body)
+
+
+def test_the_same_bytes_handed_to_several_services_decode_once() -> None:
+    # In process every service of a host gets the same body object: one decode for all.
+    body = encode(VALID)
+    first = codec.decode(body)
+    assert codec.decode(body) is first
+    # Equal bytes in another object (another delivery) are decoded anew...
+    assert codec.decode(bytes(bytearray(body))) is not first
+    # ...and a remembered body still answers for its properties and content type.
+    with pytest.raises(MalformedEvent) as mismatch:
+        codec.decode(body, message_type="order.cancelled")
+    assert mismatch.value.code == Reason.PROPERTY_MISMATCH
+    with pytest.raises(MalformedEvent) as wrong:
+        codec.decode(body, content_type="text/plain")
+    assert wrong.value.code == Reason.WRONG_CONTENT_TYPE
+    bad = encode({**VALID, "specversion": "0.3"})
+    for _ in range(2):  # a refusal is never remembered as an event
+        with pytest.raises(MalformedEvent):
+            codec.decode(bad)
