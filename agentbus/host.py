@@ -39,9 +39,13 @@ class Host:
         self.settings = settings
         self.services = list(services)
         self.consumers = [self._consumer_of(service) for service in services]
+        # Each consumer's queues but its dead letters, which `idle` looks at on every step.
+        self._watched = [
+            [s.name for s in c.topology() if s.name != dead_letter_queue(c.group)]
+            for c in self.consumers
+        ]
         self._started: list[Service] = []
         self.running = False
-        self._queues: dict[int, list[str]] = {}
 
     def _consumer_of(self, service: Service) -> Consumer | PartitionedConsumer:
         settings = self.settings
@@ -80,8 +84,8 @@ class Host:
         for consumer in self.consumers:
             if consumer.in_flight:
                 return False
-        for consumer in self.consumers:
-            for name in self._watched_queues(consumer):
+        for names in self._watched:
+            for name in names:
                 if await self.bus.transport.depth(name):
                     return False
         for service in self.services:
@@ -89,15 +93,6 @@ class Host:
                 if not await check():
                     return False
         return True
-
-    def _watched_queues(self, consumer: Consumer | PartitionedConsumer) -> list[str]:
-        """The consumer's queues but its dead letters (settling asks on every step)."""
-        names = self._queues.get(id(consumer))
-        if names is None:
-            dead = dead_letter_queue(consumer.group)
-            names = [spec.name for spec in consumer.topology() if spec.name != dead]
-            self._queues[id(consumer)] = names
-        return names
 
     async def readiness(self, timeout: float = 2.0) -> dict[str, str]:
         """What keeps the host from serving: {component: problem}; empty when ready."""

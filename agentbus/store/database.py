@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -141,21 +141,25 @@ class Database:
         schema: str | None,
         workers: int = 1,
         outage_limit: float = 120.0,
-        shared_transactions: bool = False,
-        on_loop: bool = False,
+        grouped: Literal["thread", "loop"] | None = None,
     ) -> None:
         self.engine = engine
         self.codec = codec
         self.schema = schema
         self.outage_limit = outage_limit
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentbus-db")
         # SQLite: one worker whose turns group the queued units (see the module's notes),
         # in a thread of its own, or on the loop when no one else uses the file.
+        # PostgreSQL: a pool of threads, each unit in its own transaction.
         self._worker: SerialWorker | LoopWorker | None = None
-        if on_loop:
+        self._executor: ThreadPoolExecutor | None = None
+        if grouped == "loop":
             self._worker = LoopWorker(self._run_jobs)
-        elif shared_transactions:
+        elif grouped == "thread":
             self._worker = SerialWorker("agentbus-db", self._run_jobs)
+        else:
+            self._executor = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="agentbus-db"
+            )
 
     @property
     def dialect(self) -> str:
@@ -227,6 +231,7 @@ class Database:
         if self._worker is not None:
             result: T = await self._worker.call_alone(unit)
             return result
+        assert self._executor is not None
         return await asyncio.get_running_loop().run_in_executor(self._executor, unit)
 
     def _run_jobs(self, jobs: Sequence[Job]) -> None:
@@ -304,7 +309,8 @@ class Database:
         await self._call(self.engine.dispose)
         if self._worker is not None:
             self._worker.shutdown()
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
 
 def open_database(
@@ -336,8 +342,7 @@ def open_database(
         codec,
         schema=None,
         outage_limit=outage_limit,
-        shared_transactions=True,
-        on_loop=on_loop,
+        grouped="loop" if on_loop else "thread",
     )
 
 
