@@ -173,7 +173,8 @@ class AgentRunner:
                 lambda tx: self._commit(tx, event, emitted, suggestion_id, state, trace_id)
             )
         ctx.emitted.clear()  # it left through the outbox
-        self.store.relay.wake()
+        if emitted is not None:
+            self.store.relay.wake()
         agent = {"gen_ai.agent.name": self.agent.name}
         if emitted is None:
             meters.agent_runs.add(1, {**agent, "outcome": "nothing_to_suggest"})

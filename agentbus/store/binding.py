@@ -138,9 +138,12 @@ class StoreBinding:
 
     async def _handle(self, events: Sequence[Event[Any]], ctx: Context) -> None:
         await self.database.run(lambda tx: self._transaction(tx, events, ctx))
+        staged = bool(ctx.emitted)
         # They leave through the outbox, not straight from the runtime.
         ctx.emitted.clear()
-        if self._relay is not None:
+        if staged and self._relay is not None:
+            # Only a commit that staged rows gives the relay work: most commits of a
+            # projection or a payment stage none, and a wake costs the relay a read.
             self._relay.wake()
         for hook in self._after_commit:
             hook()
