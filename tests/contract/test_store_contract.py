@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from agentbus.store import (
     StoreBinding,
     Transaction,
     open_database,
+    tables,
 )
 from agentbus.store.migrations import create_tables
 from agentbus.transport.base import PARTITION_KEY_HEADER, Delivery, QueueSpec
@@ -361,3 +363,57 @@ async def test_concurrent_units_of_work_commit_or_fail_alone_and_keep_their_orde
     assert sorted(claims, key=len) == [set(), set(), {"e3"}], "one claim per id"
     if ordered:
         assert claims[0] == {"e3"}, "claimed in the order they were made"
+
+
+async def test_inbox_and_outbox_rows_read_back_with_their_times_and_fields(
+    database: Database,
+) -> None:
+    # SQLite writes these rows through the driver, not SQLAlchemy: what is read back
+    # through SQLAlchemy (explain, the relay) must be what its own writes would give.
+    await database.migrate(MIGRATIONS)
+    before = datetime.now(UTC).replace(microsecond=0)
+    first = [f"id-{n}" for n in range(300)]
+    assert await database.run(lambda tx: tx.claim("summer", first)) == set(first)
+    # More than one statement's worth of rows, half of them claimed already.
+    second = [f"id-{n}" for n in range(150, 750)]
+    fresh = await database.run(lambda tx: tx.claim("summer", second))
+    assert fresh == {f"id-{n}" for n in range(300, 750)}
+    cause = sample("order.created", "k", 1)
+    events = [sample("inventory.low", f"sku-{n}", n) for n in range(3)]
+    events = [e.model_copy(update={"causationid": cause.id}) for e in events]
+    await database.run(lambda tx: tx.stage(events))
+    await database.run(lambda tx: tx.stage(events[:1]))  # staged again: the same event
+
+    def rows(connection: sa.Connection) -> tuple[list[Any], list[Any]]:
+        inbox = connection.execute(sa.select(tables.inbox)).all()
+        outbox = connection.execute(sa.select(tables.outbox).order_by(tables.outbox.c.seq)).all()
+        return inbox, outbox
+
+    inbox, outbox = await database.read(rows)
+    assert len(inbox) == 750
+    after = datetime.now(UTC)
+    for row in inbox:
+        at = row.applied_at if row.applied_at.tzinfo else row.applied_at.replace(tzinfo=UTC)
+        assert before <= at <= after, row
+    assert [(r.event_id, r.type, r.subject, r.causation_id) for r in outbox] == [
+        (e.id, e.type, e.subject, cause.id) for e in events
+    ]
+    for row, event in zip(outbox, events, strict=True):
+        assert CATALOG_CODEC.decode(row.body).model_dump() == event.model_dump()
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        assert before <= created <= after
+        assert row.published_at is None
+        assert row.unroutable_since is None
+    if database.dialect == "sqlite":
+        # Stored as the same text SQLAlchemy writes, so that times compare in SQL too.
+        def texts(tx: Transaction) -> list[str]:
+            row = {"consumer": "sa", "event_id": "x", "applied_at": after}
+            tx.execute(sa.insert(tables.inbox).values(**row))
+            query = "SELECT applied_at FROM agentbus_inbox WHERE event_id IN ('x', 'id-0')"
+            query += " UNION ALL SELECT created_at FROM agentbus_outbox"
+            return [row[0] for row in tx.connection.exec_driver_sql(query)]
+
+        written = await database.run(texts)
+        shapes = {re.sub(r"\d", "9", text) for text in written}
+        assert len(written) == 5
+        assert len(shapes) == 1, written
