@@ -105,12 +105,15 @@ async def _replay(
         # The databases are this replay's own (a fresh folder): no thread hand-offs.
         sqlite_on_loop=True,
     )
-    # In process, a message is in transit for a pass of the loop, and a look at the
-    # system is cheap: look often. Over a broker each look asks it about every queue.
-    settle_every = 0.003
+    # In process, a message is in transit for one pass of the loop (a delivery's task
+    # is made but not yet run; everything else in flight shows in a consumer's count,
+    # a queue or an outbox backlog), so a pass of the loop between looks is enough,
+    # and sleeping instead would leave the process idle: a timer's shortest wait is
+    # a millisecond, twice per step. Over a broker each look asks it about every queue.
+    settle_every, looks = 0.003, 2
     if transport is None:
         transport = InMemoryBroker(exchange=settings.exchange).connect()
-        settle_every = 0.0005
+        settle_every, looks = 0.0, 3
     await transport.start()
     bus = Bus(transport, EventCodec(CATALOG))
     seen: list[Event[Any]] = []
@@ -144,7 +147,7 @@ async def _replay(
             await bus.publish_many(batch)
             published += len(batch)
             before = len(seen)
-            await host.settle(interval=settle_every, stable=2, timeout=300)
+            await host.settle(interval=settle_every, stable=looks, timeout=300)
             if actors is not None:
                 for event in _in_causal_order(seen[before:]):
                     for answer in actors.react(event):
