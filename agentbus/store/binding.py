@@ -132,9 +132,12 @@ class StoreBinding:
         return 0 if self._relay is None else await self._relay.backlog()
 
     async def _relay_idle(self) -> bool:
-        if self._relay is None or self._relay.quiet:
+        relay = self._relay
+        if relay is None or relay.quiet:
             return True
-        return await self._relay.backlog() == 0
+        if relay.publishing:
+            return False
+        return await relay.backlog() == 0
 
     async def _handle(self, events: Sequence[Event[Any]], ctx: Context) -> None:
         await self.database.run(lambda tx: self._transaction(tx, events, ctx))

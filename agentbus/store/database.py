@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -455,6 +456,11 @@ def _sqlite_engine(path: Path) -> sa.Engine:
 
     @sa_event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver (every transaction begins here), its errors wrapped
+        # as SQLAlchemy's would be, for the callers that tell them apart.
+        try:
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
 
     return engine

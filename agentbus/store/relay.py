@@ -61,6 +61,7 @@ class OutboxRelay:
         # without a query (settling in-process replays asks that after every step).
         self._wakes = 0
         self._drained_at = -1
+        self._leader = False  # held the lease at the last pump
 
     def wake(self) -> None:
         self._wakes += 1
@@ -70,6 +71,14 @@ class OutboxRelay:
     def quiet(self) -> bool:
         """This relay holds the lease and found the outbox empty after the last wake."""
         return self._drained_at == self._wakes
+
+    @property
+    def publishing(self) -> bool:
+        """Not quiet, and this relay holds the lease: it pumps again until it is.
+
+        Writers wake it only after staging rows, so there is no need to count them.
+        """
+        return self._leader and not self.quiet
 
     async def start(self) -> None:
         self._stopping = False
@@ -125,6 +134,7 @@ class OutboxRelay:
             return list(connection.execute(_UNPUBLISHED, {"batch": batch}).all())
 
         rows = await self.database.read(take)
+        self._leader = rows is not None
         if rows is None:
             self._drained_at = -1  # another process publishes this outbox
             return 0

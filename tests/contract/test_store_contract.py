@@ -286,14 +286,23 @@ async def test_a_relay_is_quiet_only_after_finding_the_outbox_empty_since_the_la
     await transport.declare([QueueSpec("sink", bindings=("#",))])
     relay = OutboxRelay(database, bus)
     assert not relay.quiet, "nothing is known before the first look"
+    assert not relay.publishing, "nor whether it holds the lease"
     assert await relay.pump() == 0
     assert relay.quiet
     await database.run(lambda tx: tx.stage([sample("inventory.low", "sku", 1)]))
     relay.wake()  # as every writer does after its commit
     assert not relay.quiet
+    assert relay.publishing, "it holds the lease and was woken: rows wait"
+    # Another process's relay finds the lease taken: it never knows, and must count.
+    other = OutboxRelay(database, bus)
+    assert await other.pump() == 0
+    assert not other.quiet
+    assert not other.publishing
+    assert await other.backlog() == 1
     assert await relay.backlog() == 1
     assert await relay.pump() == 1
     assert relay.quiet, "its read saw less than a batch, and nothing was committed since"
+    assert not relay.publishing
     # A full batch may have left more behind; so may a commit during the pump.
     relay.batch = 2
     await database.run(lambda tx: tx.stage([sample("inventory.low", "sku", n) for n in (2, 3, 4)]))
