@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from sqlalchemy.dialects import sqlite
 
 from agentbus.bus import Bus, publish_attributes
 from agentbus.envelope import CONTENT_TYPE
 from agentbus.errors import AgentbusError, Unroutable
 from agentbus.metrics import instruments
 from agentbus.store import tables
-from agentbus.store.database import Database
+from agentbus.store.database import Database, Transaction
 from agentbus.store.lease import Lease, lease_for
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from agentbus.transport.base import PARTITION_KEY_HEADER, Message
@@ -131,6 +132,8 @@ class OutboxRelay:
         def take(connection: sa.Connection) -> list[Any] | None:
             if not lease.acquire():
                 return None
+            if connection.dialect.name == "sqlite":
+                return _unpublished_on_sqlite(connection, batch)
             return list(connection.execute(_UNPUBLISHED, {"batch": batch}).all())
 
         rows = await self.database.read(take)
@@ -164,7 +167,7 @@ class OutboxRelay:
         if refused:
             sent += await self._unroutable(refused)
         now = datetime.now(UTC)
-        await self.database.run(lambda tx: tx.execute(_MARK, {"rows": sent, "published_at": now}))
+        await self.database.run(lambda tx: _mark(tx, sent, now))
         self.published += len(sent)
         instruments().published.add(len(sent), self._metric_attributes)
         if len(rows) < batch and not refused:
@@ -250,6 +253,68 @@ _UNPUBLISHED = (
     .limit(sa.bindparam("batch"))
 )
 _MARK = sa.update(_OUTBOX).where(_OUTBOX.c.seq.in_(sa.bindparam("rows", expanding=True)))
+
+
+# On SQLite the relay's two statements go to the driver, as the claim and stage of
+# each transaction do (see `agentbus.store.database`): it runs them after every
+# commit that staged rows. Times are written and read by SQLAlchemy's processors.
+class _Unpublished(NamedTuple):
+    seq: int
+    event_id: str
+    type: str
+    subject: str | None
+    body: bytes
+    unroutable_since: datetime | None
+
+
+_SQLITE = sqlite.dialect()
+_SQLITE_WRITE_TIME = _OUTBOX.c.published_at.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
+_SQLITE_READ_TIME = _OUTBOX.c.unroutable_since.type.dialect_impl(_SQLITE).result_processor(
+    _SQLITE, None
+)
+_SQLITE_UNPUBLISHED = (
+    "SELECT seq, event_id, type, subject, body, unroutable_since FROM agentbus_outbox"
+    " WHERE published_at IS NULL ORDER BY seq LIMIT ?"
+)
+
+
+def _unpublished_on_sqlite(connection: sa.Connection, batch: int) -> list[Any]:
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    read_time = _SQLITE_READ_TIME
+    return [
+        _Unpublished(
+            seq,
+            event_id,
+            kind,
+            subject,
+            bytes(body),
+            None if since is None or read_time is None else read_time(since),
+        )
+        for seq, event_id, kind, subject, body, since in driver.execute(
+            _SQLITE_UNPUBLISHED, (batch,)
+        )
+    ]
+
+
+def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
+    if not rows:
+        return
+    if tx.dialect != "sqlite" or _SQLITE_WRITE_TIME is None:
+        tx.execute(_MARK, {"rows": rows, "published_at": now})
+        return
+    driver = tx.connection.connection.driver_connection
+    assert driver is not None
+    for start in range(0, len(rows), _MARK_ROWS):
+        chunk = rows[start : start + _MARK_ROWS]
+        marks = ", ".join("?" * len(chunk))
+        driver.execute(
+            f"UPDATE agentbus_outbox SET published_at = ? WHERE seq IN ({marks})",
+            (_SQLITE_WRITE_TIME(now), *chunk),
+        )
+
+
+_MARK_ROWS = 500  # bind values per statement, well under SQLite's limit
 
 
 def _traceparent_of(body: bytes) -> str | None:
