@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import DeliveryError, PublishError
+from aio_pika.robust_channel import RobustChannel
+from aio_pika.robust_connection import RobustConnection
+from aio_pika.robust_queue import RobustQueue
 
 from agentbus.errors import BrokerUnavailable, Unroutable
 from agentbus.transport.base import (
@@ -41,37 +44,39 @@ HASH_WEIGHT = "20"
 
 
 class _RabbitDelivery:
-    __slots__ = ("_channel", "_incoming", "_message", "queue")
+    """A delivery as aiormq hands it over, read lazily."""
 
-    def __init__(self, incoming: AbstractIncomingMessage, queue: str) -> None:
-        self._incoming = incoming
+    __slots__ = ("_channel", "_delivered", "_message", "queue")
+
+    def __init__(self, delivered: aiormq.abc.DeliveredMessage, queue: str) -> None:
+        self._delivered = delivered
         self.queue = queue
         self._message: Message | None = None
-        # Taken now: aio-pika raises when asked for a closed channel, and a delivery
-        # must still be told apart (to be forgotten) after its channel went away.
-        self._channel: aiormq.abc.AbstractChannel = incoming.channel
+        # A delivery must still be told apart (to be forgotten) after its channel went.
+        self._channel: aiormq.abc.AbstractChannel = delivered.channel
 
     @property
     def message(self) -> Message:
         if self._message is None:
-            incoming = self._incoming
+            delivered = self._delivered
+            properties = delivered.header.properties
             self._message = Message(
-                body=incoming.body,
-                routing_key=incoming.routing_key or "",
-                message_id=incoming.message_id,
-                type=incoming.type,
-                content_type=incoming.content_type,
-                headers=dict(incoming.headers or {}),
+                body=delivered.body,
+                routing_key=delivered.routing_key or "",
+                message_id=properties.message_id,
+                type=properties.message_type,
+                content_type=properties.content_type,
+                headers=dict(properties.headers or {}),
             )
         return self._message
 
     @property
     def delivery_tag(self) -> int:
-        return self._incoming.delivery_tag or 0
+        return self._delivered.delivery_tag or 0
 
     @property
     def redelivered(self) -> bool:
-        return bool(self._incoming.redelivered)
+        return bool(self._delivered.redelivered)
 
     @property
     def channel_key(self) -> object:
@@ -83,15 +88,68 @@ class _RabbitDelivery:
 
     async def ack(self, *, multiple: bool = False) -> None:
         try:
-            await self._incoming.ack(multiple=multiple)
+            await self._channel.basic_ack(self.delivery_tag, multiple=multiple)
         except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable(f"ack failed: {exc}") from exc
 
     async def reject(self, *, requeue: bool) -> None:
         try:
-            await self._incoming.reject(requeue=requeue)
+            await self._channel.basic_reject(self.delivery_tag, requeue=requeue)
         except (aiormq.exceptions.AMQPError, RuntimeError) as exc:
             raise BrokerUnavailable(f"reject failed: {exc}") from exc
+
+
+DeliveredCallback = Callable[[aiormq.abc.DeliveredMessage], Coroutine[Any, Any, None]]
+
+
+class _LeanQueue(RobustQueue):
+    """A robust queue whose consumers take aiormq's deliveries as they come.
+
+    aio-pika wraps each delivery in an `IncomingMessage` and runs the callback in a
+    task of its own, on top of the task aiormq already made: measured, a sixth of
+    a consumer's time per message. Consumers are still recorded where the robust
+    queue restores them from after a reconnect.
+    """
+
+    async def consume(  # type: ignore[override]
+        self,
+        callback: DeliveredCallback,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+        consumer_tag: str | None = None,
+        timeout: float | None = None,
+        robust: bool = True,
+    ) -> str:
+        channel = await self.channel.get_underlay_channel()
+        result = await channel.basic_consume(
+            queue=self.name,
+            consumer_callback=callback,
+            exclusive=exclusive,
+            no_ack=no_ack,
+            arguments=arguments,
+            consumer_tag=consumer_tag,
+            timeout=timeout,
+        )
+        tag = result.consumer_tag
+        if tag is None:
+            raise BrokerUnavailable(f"the broker gave no consumer tag for {self.name!r}")
+        if robust:
+            self._consumers[tag] = {
+                "callback": callback,
+                "no_ack": no_ack,
+                "exclusive": exclusive,
+                "arguments": arguments,
+            }
+        return tag
+
+
+class _LeanChannel(RobustChannel):
+    QUEUE_CLASS = _LeanQueue
+
+
+class _LeanConnection(RobustConnection):
+    CHANNEL_CLASS = _LeanChannel
 
 
 class _RabbitSubscription:
@@ -156,6 +214,7 @@ class RabbitTransport:
                 self.url,
                 client_properties={"connection_name": self._connection_name},
                 reconnect_interval=self._reconnect_interval,
+                connection_class=_LeanConnection,
             )
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(f"cannot connect to RabbitMQ: {_safe(exc)}") from exc
@@ -266,10 +325,10 @@ class RabbitTransport:
         # Declared passively through this robust channel so it is restored on reconnect.
         amqp_queue = await channel.get_queue(queue, ensure=True)
 
-        async def on_message(incoming: AbstractIncomingMessage) -> None:
-            await handler(_RabbitDelivery(incoming, queue))
+        async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
+            await handler(_RabbitDelivery(delivered, queue))
 
-        tag = await amqp_queue.consume(on_message)
+        tag = await amqp_queue.consume(on_message)  # type: ignore[arg-type]
         return _RabbitSubscription(amqp_queue, tag, channel)
 
     async def get(self, queue: str) -> Delivery | None:
@@ -281,8 +340,9 @@ class RabbitTransport:
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             self._get_channel = None  # the broker closed the channel with the error
             raise KeyError(queue) from exc
-        incoming = await amqp_queue.get(no_ack=False, fail=False)
-        return None if incoming is None else _RabbitDelivery(incoming, queue)
+        underlay = await self._get_channel.get_underlay_channel()
+        delivered = await underlay.basic_get(amqp_queue.name, no_ack=False)
+        return None if delivered.delivery_tag is None else _RabbitDelivery(delivered, queue)
 
     async def depth(self, queue: str) -> int:
         connection, _, _ = self._require()
