@@ -17,20 +17,30 @@ from agentbus.service import Service, ServiceEnv
 from agentbus.settings import Settings
 from agentbus.store.database import postgres_engine
 
-_frozen = False
+_tuned = False
+# Collections of the youngest generation every 10,000 allocations instead of 700:
+# a consumer keeps a few thousand objects alive per batch in flight, and at 700 it
+# ran a young collection every 24 messages and an older one (2.7 ms, over all that
+# was in flight) every 240, 7% of its time. They die by reference count anyway.
+_YOUNG_THRESHOLD = 10_000
 
 
-def freeze_once() -> None:
-    """Move what exists once the first services are up (modules, models, compiled
-    statements: about 200,000 objects that live as long as the process) out of the
-    collector's way. A full collection over them took 155 ms, a pause in the middle
-    of the work each time; after this it takes about 15 ms. Once per process: what
-    is frozen is never collected, and a process that starts many hosts (tests) would
-    keep each one's garbage."""
-    global _frozen
-    if not _frozen:
-        _frozen = True
+def tune_gc_once() -> None:
+    """Set the collector up for a consumer process, once the first services are up.
+
+    Moves what exists by then (modules, models, compiled statements: about 200,000
+    objects that live as long as the process) out of the collector's way: a full
+    collection over them took 155 ms, a pause in the middle of the work each time,
+    and about 15 ms after. Raises the young generation's threshold (see above).
+    Once per process: what is frozen is never collected, and a process that starts
+    many hosts (tests) would keep each one's garbage.
+    """
+    global _tuned
+    if not _tuned:
+        _tuned = True
         gc.freeze()
+        young, middle, old = gc.get_threshold()
+        gc.set_threshold(max(_YOUNG_THRESHOLD, young), middle, old)
 
 
 class Host:
@@ -70,7 +80,7 @@ class Host:
                 await hook(env)
             await consumer.start()
         self.running = True
-        freeze_once()
+        tune_gc_once()
 
     async def stop(self) -> None:
         """Drain every consumer first, then run the shutdown hooks (flush outboxes)."""

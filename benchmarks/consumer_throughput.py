@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from agentbus.bus import Bus
 from agentbus.consumer import Consumer, ConsumerSettings
 from agentbus.envelope import EventCodec, new_event
-from agentbus.host import freeze_once
+from agentbus.host import tune_gc_once
 from agentbus.metrics import use_meter_provider
 from agentbus.store import OutboxRelay, StoreBinding, open_database
 from agentbus.telemetry import use_tracer_provider
@@ -239,9 +239,10 @@ async def main() -> None:
         for variant in variants:
             observe(variant.traced)
             await variant.prepare(args.skus)
-        # What `agentbus run` does once its services are up: without it, every full
-        # collection walks the whole heap of imports (measured: a tenth of the run).
-        freeze_once()
+        # What `agentbus run` does once its services are up: without it, full
+        # collections walk the whole heap of imports (measured: a tenth of the run)
+        # and young ones run every few dozen messages.
+        tune_gc_once()
         for round_ in range(args.rounds):
             await fill(bus, base_queue, args.messages, args.skus)
             results["baseline"].append(
