@@ -9,6 +9,7 @@ context carried in the W3C `traceparent`/`tracestate` message headers.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agentbus.errors import ConfigurationError
@@ -64,10 +66,33 @@ def inject_headers(headers: MutableMapping[str, Any], context: Context | None = 
 
 def extract_context(headers: Mapping[str, Any], fallback_traceparent: str | None = None) -> Context:
     """The producer's context from AMQP headers, else from the event's traceparent."""
+    traceparent = headers.get("traceparent")
+    if isinstance(traceparent, str) and "tracestate" not in headers:
+        found = _version_00(traceparent)
+        if found is not None:
+            return found
     carrier = {k: v for k, v in headers.items() if isinstance(v, str)}
     if "traceparent" not in carrier and fallback_traceparent:
         carrier["traceparent"] = fallback_traceparent
     return _propagator.extract(carrier)
+
+
+# The common case, a version-00 traceparent and no tracestate, read without the
+# propagator's general machinery (a third of its cost); anything else goes to it.
+_TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def _version_00(traceparent: str) -> Context | None:
+    match = _TRACEPARENT_00.fullmatch(traceparent)
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id:
+        return None  # invalid: the propagator ignores it as well
+    parent = SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16))
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 def configure_tracing(service_name: str) -> TracerProvider | None:
