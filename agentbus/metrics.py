@@ -124,7 +124,8 @@ def _create(meter: metrics.Meter) -> Instruments:
         process_duration=meter.create_histogram(
             "messaging.process.duration",
             unit="s",
-            description="Time to handle a delivery (its batch, when batched)",
+            description="Time to handle a delivery, or the batch it was handled in "
+            "(one point per batch)",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         ),
         token_usage=meter.create_histogram(
