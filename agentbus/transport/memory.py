@@ -98,6 +98,9 @@ class InMemoryBroker:
         self.exchange = exchange
         self.queues: dict[str, _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Routing key -> (queues bound, partition groups' members): matching every
+        # pattern of every queue was a few percent of a replay. Reset on any change.
+        self._routes: dict[str, tuple[list[_Queue], list[list[_Queue]]]] = {}
 
     def connect(self) -> MemoryTransport:
         return MemoryTransport(self)
@@ -105,6 +108,7 @@ class InMemoryBroker:
     # -- topology ------------------------------------------------------------------
 
     def declare(self, spec: QueueSpec) -> None:
+        self._routes.clear()
         existing = self.queues.get(spec.name)
         if existing is None:
             self.queues[spec.name] = _Queue(spec)
@@ -116,28 +120,38 @@ class InMemoryBroker:
         existing.spec = replace(existing.spec, bindings=bindings)
 
     def delete(self, name: str) -> None:
+        self._routes.clear()
         self.queues.pop(name, None)
 
     # -- routing ---------------------------------------------------------------------
 
     def route(self, message: Message) -> None:
-        targets: list[_Queue] = []
-        groups: dict[str, list[_Queue]] = {}
-        for queue in self.queues.values():
-            if any(topic_matches(pattern, message.routing_key) for pattern in queue.spec.bindings):
-                group = queue.spec.partition_group
-                if group is None:
-                    targets.append(queue)
-                else:
-                    groups.setdefault(group, []).append(queue)
-        for members in groups.values():
-            members.sort(key=lambda queue: queue.spec.name)
+        bound, partitioned = self._bound(message.routing_key)
+        targets = list(bound)
+        for members in partitioned:
             key = str(message.headers.get(PARTITION_KEY_HEADER) or message.message_id or "")
             targets.append(members[partition_of(key, len(members))])
         if not targets:
             raise Unroutable(f"no queue is bound for routing key {message.routing_key!r}")
         for queue in targets:
             self.enqueue(queue, _Entry(message))
+
+    def _bound(self, routing_key: str) -> tuple[list[_Queue], list[list[_Queue]]]:
+        found = self._routes.get(routing_key)
+        if found is not None:
+            return found
+        bound: list[_Queue] = []
+        groups: dict[str, list[_Queue]] = {}
+        for queue in self.queues.values():
+            if any(topic_matches(pattern, routing_key) for pattern in queue.spec.bindings):
+                group = queue.spec.partition_group
+                if group is None:
+                    bound.append(queue)
+                else:
+                    groups.setdefault(group, []).append(queue)
+        partitioned = [sorted(m, key=lambda queue: queue.spec.name) for m in groups.values()]
+        found = self._routes[routing_key] = (bound, partitioned)
+        return found
 
     def to_queue(self, name: str, message: Message) -> None:
         queue = self.queues.get(name)

@@ -113,3 +113,33 @@ async def test_redeclare_with_other_arguments_is_refused() -> None:
     await transport.declare([QueueSpec("q", kind="quorum")])
     with pytest.raises(ValueError, match="different arguments"):
         await transport.declare([QueueSpec("q", kind="classic")])
+
+
+async def test_routes_follow_every_declaration_and_deletion() -> None:
+    # Routes are remembered per routing key: a queue declared, widened or deleted
+    # after a message went by must still change where the next one goes.
+    broker = InMemoryBroker()
+    transport = broker.connect()
+    await transport.start()
+
+    def message(key: str) -> Message:
+        return Message(body=b"{}", routing_key=key, message_id=key, type=key, headers={})
+
+    await transport.declare([QueueSpec("a", bindings=("order.*",))])
+    await transport.publish(message("order.created"))
+    with pytest.raises(Unroutable):
+        await transport.publish(message("stock.received"))
+    await transport.declare([QueueSpec("b", bindings=("#",))])
+    await transport.publish(message("stock.received"))
+    await transport.publish(message("order.created"))
+    assert await transport.depth("a") == 2
+    assert await transport.depth("b") == 2
+    await transport.declare([QueueSpec("a", bindings=("stock.*",))])  # one more binding
+    await transport.publish(message("stock.received"))
+    assert await transport.depth("a") == 3
+    await transport.delete_queue("b")
+    await transport.publish(message("order.created"))
+    assert await transport.depth("a") == 4
+    await transport.delete_queue("a")
+    with pytest.raises(Unroutable):
+        await transport.publish(message("order.created"))
