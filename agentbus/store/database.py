@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -85,8 +85,9 @@ class Transaction:
         if not unique:
             return set()
         now = datetime.now(UTC)
-        if self.dialect == "sqlite":
-            return _claim_on_sqlite(self._driver(), consumer, unique, _SQLITE_TIME(now))
+        driver = self.sqlite
+        if driver is not None:
+            return _claim_on_sqlite(driver, consumer, unique, _SQLITE_TIME(now))
         rows = self.connection.execute(
             self.once(_claim, _claim),
             [{"consumer": consumer, "event_id": i, "applied_at": now} for i in unique],
@@ -98,10 +99,11 @@ class Transaction:
         if not events:
             return
         now = datetime.now(UTC)
-        if self.dialect == "sqlite":
+        driver = self.sqlite
+        if driver is not None:
             at = _SQLITE_TIME(now)
             encode = self._codec.encode
-            self._driver().executemany(
+            driver.executemany(
                 _SQLITE_STAGE,
                 [(e.id, e.type, e.subject, encode(e), at, e.causationid) for e in events],
             )
@@ -121,9 +123,17 @@ class Transaction:
             ],
         )
 
-    def _driver(self) -> Any:
-        """The driver's own connection, inside this transaction."""
-        return self.connection.connection.driver_connection
+    @property
+    def sqlite(self) -> sqlite3.Connection | None:
+        """SQLite's own connection, inside this transaction; None on other databases.
+
+        For the few statements a service runs on every batch, where SQLAlchemy's
+        execution costs more than SQLite's work (24 us against 6 for a claim).
+        Everything else goes through `execute`.
+        """
+        if self.dialect != "sqlite":
+            return None
+        return cast(sqlite3.Connection, self.connection.connection.driver_connection)
 
 
 _BUILT: dict[tuple[str, Hashable], Any] = {}
@@ -149,7 +159,9 @@ _SQLITE_STAGE = (
 _SQLITE_CLAIM_ROWS = 256  # rows per statement: 768 bind values, well under SQLite's limit
 
 
-def _claim_on_sqlite(driver: Any, consumer: str, ids: Sequence[str], at: str) -> set[str]:
+def _claim_on_sqlite(
+    driver: sqlite3.Connection, consumer: str, ids: Sequence[str], at: str
+) -> set[str]:
     fresh: set[str] = set()
     for start in range(0, len(ids), _SQLITE_CLAIM_ROWS):
         chunk = ids[start : start + _SQLITE_CLAIM_ROWS]

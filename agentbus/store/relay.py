@@ -300,11 +300,10 @@ def _unpublished_on_sqlite(connection: sa.Connection, batch: int) -> list[Any]:
 def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
     if not rows:
         return
-    if tx.dialect != "sqlite" or _SQLITE_WRITE_TIME is None:
+    driver = tx.sqlite
+    if driver is None or _SQLITE_WRITE_TIME is None:
         tx.execute(_MARK, {"rows": rows, "published_at": now})
         return
-    driver = tx.connection.connection.driver_connection
-    assert driver is not None
     for start in range(0, len(rows), _MARK_ROWS):
         chunk = rows[start : start + _MARK_ROWS]
         marks = ", ".join("?" * len(chunk))

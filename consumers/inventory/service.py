@@ -8,6 +8,8 @@ in-memory `Inventory`, then save what changed and stage the emitted events.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -172,10 +174,9 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     if not skus:
         return inventory
     ordered = sorted(skus)
-    lock = tx.once(_lock, _lock)
     levels = inventory.levels
     # Rows as tuples, in the order selected: a batch reads hundreds.
-    for sku, on_hand, reserved in connection.execute(lock, {"skus": ordered}):
+    for sku, on_hand, reserved in _stock_rows(tx, ordered):
         levels[sku] = Level(on_hand, reserved)
     missing = [sku for sku in ordered if sku not in levels]
     if missing:
@@ -184,11 +185,49 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
             tx.once(_new_stock, _new_stock),
             [{"sku": sku, "on_hand": 0, "reserved": 0} for sku in missing],
         )
-        for sku, on_hand, reserved in connection.execute(lock, {"skus": missing}):
+        for sku, on_hand, reserved in _stock_rows(tx, missing):
             levels[sku] = Level(on_hand, reserved)
-    for row in connection.execute(_PRODUCTS, {"skus": ordered}):
-        inventory.products[row[0]] = Product(*row)
+    for fields in _product_rows(tx, ordered):
+        inventory.products[fields[0]] = Product(*fields)
     return inventory
+
+
+# The three statements every batch runs with a row per SKU go to SQLite's driver
+# there: SQLAlchemy's execution of them was most of the database thread's share of
+# the interpreter lock, which the loop needs. PostgreSQL runs the same through
+# SQLAlchemy (with row locks).
+_PRODUCT_COLUMNS = ", ".join(f.name for f in dataclasses.fields(Product))
+_SQLITE_STOCK = "SELECT sku, on_hand, reserved FROM stock WHERE sku IN ({}) ORDER BY sku"
+_SQLITE_PRODUCTS = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku IN ({{}})"
+_SQLITE_LEVELS = "UPDATE stock SET on_hand = ?, reserved = ? WHERE sku = ?"
+_SQLITE_IN_LIST = 500  # values per statement, well under SQLite's limit
+
+
+def _stock_rows(tx: Transaction, skus: list[str]) -> list[tuple[str, int, int]]:
+    driver = tx.sqlite
+    if driver is None:
+        return [tuple(row) for row in tx.connection.execute(tx.once(_lock, _lock), {"skus": skus})]
+    return _in_chunks(driver, _SQLITE_STOCK, skus)
+
+
+def _product_rows(tx: Transaction, skus: list[str]) -> list[tuple[Any, ...]]:
+    driver = tx.sqlite
+    if driver is None:
+        return [tuple(row) for row in tx.connection.execute(_PRODUCTS, {"skus": skus})]
+    return _in_chunks(driver, _SQLITE_PRODUCTS, skus)
+
+
+def _in_chunks(driver: sqlite3.Connection, template: str, keys: list[str]) -> list[Any]:
+    rows: list[Any] = []
+    for start in range(0, len(keys), _SQLITE_IN_LIST):
+        chunk = keys[start : start + _SQLITE_IN_LIST]
+        rows += driver.execute(_in_list(template, len(chunk)), chunk).fetchall()
+    return rows
+
+
+@functools.cache
+def _in_list(template: str, size: int) -> str:
+    return template.format(", ".join("?" * size))
 
 
 # Built once: every batch runs them (the lists as expanding bind parameters).
@@ -252,15 +291,20 @@ def save(tx: Transaction, inventory: Inventory) -> None:
         rows = [_product_row(inventory.products[sku]) for sku in sorted(inventory.changed_products)]
         connection.execute(tx.once(_upsert_products, _upsert_products), rows)
     if inventory.changed_levels:
-        connection.execute(
-            _LEVELS,
-            [
-                {"key": sku, "on_hand": level.on_hand, "reserved": level.reserved}
-                for sku, level in (
-                    (s, inventory.levels[s]) for s in sorted(inventory.changed_levels)
-                )
-            ],
-        )
+        changed = [(sku, inventory.levels[sku]) for sku in sorted(inventory.changed_levels)]
+        driver = tx.sqlite
+        if driver is not None:
+            driver.executemany(
+                _SQLITE_LEVELS, [(level.on_hand, level.reserved, sku) for sku, level in changed]
+            )
+        else:
+            connection.execute(
+                _LEVELS,
+                [
+                    {"key": sku, "on_hand": level.on_hand, "reserved": level.reserved}
+                    for sku, level in changed
+                ],
+            )
     if inventory.changed_reservations:
         rows = [
             {"order_id": o, "status": inventory.reservations[o].status}
