@@ -51,8 +51,12 @@ class AckBatcher:
 
     def track(self, delivery: Delivery) -> None:
         slot = _Slot(delivery)
-        self._channels.setdefault(delivery.channel_key, deque()).append(slot)
-        self._slots[(delivery.channel_key, delivery.delivery_tag)] = slot
+        key = delivery.channel_key
+        slots = self._channels.get(key)
+        if slots is None:  # not setdefault: that builds a deque per delivery
+            slots = self._channels[key] = deque()
+        slots.append(slot)
+        self._slots[(key, delivery.delivery_tag)] = slot
 
     def done(self, delivery: Delivery) -> None:
         self._mark(delivery, _State.DONE)

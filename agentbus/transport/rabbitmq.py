@@ -46,7 +46,7 @@ HASH_WEIGHT = "20"
 class _RabbitDelivery:
     """A delivery as aiormq hands it over, read lazily."""
 
-    __slots__ = ("_channel", "_delivered", "_message", "queue")
+    __slots__ = ("_channel", "_delivered", "_message", "delivery_tag", "queue", "redelivered")
 
     def __init__(self, delivered: aiormq.abc.DeliveredMessage, queue: str) -> None:
         self._delivered = delivered
@@ -54,6 +54,9 @@ class _RabbitDelivery:
         self._message: Message | None = None
         # A delivery must still be told apart (to be forgotten) after its channel went.
         self._channel: aiormq.abc.AbstractChannel = delivered.channel
+        # Read once: the acks look them up several times per delivery.
+        self.delivery_tag: int = delivered.delivery_tag or 0
+        self.redelivered: bool = bool(delivered.redelivered)
 
     @property
     def message(self) -> Message:
@@ -69,14 +72,6 @@ class _RabbitDelivery:
                 headers=dict(properties.headers or {}),
             )
         return self._message
-
-    @property
-    def delivery_tag(self) -> int:
-        return self._delivered.delivery_tag or 0
-
-    @property
-    def redelivered(self) -> bool:
-        return bool(self._delivered.redelivered)
 
     @property
     def channel_key(self) -> object:
