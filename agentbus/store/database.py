@@ -87,7 +87,7 @@ class Transaction:
         now = datetime.now(UTC)
         driver = self.sqlite
         if driver is not None:
-            return _claim_on_sqlite(driver, consumer, unique, _SQLITE_TIME(now))
+            return _claim_on_sqlite(driver, consumer, unique, SQLITE_TIME(now))
         rows = self.connection.execute(
             self.once(_claim, _claim),
             [{"consumer": consumer, "event_id": i, "applied_at": now} for i in unique],
@@ -101,7 +101,7 @@ class Transaction:
         now = datetime.now(UTC)
         driver = self.sqlite
         if driver is not None:
-            at = _SQLITE_TIME(now)
+            at = SQLITE_TIME(now)
             encode = self._codec.encode
             driver.executemany(
                 _SQLITE_STAGE,
@@ -131,18 +131,23 @@ class Transaction:
         execution costs more than SQLite's work (24 us against 6 for a claim).
         Everything else goes through `execute`.
         """
-        if self.dialect != "sqlite":
-            return None
-        return cast(sqlite3.Connection, self.connection.connection.driver_connection)
+        return sqlite_driver(self.connection)
 
 
 _BUILT: dict[tuple[str, Hashable], Any] = {}
 
 
+def sqlite_driver(connection: sa.Connection) -> sqlite3.Connection | None:
+    """SQLite's own connection behind `connection`; None on other databases."""
+    if connection.dialect.name != "sqlite":
+        return None
+    return cast(sqlite3.Connection, connection.connection.driver_connection)
+
+
 # Every transaction of every service claims and most stage, so on SQLite these two
 # go to the driver directly: SQLAlchemy's execution of a prebuilt statement cost 24
-# us against the statement's own 6. Times are written by SQLAlchemy's own processor,
-# so they read back as those written through it do.
+# us against the statement's own 6. Times are written by SQLAlchemy's own processor
+# (`SQLITE_TIME`, for every such fast path), so they read back as its writes do.
 def _sqlite_time() -> Callable[[datetime], Any]:
     dialect = sqlite.dialect()
     process = tables.inbox.c.applied_at.type.dialect_impl(dialect).bind_processor(dialect)
@@ -151,7 +156,7 @@ def _sqlite_time() -> Callable[[datetime], Any]:
     return process
 
 
-_SQLITE_TIME = _sqlite_time()
+SQLITE_TIME = _sqlite_time()
 _SQLITE_STAGE = (
     "INSERT INTO agentbus_outbox (event_id, type, subject, body, created_at, causation_id)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"

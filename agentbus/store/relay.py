@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -18,7 +19,7 @@ from agentbus.envelope import CONTENT_TYPE
 from agentbus.errors import AgentbusError, Unroutable
 from agentbus.metrics import instruments
 from agentbus.store import tables
-from agentbus.store.database import Database, Transaction
+from agentbus.store.database import SQLITE_TIME, Database, Transaction, sqlite_driver
 from agentbus.store.lease import Lease, lease_for
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from agentbus.transport.base import PARTITION_KEY_HEADER, Message
@@ -132,8 +133,9 @@ class OutboxRelay:
         def take(connection: sa.Connection) -> list[Any] | None:
             if not lease.acquire():
                 return None
-            if connection.dialect.name == "sqlite":
-                return _unpublished_on_sqlite(connection, batch)
+            driver = sqlite_driver(connection)
+            if driver is not None:
+                return _unpublished_on_sqlite(driver, batch)
             return list(connection.execute(_UNPUBLISHED, {"batch": batch}).all())
 
         rows = await self.database.read(take)
@@ -268,7 +270,6 @@ class _Unpublished(NamedTuple):
 
 
 _SQLITE = sqlite.dialect()
-_SQLITE_WRITE_TIME = _OUTBOX.c.published_at.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
 _SQLITE_READ_TIME = _OUTBOX.c.unroutable_since.type.dialect_impl(_SQLITE).result_processor(
     _SQLITE, None
 )
@@ -278,9 +279,7 @@ _SQLITE_UNPUBLISHED = (
 )
 
 
-def _unpublished_on_sqlite(connection: sa.Connection, batch: int) -> list[Any]:
-    driver = connection.connection.driver_connection
-    assert driver is not None
+def _unpublished_on_sqlite(driver: sqlite3.Connection, batch: int) -> list[Any]:
     read_time = _SQLITE_READ_TIME
     return [
         _Unpublished(
@@ -301,7 +300,7 @@ def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
     if not rows:
         return
     driver = tx.sqlite
-    if driver is None or _SQLITE_WRITE_TIME is None:
+    if driver is None:
         tx.execute(_MARK, {"rows": rows, "published_at": now})
         return
     for start in range(0, len(rows), _MARK_ROWS):
@@ -309,7 +308,7 @@ def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
         marks = ", ".join("?" * len(chunk))
         driver.execute(
             f"UPDATE agentbus_outbox SET published_at = ? WHERE seq IN ({marks})",
-            (_SQLITE_WRITE_TIME(now), *chunk),
+            (SQLITE_TIME(now), *chunk),
         )
 
 
