@@ -42,8 +42,10 @@ class AckBatcher:
         self._channels: dict[object, deque[_Slot]] = {}
         self._slots: dict[tuple[object, int], _Slot] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_is_immediate = False
         self._done_waiting = 0
         self._flushing: asyncio.Task[None] | None = None
+        self._flush_again = False
 
     @property
     def outstanding(self) -> int:
@@ -78,18 +80,31 @@ class AckBatcher:
 
     def _schedule(self, delay: float) -> None:
         if self._timer is not None:
-            if delay > 0:
+            # Once a batch's worth is waiting, every later delivery of the batch asks
+            # for an immediate flush too: one is enough (a timer each cost more than
+            # the rest of the bookkeeping).
+            if delay > 0 or self._timer_is_immediate:
                 return
             self._timer.cancel()
         loop = asyncio.get_running_loop()
+        self._timer_is_immediate = delay <= 0
         self._timer = loop.call_later(delay, self._start_flush)
 
     def _start_flush(self) -> None:
         self._timer = None
         if self._flushing is not None and not self._flushing.done():
-            self._schedule(self._linger)
+            # The running flush goes round once more when its acks are written,
+            # rather than the work waiting out another linger behind it.
+            self._flush_again = True
             return
-        self._flushing = asyncio.get_running_loop().create_task(self.flush())
+        self._flushing = asyncio.get_running_loop().create_task(self._flush_rounds())
+
+    async def _flush_rounds(self) -> None:
+        while True:
+            self._flush_again = False
+            await self.flush()
+            if not self._flush_again:
+                return
 
     async def flush(self) -> None:
         """Ack every finished prefix now."""

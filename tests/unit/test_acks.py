@@ -96,3 +96,40 @@ async def test_channels_are_acked_separately() -> None:
     await batcher.close()
     assert first.acks == [(1, True)]
     assert second.acks == [(1, True)]
+
+
+@dataclass
+class SlowAckDelivery(FakeDelivery):
+    """Its ack waits until `written` is set, as an ack frame waits for the writer."""
+
+    written: asyncio.Event = field(default_factory=asyncio.Event)
+    second_ack: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def ack(self, *, multiple: bool = False) -> None:
+        await self.written.wait()
+        await super().ack(multiple=multiple)
+        if len(self.channel.acks) == 2:
+            self.second_ack.set()
+
+
+async def test_work_finished_during_a_flush_is_acked_when_it_ends_not_a_linger_later() -> None:
+    channel = Channel()
+    # A linger far longer than the test waits: only the flush's own round may ack.
+    batcher = AckBatcher(linger=30.0, batch=2)
+    written, second_ack = asyncio.Event(), asyncio.Event()
+    deliveries = [
+        SlowAckDelivery(tag, channel, written=written, second_ack=second_ack) for tag in range(1, 5)
+    ]
+    for delivery in deliveries:
+        batcher.track(delivery)
+    batcher.done(deliveries[0])
+    batcher.done(deliveries[1])  # a batch's worth: flushes now, its ack held up
+    await asyncio.sleep(0.01)
+    batcher.done(deliveries[2])
+    batcher.done(deliveries[3])  # asks for a flush while the first is writing
+    await asyncio.sleep(0.01)
+    written.set()
+    await asyncio.wait_for(second_ack.wait(), timeout=1.0)
+    assert channel.acks == [(2, True), (4, True)]
+    assert batcher.outstanding == 0
+    await batcher.close()
