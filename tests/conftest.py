@@ -1,51 +1,37 @@
-"""Shared fixtures: real servers when they answer, a clear skip when they do not.
+"""Shared fixtures: real servers, brought up with `deploy/dev/services up` when they are down.
 
-Under CI=true a missing server is a failure, never a skip.
+A test whose server still does not answer skips with a reason naming that command; under
+CI=true it fails instead (tests/support/servers.py).
 """
 
 from __future__ import annotations
 
 import os
-import socket
-from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.servers import KAFKA, POSTGRES, RABBITMQ, consistent_hash_missing, require
 from tests.tracing import SpanRecorder, install
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _answers(url: str, default_port: int) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection(
-            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 2
-        ):
-            return True
-    except OSError:
-        return False
-
-
-def require_server(name: str, url: str, default_port: int) -> str:
-    if _answers(url, default_port):
-        return url
-    where = urlparse(url)
-    message = f"{name} does not answer at {where.hostname}:{where.port or default_port}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: a missing server is a failure)")
-    pytest.skip(message)
+KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
-    return require_server("RabbitMQ", AMQP_URL, 5672)
+def amqp_url(pytestconfig: pytest.Config) -> str:
+    # Partitioned queues need the consistent-hash plugin; the servers command enables it.
+    return require(RABBITMQ, AMQP_URL, pytestconfig, consistent_hash_missing)
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    return require_server("PostgreSQL", DATABASE_URL, 5432)
+def database_url(pytestconfig: pytest.Config) -> str:
+    return require(POSTGRES, DATABASE_URL, pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(pytestconfig: pytest.Config) -> str:
+    return require(KAFKA, KAFKA_BOOTSTRAP, pytestconfig)
 
 
 @pytest.fixture
