@@ -118,7 +118,12 @@ def score(
     ids = Counter(event.id for event in suggestions)
     duplicates = sum(n - 1 for n in per_trigger.values()) + sum(n - 1 for n in ids.values())
     costed = [j for j in judged if j.complete]
-    errors = [abs(j.quantity - j.oracle) / max(j.oracle, _floor(replayed, j.sku)) for j in costed]
+    catalog = _Catalog(replayed.events)
+    errors = [
+        abs(j.quantity - j.oracle)
+        / max(j.oracle, catalog.at(j.sku, datetime.fromisoformat(j.at)).reorder_point, 1)
+        for j in costed
+    ]
     ordered = sorted(latencies)
     return ScenarioScore(
         triggers=len({event.id for event in replayed.of_type("inventory.low")}),
@@ -141,13 +146,6 @@ def score(
     )
 
 
-def _floor(replayed: Replayed, sku: str) -> int:
-    for event in replayed.of_type("product.upserted"):
-        if event.data.sku == sku:
-            return max(int(event.data.reorder_point), 1)
-    return 1
-
-
 @dataclass
 class _Product:
     reorder_point: int
@@ -156,11 +154,31 @@ class _Product:
     unit_price: float
 
 
+class _Catalog:
+    """Each SKU's catalog entries in time order: a suggestion is judged by the one in force."""
+
+    def __init__(self, events: Sequence[Any]) -> None:
+        self._entries: dict[str, list[tuple[datetime, _Product]]] = defaultdict(list)
+        for event in events:
+            if event.type == "product.upserted":
+                data = event.data
+                entry = _Product(
+                    data.reorder_point, data.max_stock, data.lead_time_days, float(data.unit_price)
+                )
+                self._entries[data.sku].append((event.time, entry))
+
+    def at(self, sku: str, when: datetime) -> _Product:
+        entries = self._entries[sku]
+        in_force = [entry for since, entry in entries if since <= when]
+        # A suggestion cannot come before its product; if it does, the first entry judges it.
+        return in_force[-1] if in_force else entries[0][1]
+
+
 class _World:
     """The recording's facts per SKU, indexed for judging suggestions."""
 
     def __init__(self, events: Sequence[Any]) -> None:
-        self.products: dict[str, _Product] = {}
+        self.catalog = _Catalog(events)
         self.demand: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
         self.arrivals: dict[str, list[tuple[datetime, int, str | None]]] = defaultdict(list)
         self.orders: dict[str, list[tuple[datetime, str]]] = defaultdict(list)  # PO created
@@ -172,11 +190,7 @@ class _World:
         for event in events:
             self.first_seen.setdefault(event.id, event.time)
             data = event.data
-            if event.type == "product.upserted":
-                self.products[data.sku] = _Product(
-                    data.reorder_point, data.max_stock, data.lead_time_days, float(data.unit_price)
-                )
-            elif event.type == "order.created" and event.id not in seen_orders:
+            if event.type == "order.created" and event.id not in seen_orders:
                 seen_orders.add(event.id)  # a duplicated delivery is not more demand
                 for line in data.lines:
                     self.demand[line.sku].append((event.time, line.quantity))
@@ -198,15 +212,15 @@ class _World:
         before = [(t, po) for t, po in placed if t < at and po in self.received]
         chosen = after[0] if after else (before[-1] if before else None)
         if chosen is None:
-            return float(self.products[sku].lead_time_days)
+            return float(self.catalog.at(sku, at).lead_time_days)
         created, po = chosen
         return (self.received[po] - created).total_seconds() / 86400
 
     def judge(self, event: Any) -> Judged:
         data = event.data
         sku = data.sku
-        product = self.products[sku]
         at = event.time
+        product = self.catalog.at(sku, at)
         trigger = self.triggers.get(str(data.trigger_event_id))
         stock0 = int(trigger.data.available) if trigger is not None else 0
         lead = self.lead_days(sku, at)

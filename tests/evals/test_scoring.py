@@ -31,10 +31,8 @@ def order(n: int, at: datetime, quantity: int) -> Event[Any]:
     )
 
 
-def stream(quantity: int, *, duplicate_order: bool = False) -> Replayed:
-    """Lead time 2 days; 5 available at the trigger; demand 3 + 4 before the order can
-    arrive (2 of it lost), then 6 and 2 a day for a week."""
-    product = new_event(
+def catalog_entry(at: datetime, reorder_point: int = 10, max_stock: int = 50) -> Event[Any]:
+    return new_event(
         ProductUpserted(
             sku="P",
             name="P",
@@ -43,13 +41,19 @@ def stream(quantity: int, *, duplicate_order: bool = False) -> Replayed:
             unit_cost=Decimal("5"),
             unit_price=Decimal("10"),
             lead_time_days=2,
-            reorder_point=10,
-            max_stock=50,
+            reorder_point=reorder_point,
+            max_stock=max_stock,
             supplier="s",
         ),
         source="/test",
-        time=T0 - 10 * DAY,
+        time=at,
     )
+
+
+def stream(quantity: int, *, duplicate_order: bool = False) -> Replayed:
+    """Lead time 2 days; 5 available at the trigger; demand 3 + 4 before the order can
+    arrive (2 of it lost), then 6 and 2 a day for a week."""
+    product = catalog_entry(T0 - 10 * DAY)
     low = new_event(
         InventoryLow(
             sku="P",
@@ -114,6 +118,30 @@ def test_resimulation_counts_units_short_after_arrival_and_units_left_over(
     assert judged.needed
     assert judged.in_bounds
     assert judged.evidence_valid
+
+
+def test_each_suggestion_is_judged_by_the_catalog_entry_in_force_when_it_was_made() -> None:
+    """The reorder point is raised to 25 the day before the suggestion, then cut to 5 with a
+    shelf of 6 the day after: the suggestion answers to 25 and the old shelf of 50."""
+    replayed = stream(20)
+    replayed.events = sorted(
+        [
+            *replayed.events,
+            catalog_entry(T0 - DAY, reorder_point=25),
+            catalog_entry(T0 + DAY, reorder_point=5, max_stock=6),
+        ],
+        key=lambda e: e.time,
+    )
+    [judged] = judge(replayed)
+    # 20 units arrive to an empty shelf: under the reorder point of the day (25), not of the
+    # later entry (5); within 3 x the shelf of the day (50), not of the later one (6).
+    assert judged.silenced
+    assert judged.in_bounds
+    figures = score(replayed, [judged])
+    assert figures.silencing == 1
+    assert figures.out_of_bounds == 0
+    # The quantity error is relative to the larger of the oracle and the reorder point then.
+    assert figures.quantity_error == round(abs(20 - judged.oracle) / max(judged.oracle, 25), 3)
 
 
 def test_a_duplicated_order_is_not_counted_as_demand_twice() -> None:
