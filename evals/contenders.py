@@ -1,6 +1,6 @@
-"""The policies an eval compares: two classic baselines and the agent with and without memory.
+"""The policies an eval compares: three classic baselines and the agent with and without memory.
 
-All four run as the restock agent on the same runtime (one run per trigger,
+All of them run as the restock agent on the same runtime (one run per trigger,
 coalescing, guardrails); only the decision differs, so the report measures the
 decision and nothing else.
 """
@@ -20,6 +20,7 @@ from agentbus.service import Service
 from agents.restock import agent as restock
 from agents.restock import policy
 from agents.restock.proposal import RestockProposal
+from tools.forecast import spread, total
 
 ModelFactory = Callable[[], Model | None]
 
@@ -70,6 +71,33 @@ def reorder_point(
     )
 
 
+def forecaster_only(
+    facts: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]], history: Mapping[str, Any]
+) -> RestockProposal:
+    """The agent's forecaster with a classic order-up-to rule: the baseline to add value over.
+
+    Order up to the forecast's 95% bound over the catalog lead time and a review
+    period, and at least up to the reorder point plus the lead time's demand (the
+    textbook (s, S) condition, which keeps the SKU above its reorder point when
+    the order arrives). No memory, no lost-sales reasoning, no shelf.
+    """
+    trigger = facts["trigger"]
+    forecast = facts["forecast"]
+    lead = max(int(trigger["lead_time_days"]), 1)
+    on_order = sum(int(po["quantity"]) for po in facts["open_purchase_orders"])
+    horizon = lead + REVIEW_DAYS
+    upper = total(forecast, horizon) + Z_95 * spread(forecast, horizon)
+    target = max(upper, int(trigger["reorder_point"]) + total(forecast, lead))
+    quantity = max(1, math.ceil(target - int(trigger["available"]) - on_order))
+    return RestockProposal(
+        quantity=quantity,
+        urgency="medium",
+        rationale=f"Order up to {target:.0f}: the forecast's 95% bound over lead time and review.",
+        confidence=0.5,
+        evidence=[facts["trigger_id"]],
+    )
+
+
 def _agent(
     offline: restock.OfflinePolicy, *, remember: bool, model: ModelFactory | None
 ) -> Service:
@@ -100,6 +128,12 @@ CONTENDERS: tuple[Contender, ...] = (
         "the classic reorder-point formula over four weeks and the catalog lead time",
         False,
         lambda model: _agent(reorder_point, remember=False, model=None),
+    ),
+    Contender(
+        "forecaster",
+        "the agent's forecaster with a classic order-up-to rule, no memory",
+        False,
+        lambda model: _agent(forecaster_only, remember=False, model=None),
     ),
     Contender(
         "agent_no_memory",

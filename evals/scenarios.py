@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -46,6 +46,11 @@ class Item:
     # Days on promotion: the price is cut by `promotion_cut` (demand's lift is in `demand`).
     promotion_days: Callable[[int], bool] | None = None
     promotion_cut: Decimal = Decimal("0.25")
+    # A product launched later: its catalog entry and opening stock come on this day.
+    introduced_on: int = 0
+    opening_stock: int | None = None  # None: a full shelf
+    # (day, reorder_point, max_stock): the buyer revises the catalog entry mid-stream.
+    revisions: tuple[tuple[int, int, int], ...] = ()
 
     def price_on(self, day: int) -> Decimal:
         if self.promotion_days is not None and self.promotion_days(day):
@@ -82,6 +87,7 @@ class Scenario:
     deliveries: tuple[tuple[int, int], ...] = ()
     # Where history matters: the scenarios on which memory should beat the formula.
     history_matters: bool = False
+    family: str | None = None  # the family a generated world belongs to
 
     def item(self, sku: str) -> Item:
         return next(item for item in self.items if item.sku == sku)
@@ -92,34 +98,26 @@ class Scenario:
         ids = SeededIds(f"agentbus-evals/{self.name}/{self.seed}")
         events: list[Event[Any]] = []
         for n, item in enumerate(self.items):
-            at = START + timedelta(seconds=n)
+            at = START + timedelta(days=item.introduced_on, seconds=n)
+            events.append(_catalog_entry(item, ids.next(), at))
             events.append(
                 new_event(
-                    ProductUpserted(
+                    StockReceived(
                         sku=item.sku,
-                        name=f"Product {item.sku}",
-                        description=item.description or f"Everyday product {item.sku}.",
-                        category="general",
-                        unit_cost=(item.unit_price / 2).quantize(Decimal("0.01")),
-                        unit_price=item.unit_price,
-                        lead_time_days=item.lead_time_days,
-                        reorder_point=item.reorder_point,
-                        max_stock=item.max_stock,
-                        supplier=f"supplier-{item.sku.lower()}",
+                        quantity=item.max_stock
+                        if item.opening_stock is None
+                        else item.opening_stock,
+                        purchase_order_id=None,
                     ),
-                    source=WAREHOUSE,
-                    id=ids.next(),
-                    time=at,
-                )
-            )
-            events.append(
-                new_event(
-                    StockReceived(sku=item.sku, quantity=item.max_stock, purchase_order_id=None),
                     source=WAREHOUSE,
                     id=ids.next(),
                     time=at + timedelta(minutes=1),
                 )
             )
+            for day, reorder_point, max_stock in item.revisions:
+                revised = replace(item, reorder_point=reorder_point, max_stock=max_stock)
+                when = START + timedelta(days=day, hours=8, seconds=n)
+                events.append(_catalog_entry(revised, ids.next(), when))
         number = 0
         for day in range(self.days):
             for item in self.items:
@@ -164,8 +162,8 @@ class Scenario:
                             time=START + timedelta(days=day, hours=7),
                         )
                     )
-            for when, units in self.deliveries:
-                if when == day:
+            for on, units in self.deliveries:
+                if on == day:
                     events.append(
                         new_event(
                             StockReceived(
@@ -200,6 +198,26 @@ class Scenario:
         return events
 
 
+def _catalog_entry(item: Item, event_id: str, at: datetime) -> Event[Any]:
+    return new_event(
+        ProductUpserted(
+            sku=item.sku,
+            name=f"Product {item.sku}",
+            description=item.description or f"Everyday product {item.sku}.",
+            category="general",
+            unit_cost=(item.unit_price / 2).quantize(Decimal("0.01")),
+            unit_price=item.unit_price,
+            lead_time_days=item.lead_time_days,
+            reorder_point=item.reorder_point,
+            max_stock=item.max_stock,
+            supplier=f"supplier-{item.sku.lower()}",
+        ),
+        source=WAREHOUSE,
+        id=event_id,
+        time=at,
+    )
+
+
 def _split(units: int, rng: random.Random) -> list[int]:
     parts: list[int] = []
     while units > 0:
@@ -209,7 +227,7 @@ def _split(units: int, rng: random.Random) -> list[int]:
     return parts
 
 
-def _poisson(mean: float, rng: random.Random) -> int:
+def poisson(mean: float, rng: random.Random) -> int:
     if mean <= 0:
         return 0
     # Knuth's method is fine at these means.
@@ -222,11 +240,11 @@ def _poisson(mean: float, rng: random.Random) -> int:
 
 
 def steady(mean: float) -> Demand:
-    return lambda day, rng: _poisson(mean, rng)
+    return lambda day, rng: poisson(mean, rng)
 
 
 def weekly(mean: float, weekend: float) -> Demand:
-    return lambda day, rng: _poisson(mean * (weekend if day % 7 in (5, 6) else 1.0), rng)
+    return lambda day, rng: poisson(mean * (weekend if day % 7 in (5, 6) else 1.0), rng)
 
 
 def yearly(mean: float, peak: float, start: int, length: int) -> Demand:
@@ -235,7 +253,7 @@ def yearly(mean: float, peak: float, start: int, length: int) -> Demand:
     def demand(day: int, rng: random.Random) -> int:
         season = (day % 365) - start
         factor = peak if 0 <= season < length else 1.0
-        return _poisson(mean * factor, rng)
+        return poisson(mean * factor, rng)
 
     return demand
 
@@ -246,16 +264,16 @@ def on_promotion(runs: tuple[int, ...], length: int) -> Callable[[int], bool]:
 
 def promotions(mean: float, lift: float, runs: tuple[int, ...], length: int) -> Demand:
     on = on_promotion(runs, length)
-    return lambda day, rng: _poisson(mean * (lift if on(day) else 1.0), rng)
+    return lambda day, rng: poisson(mean * (lift if on(day) else 1.0), rng)
 
 
 def stops(mean: float, last_day: int) -> Demand:
-    return lambda day, rng: _poisson(mean, rng) if day <= last_day else 0
+    return lambda day, rng: poisson(mean, rng) if day <= last_day else 0
 
 
 def lumpy(mean: float, bulk: int, every: int) -> Demand:
     """Steady demand with a one-off bulk order every `every` days."""
-    return lambda day, rng: _poisson(mean, rng) + (bulk if day % every == every - 1 else 0)
+    return lambda day, rng: poisson(mean, rng) + (bulk if day % every == every - 1 else 0)
 
 
 SCENARIOS: tuple[Scenario, ...] = (

@@ -1,6 +1,7 @@
 """Make recordings: a scenario's inputs through the shop with a reviewer and a supplier.
 
     uv run python -m evals.simulate --out evals/fixtures
+    uv run python -m evals.simulate --families --split train --out /tmp/train
 
 writes one `<scenario>.jsonl` per scenario (every event that went over the bus,
 exactly as `agentbus record` writes them) and a `<scenario>.json` sidecar with
@@ -19,6 +20,7 @@ from typing import Any
 
 from agentbus.envelope import Event, EventCodec, derived_id, new_event
 from agents.registry import restock_agent
+from evals.families import SPLITS, worlds
 from evals.replay import replay
 from evals.scenarios import SCENARIOS, START, Scenario
 from events import CATALOG, RestockApproved, RestockRejected, StockReceived
@@ -101,6 +103,8 @@ async def record_scenario(scenario: Scenario, out: Path) -> Path:
         "notes": scenario.notes,
         "history_matters": scenario.history_matters,
     }
+    if scenario.family is not None:
+        sidecar.update(family=scenario.family, seed=scenario.seed)
     (out / f"{scenario.name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path
 
@@ -109,9 +113,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("evals/fixtures"))
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument(
+        "--families", action="store_true", help="worlds of the families instead of the scenarios"
+    )
+    parser.add_argument("--split", choices=sorted(SPLITS), default="held-out")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None, help="instead of the split's")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for scenario in SCENARIOS:
+    chosen = (
+        worlds(args.split, tuple(args.seeds) if args.seeds else None)
+        if args.families
+        else list(SCENARIOS)
+    )
+    for scenario in chosen:
         if args.only and scenario.name not in args.only:
             continue
         path = asyncio.run(record_scenario(scenario, args.out))

@@ -7,6 +7,7 @@ run resumed after a crash does not ask the model again.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -22,14 +23,14 @@ from agents.restock import history, policy
 from agents.restock.projection import MIGRATIONS, project
 from agents.restock.proposal import RestockProposal
 from events import RestockRecommended
+from tools import forecast
 from tools import restock as tools
 
 NAME = "restock-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
-PROMPT = Prompt.load(PROMPTS, "restock", "v1")
+PROMPT = Prompt.load(PROMPTS, "restock", "v2")
 MEMORY = "restock-episodes"
 CAP_MULTIPLE = 3  # of max_stock
-ANALOGS = 60  # past low-stock episodes recalled per run
 
 
 class RestockState(TypedDict, total=False):
@@ -75,28 +76,34 @@ def build_graph(
         trigger = state["trigger"]
         sku = trigger["sku"]
         now = datetime.fromisoformat(state["at"])
+        catalog_lead = int(trigger["lead_time_days"])
+
+        def outlook(c: Any) -> dict[str, Any]:
+            # Memory first (the lead time deliveries showed), then the forecast over it.
+            lead = history.lead_time(c, sku, now, catalog_lead) if remember else {}
+            horizon = math.ceil(float(lead.get("days", catalog_lead))) + policy.REVIEW_DAYS
+            memory_days = history.MEMORY_DAYS if remember else 0
+            found = forecast.demand_forecast(c, sku, now, horizon, memory_days)
+            return {"lead_time": lead, "forecast": found.as_dict()}
+
         reads: dict[str, Callable[[Any], Any]] = {
             "product": lambda c: tools.product(c, sku),
             "demand_history": lambda c: tools.demand_history(c, sku, now).as_dict(),
             "open_purchase_orders": lambda c: tools.open_purchase_orders(c, sku, now),
+            "demand_forecast": outlook,
         }
         earlier: list[dict[str, Any]] = []
         if remember:
-            lows = await ctx.search_memory(
-                MEMORY, f"low stock of {sku}", limit=ANALOGS, where={"sku": sku, "kind": "low"}
-            )
             others = await ctx.search_memory(
                 MEMORY, f"restock of {sku}: suggestions and decisions", limit=5, where={"sku": sku}
             )
-            episodes = [dict(hit.payload) for hit in lows]
-            lead = int(trigger["lead_time_days"])
             reads["decisions"] = lambda c: tools.past_decisions(c, sku)
-            reads["history"] = lambda c: history.recall(c, sku, now, lead, episodes)
             # Only what was remembered before the trigger: a replay may hold later episodes.
             earlier = [
                 dict(hit.payload) for hit in others if str(hit.payload.get("at", "")) < state["at"]
             ]
         found = await ctx.tools(reads)
+        lead = found["demand_forecast"]["lead_time"]
         return {
             "facts": {
                 "trigger_id": state["trigger_id"],
@@ -104,9 +111,10 @@ def build_graph(
                 "product": found["product"],
                 "demand": found["demand_history"],
                 "open_purchase_orders": found["open_purchase_orders"],
+                "forecast": found["demand_forecast"]["forecast"],
             },
             "decisions": found.get("decisions", []),
-            "history": found.get("history", {}),
+            "history": {"lead_time": lead} if lead else {},
             "memories": earlier,
         }
 

@@ -1,73 +1,39 @@
-"""What the past says about a low-stock signal: analog episodes and observed lead times.
+"""What memory says about a low-stock signal that the last weeks of demand cannot.
 
-Memory gives the moments this SKU ran low before; the projection gives what
-demand did around each of them. An analog is a past low that looked like
-today's: one at the same time of year (a season), the same price cut (a
-promotion shows as one), or the same run-up (the last days' demand against the
-month before); what demand did after it is the best guess of what it will do
-now. This is how a promotion or
-a season seen once is recognised the second time, which a formula over the
-last weeks cannot do.
+The supplier's real lead time, learned from deliveries: a quantile over enough
+of them, not the last one, so that one late delivery (ordinary noise) does not
+make every later order larger, while a supplier that has really slowed down
+shows within a few orders. Seasons, monthly cycles and promotions are the
+forecast's (`tools.forecast`, given memory); past reviewer decisions are the
+policy's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from tools import restock as tools
 
-REVIEW_DAYS = 7
-BASE_DAYS = 28
-RUN_UP_DAYS = 3
-ANALOGS_KEPT = 60  # a year of lows of a busy SKU
+LEAD_SAMPLE = 6  # the latest deliveries looked at
+LEAD_ENOUGH = 3  # fewer than this say nothing beyond the catalog
+LEAD_QUANTILE = 0.75
+MEMORY_DAYS = 730  # the forecast's memory: two years, for a yearly cycle seen twice
 
 
-def recall(
-    connection: sa.Connection,
-    sku: str,
-    now: datetime,
-    lead_time_days: int,
-    episodes: Sequence[Mapping[str, Any]],
+def lead_time(
+    connection: sa.Connection, sku: str, now: datetime, catalog_days: int
 ) -> dict[str, Any]:
-    horizon = timedelta(days=max(lead_time_days, 1) + REVIEW_DAYS)
-    analogs: list[dict[str, Any]] = []
-    for episode in episodes:
-        at = datetime.fromisoformat(str(episode["at"]))
-        if at + horizon > now:
-            continue  # its outcome is not known yet
-        run_up, base = _run_up(connection, sku, at)
-        if base <= 0:
-            continue
-        after = tools.demand_between(connection, sku, at, at + horizon)
-        analogs.append(
-            {
-                "event_id": str(episode["event_id"]),
-                "at": at.isoformat(),
-                "days_ago": (now - at).days,
-                "run_up": round(run_up, 3),
-                "price_ratio": tools.price_ratio(connection, sku, at),
-                "after": round(after / horizon.days / base, 3),
-            }
-        )
-    analogs.sort(key=lambda analog: str(analog["at"]), reverse=True)
-    run_up, base = _run_up(connection, sku, now)
-    return {
-        "run_up": round(run_up, 3),
-        "price_ratio": tools.price_ratio(connection, sku, now),
-        "base_daily": round(base, 3),
-        "analogs": analogs[:ANALOGS_KEPT],
-        "observed_lead_days": tools.observed_lead_times(connection, sku, now),
-    }
-
-
-def _run_up(connection: sa.Connection, sku: str, at: datetime) -> tuple[float, float]:
-    """(last days' daily demand / the month's, the month's daily demand) before `at`."""
-    base = tools.demand_between(connection, sku, at - timedelta(days=BASE_DAYS), at) / BASE_DAYS
-    recent = (
-        tools.demand_between(connection, sku, at - timedelta(days=RUN_UP_DAYS), at) / RUN_UP_DAYS
-    )
-    return (recent / base if base > 0 else 0.0), base
+    """The lead time to plan with: the catalog's, or what deliveries showed."""
+    observed = tools.observed_lead_times(connection, sku, now, limit=LEAD_SAMPLE)
+    found: dict[str, Any] = {"catalog_days": catalog_days, "observed_days": observed}
+    if len(observed) < LEAD_ENOUGH:
+        return {**found, "days": float(catalog_days), "source": "catalog"}
+    ranked = sorted(observed)
+    # The lower 75th percentile: with six deliveries two late ones do not move it, three do.
+    days = ranked[int(LEAD_QUANTILE * (len(ranked) - 1))]
+    if abs(days - catalog_days) < 0.5:
+        return {**found, "days": float(catalog_days), "source": "catalog, as deliveries confirm"}
+    return {**found, "days": float(days), "source": f"{len(observed)} deliveries"}

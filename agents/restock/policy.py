@@ -1,23 +1,27 @@
 """The offline restock policy: the floor an LLM has to beat.
 
-Order up to the demand expected over the lead time and one review period, plus
-safety stock for the demand's day-to-day variation at a 95% service level, less
-what is available and already on order:
+It orders from the demand forecast (`tools.forecast`) over the lead time plus
+one review period, and weighs the two ways to be wrong as the shop does: a unit
+short (a lost sale and a disappointed customer) costs three times a unit left
+over (cash and shelf), and the safety stock the shop keeps for ordinary
+variation is not "left over". The order brings the stock position to where
+those costs balance (the newsvendor's critical ratio over the forecast's
+interval):
 
-    target   = mean_daily x (lead_time + review) + z x std_daily x sqrt(lead_time)
-    quantity = ceil(target - available - on_order)
+    position = mean(lead + review) + k x sd(lead + review)
+    quantity = ceil(position - available - on_order)
 
 A shop that turns orders away when it is out of stock loses the sales it cannot
-serve before the order arrives, so demand the stock cannot cover over the lead
-time is not ordered for.
+serve before the order arrives: when the forecast says the stock runs out
+first, only the review period after the arrival is ordered for.
 
-It never orders past the product's max stock (the shelf). History adjusts it:
-past low-stock episodes that looked like today's (around the same date a year
-ago, the same price cut, the same unusual run-up: a season, a promotion) scale
-the mean by what demand did after them; a supplier slower than the
-catalog says lengthens the lead time; when reviewers rejected larger
-suggestions for the SKU, the quantity stays at or below what they last approved
-(or well under what they rejected).
+inventory.low fires once per downward crossing, so an order that leaves the
+stock under the reorder point when it arrives silences the SKU: the quantity is
+raised until it does not. It never fills past the shelf (max stock) on arrival.
+Memory adjusts it: the lead time deliveries showed, and, when reviewers rejected
+larger suggestions for the SKU, a quantity at or below what they last approved
+(or well under what they rejected). The forecast itself, given memory, knows
+seasons, monthly cycles and earlier promotions.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.restock.proposal import RestockProposal
+from tools.forecast import spread, total
 
 REVIEW_DAYS = 7
-Z_95 = 1.65
+SHORT_COST = 3.0  # a unit short against a unit left over
+Z_95 = 1.65  # safety stock for day-to-day variation, at a 95% service level
 Z_FLOOR = 2.0
 
 
@@ -39,54 +45,51 @@ def recommend(
     history: Mapping[str, Any] | None = None,
 ) -> RestockProposal:
     trigger = facts["trigger"]
-    demand = facts["demand"]
+    forecast = facts["forecast"]
     history = history or {}
-    notes = []
-    lead = max(int(trigger["lead_time_days"]), 0)
-    observed = list(history.get("observed_lead_days", []))[:2]
-    if observed and max(observed) > lead + 0.5:
-        slower = math.ceil(max(observed))
-        notes.append(f"lead time taken as {slower}d, as the last deliveries took (catalog {lead}d)")
-        lead = slower
+    notes: list[str] = []
+    catalog = max(int(trigger["lead_time_days"]), 0)
+    known = history.get("lead_time") or {}
+    lead = float(known.get("days", catalog))
+    if abs(lead - catalog) >= 0.5:
+        notes.append(
+            f"lead time taken as {lead:g}d, as {known.get('source', 'deliveries')} showed "
+            f"(catalog {catalog}d)"
+        )
     available = int(trigger["available"])
     on_order = sum(int(po["quantity"]) for po in facts["open_purchase_orders"])
-    mean = float(demand["daily_mean"])
-    expected = mean
-    lift = _analog_lift(history)
-    if lift is not None:
-        factor, count = lift
-        base = float(history.get("base_daily") or mean)
-        expected = base * factor
-        notes.append(
-            f"{count} earlier low(s) like this one (season, price, run-up) saw demand at "
-            f"x{factor:.2f} "
-            "of the month before over the next lead time and review period"
-        )
-    safety = Z_95 * float(demand["daily_std"]) * math.sqrt(max(lead, 1))
-    target = expected * (lead + REVIEW_DAYS) + safety
-    quantity = math.ceil(target - available - on_order)
-    short = expected * lead - available - on_order
+    position = available + on_order
+    horizon = lead + REVIEW_DAYS
+    mean_lead, sd_lead = total(forecast, lead), spread(forecast, lead)
+    mean_all, sd_all = total(forecast, horizon), spread(forecast, horizon)
+    mean_review = mean_all - mean_lead
+    sd_review = math.sqrt(max(sd_all**2 - sd_lead**2, 0.0))
+    daily_sd = sd_all / math.sqrt(horizon)
+    safety = Z_95 * daily_sd * math.sqrt(max(lead, 1.0))
+    target = mean_all + critical_k(safety, sd_all) * sd_all
+    quantity = math.ceil(target - position)
+    short = mean_lead - position
     if short > 0:
-        # Sold out before the order can arrive: the shop turns those customers away
-        # (lost sales, no backorders), so ordering for them would only leave stock over.
-        quantity = math.ceil(target - available - on_order - short)
-        if short >= 0.5:  # worth a word only when it rounds to a unit or more
-            notes.append(
-                f"about {short:.0f} units of demand fall before the order can arrive and are "
-                "not ordered for"
-            )
-    # inventory.low fires once per downward crossing: an order that leaves stock under
-    # the reorder point when it arrives means no signal ever comes again for this SKU.
-    at_arrival = max(0.0, available + on_order - expected * lead)
-    # The margin is for demand running faster than expected until then: two standard
-    # deviations (more than the safety stock's), since falling short here silences the
-    # SKU for good.
-    margin = Z_FLOOR * float(demand["daily_std"]) * math.sqrt(max(lead, 1))
-    floor = math.ceil(int(trigger["reorder_point"]) + 1 + margin - at_arrival)
+        # Sold out before the order can arrive: those customers are turned away (lost
+        # sales, no backorders), so only the review period after the arrival counts.
+        after = math.ceil(mean_review + critical_k(safety, sd_review) * sd_review)
+        if after < quantity:
+            quantity = after
+            if short >= 0.5:
+                notes.append(
+                    f"about {short:.0f} units of demand fall before the order can arrive and "
+                    "are not ordered for"
+                )
+    at_arrival = max(0.0, position - mean_lead)
+    # The margin is for demand running faster than forecast until then: falling short
+    # here silences the SKU for good.
+    floor = math.ceil(
+        int(trigger["reorder_point"]) + 1 - max(0.0, position - mean_lead - Z_FLOOR * sd_lead)
+    )
     if quantity < floor:
         notes.append(f"raised to {floor} so stock is back above the reorder point on arrival")
         quantity = floor
-    room = int(trigger["max_stock"]) - available - on_order
+    room = math.floor(int(trigger["max_stock"]) - at_arrival)
     if quantity > room > 0:
         notes.append(f"held to {room} so stock stays within max stock {trigger['max_stock']}")
         quantity = room
@@ -95,23 +98,27 @@ def recommend(
         notes.append(f"held to {cap} because reviewers turned down larger orders for this SKU")
         quantity = cap
     quantity = max(quantity, 1)
-    cover = available / expected if expected > 0 else float("inf")
+    rate = mean_all / horizon
+    cover = available / rate if rate > 0 else float("inf")
     if cover < lead:
         urgency = "high"
     elif cover < lead + REVIEW_DAYS / 2:
         urgency = "medium"
     else:
         urgency = "low"
-    confidence = round(0.35 + 0.55 * min(int(demand["days"]), 28) / 28, 2)
+    seen = min(int(forecast.get("history_days", 0)), 28)
+    confidence = round(0.35 + 0.55 * seen / 28, 2)
     rationale = (
-        f"Expected demand {expected:.1f}/day over lead time {lead}d "
-        f"plus a {REVIEW_DAYS}d review period, safety stock {safety:.0f} (95% service), "
-        f"less {available} available and {on_order} on order: order {quantity}. "
-        + (f"Cover is {cover:.1f} days." if expected > 0 else "No demand seen yet.")
+        f"Forecast ({forecast['method']}): {mean_all:.0f} units over lead time {lead:g}d plus "
+        f"a {REVIEW_DAYS}d review (80% interval {max(0.0, mean_all - 1.28 * sd_all):.0f}-"
+        f"{mean_all + 1.28 * sd_all:.0f}); {available} available and {on_order} on order: "
+        f"order {quantity}. "
+        + (f"Cover is {cover:.1f} days." if rate > 0 else "No demand expected.")
     )
-    if notes:
-        rationale += " " + "; ".join(notes) + "."
-    evidence = [facts["trigger_id"], *demand["recent_event_ids"][:5]]
+    adjustments = [str(a) for a in forecast.get("adjustments", ())]
+    if adjustments or notes:
+        rationale += " " + "; ".join([*adjustments, *notes]) + "."
+    evidence = [facts["trigger_id"], *facts["demand"]["recent_event_ids"][:5]]
     evidence += [d["event_id"] for d in decisions[:3]]
     return RestockProposal(
         quantity=quantity,
@@ -122,57 +129,27 @@ def recommend(
     )
 
 
-UNUSUAL = 1.8  # a run-up this far from the month's rate is a pattern worth recognising
-PRICE_CUT = 0.95  # a price this far under the month's usual one is a promotion
-PRICE_MATCH = 0.05
-YEAR = 365
-SEASON_MATCH = 10  # days either side of the date a year ago
-MATCH = 1.5  # analogs whose run-up is within this factor of today's
+def critical_k(free: float, sd: float) -> float:
+    """Standard deviations above the mean where a unit short (SHORT_COST) balances a unit over.
+
+    Stock up to `free` above the demand is the safety stock, not over: the cost is
+    3 x P(demand > x) against P(demand < x - free), whose balance a bisection finds.
+    """
+    if sd <= 0:
+        return 0.0
+    gap = free / sd
+    lo, hi = -3.0, 4.0
+    for _ in range(40):
+        k = (lo + hi) / 2
+        if SHORT_COST * (1 - _phi(k)) > _phi(k - gap):
+            lo = k
+        else:
+            hi = k
+    return (lo + hi) / 2
 
 
-def _analog_lift(history: Mapping[str, Any]) -> tuple[float, int] | None:
-    analogs = list(history.get("analogs", []))
-    price = float(history.get("price_ratio") or 1.0)
-    run_up = float(history.get("run_up") or 0.0)
-    same_season = [
-        float(a["after"])
-        for a in analogs
-        if abs(int(a.get("days_ago", 0)) - YEAR) <= SEASON_MATCH
-        and float(a.get("price_ratio", 1.0)) > PRICE_CUT
-    ]
-    if same_season and price > PRICE_CUT:
-        # A year of history: what followed the lows around this date last year is the
-        # best guide to a season, before its run-up shows.
-        matches = same_season
-    elif price <= PRICE_CUT:
-        # A price cut: earlier lows under a cut like it say what the cut does to demand.
-        matches = [
-            float(a["after"])
-            for a in analogs
-            if abs(float(a.get("price_ratio", 1.0)) - price) <= PRICE_MATCH
-        ]
-    elif run_up >= UNUSUAL:
-        # An unusual run-up at the usual price: a season, or a rush seen before.
-        # (A lull after a peak would match the quiet before other peaks and call for
-        # stock nobody needs, so only rises are matched.)
-        matches = [
-            float(a["after"])
-            for a in analogs
-            if float(a.get("price_ratio", 1.0)) > PRICE_CUT and _similar(float(a["run_up"]), run_up)
-        ]
-    else:
-        return None  # an ordinary day: the recent rate is the better guide
-    if not matches:
-        return None
-    matches.sort()
-    median = matches[len(matches) // 2]
-    return min(max(median, 0.2), 6.0), len(matches)
-
-
-def _similar(a: float, b: float) -> bool:
-    # Smoothed so that a run-up of zero (no sales for days) can match another.
-    a, b = a + 0.1, b + 0.1
-    return max(a, b) / min(a, b) <= MATCH
+def _phi(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
 
 
 def _cap_from_decisions(decisions: Sequence[Mapping[str, Any]]) -> int | None:

@@ -52,7 +52,7 @@ async def test_one_suggestion_per_trigger_even_with_duplicates(tmp_path: Path) -
         assert data.trigger_event_id in {t.id for t in triggers}
         assert data.evidence[0] == data.trigger_event_id
         assert data.model == "policy"
-        assert data.prompt_version == "restock/v1"
+        assert data.prompt_version == "restock/v2"
         assert suggestion.causationid == data.trigger_event_id
     a = next(s for s in suggestions if s.data.sku == "SKU-A")
     demand_ids = {e.id for e in history}
