@@ -22,7 +22,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from evals.scenarios import START, Demand, Item, Scenario, on_promotion, poisson
+from evals.scenarios import START, Demand, Item, Reviewer, Scenario, on_promotion, poisson
 
 TRAINING_SEEDS = (1, 2, 3, 4, 5)
 HELD_OUT_SEEDS = (101, 102, 103)
@@ -49,18 +49,19 @@ class Family:
             days=self.days(rng),
             seed=seed,
             history_matters=self.history_matters,
+            reviewer=Reviewer(top_up=True),
         )
 
 
 def _shelf(rng: random.Random, mean: float, lead: int) -> tuple[int, int]:
     """A reorder point covering the lead time and some, and a shelf a few times that."""
-    reorder_point = max(2, round(mean * (lead + rng.uniform(1.0, 3.0))))
+    reorder_point = max(2, round(mean * (lead + rng.uniform(0.5, 6.0))))
     max_stock = max(reorder_point + round(mean * 10), round(reorder_point * rng.uniform(2.5, 4)))
     return reorder_point, max_stock
 
 
 def _item(rng: random.Random, sku: str, demand: Demand, mean: float, **extra: Any) -> Item:
-    lead = rng.randint(2, 7)
+    lead = rng.randint(2, 10)
     reorder_point, max_stock = _shelf(rng, mean, lead)
     price = Decimal(rng.randint(400, 6000)) / 100
     return replace(Item(sku, demand, lead, reorder_point, max_stock, price), **extra)

@@ -78,6 +78,101 @@ def margins(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# What the agent adds, per family: (name, contender saved against, contender judged).
+FAMILY_MARGINS = (
+    ("agent_vs_reorder_point", "reorder_point", "agent"),
+    ("agent_vs_forecaster", "forecaster", "agent"),
+    ("memory_saves", "agent_no_memory", "agent"),
+)
+
+
+def families(results: dict[str, Any]) -> dict[str, Any]:
+    """Generated worlds by family: each contender's cost over the seeds, with its spread,
+    and the margins on the family's total cost, with their spread across seeds.
+
+    Contenders are whatever ran, so a new one (a model, say) gets its own column.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for entry in results["scenarios"].values():
+        if entry.get("family"):
+            grouped.setdefault(entry["family"], []).append(entry)
+    out: dict[str, Any] = {}
+    for name, entries in sorted(grouped.items()):
+        contenders: dict[str, Any] = {}
+        for entry in entries:
+            for contender, figures in entry["contenders"].items():
+                contenders.setdefault(contender, []).append(float(figures["cost"]))
+        row: dict[str, Any] = {
+            "history_matters": any(entry["history_matters"] for entry in entries),
+            "seeds": len(entries),
+            "cost": {contender: _spread(costs) for contender, costs in contenders.items()},
+        }
+        for margin, before, after in FAMILY_MARGINS:
+            if before in contenders and after in contenders:
+                per_seed = [
+                    _saving(b, a)
+                    for b, a in zip(contenders[before], contenders[after], strict=True)
+                ]
+                row[margin] = {
+                    "total": _saving(sum(contenders[before]), sum(contenders[after])),
+                    "min": min(per_seed),
+                    "max": max(per_seed),
+                }
+        out[name] = row
+    return out
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)) ** 0.5
+    return {
+        "mean": round(mean, 1),
+        "sd": round(sd, 1),
+        "min": min(values),
+        "max": max(values),
+        "total": round(sum(values), 1),
+    }
+
+
+def print_families(console: Console, results: dict[str, Any]) -> None:
+    found = results.get("families")
+    if not found:
+        return
+    contenders = list(dict.fromkeys(c for row in found.values() for c in row["cost"]))
+    table = Table(
+        title="families: mean cost over seeds ± sd (lower is better); savings on the total"
+    )
+    table.add_column("family")
+    table.add_column("seeds", justify="right")
+    for contender in contenders:
+        table.add_column(contender, justify="right")
+    for margin, _, _ in FAMILY_MARGINS:
+        table.add_column(margin.replace("_", " "), justify="right")
+    for name, row in found.items():
+        label = name + (" *" if row["history_matters"] else "")
+        cells = [_cost_cell(row["cost"].get(c)) for c in contenders]
+        table.add_row(
+            label,
+            str(row["seeds"]),
+            *cells,
+            *[_margin_cell(row.get(m)) for m, _, _ in FAMILY_MARGINS],
+        )
+    console.print(table)
+    console.print("* history matters", highlight=False)
+
+
+def _cost_cell(figures: dict[str, float] | None) -> str:
+    if figures is None:
+        return "-"
+    return f"{figures['mean']:,.0f} ± {figures['sd']:,.0f}"
+
+
+def _margin_cell(figures: dict[str, float] | None) -> str:
+    if figures is None:
+        return "-"
+    return f"{figures['total']:+.0%} ({figures['min']:+.0%}..{figures['max']:+.0%})"
+
+
 def _saving(before: float, after: float) -> float:
     """Share of `before`'s cost that `after` saves (negative: it costs more)."""
     if before == 0:
@@ -191,6 +286,7 @@ def html(results: dict[str, Any]) -> str:
             f"<td>{_pct(row.get('memory_saves'))}</td></tr>"
         )
     parts.append("</table>")
+    parts.extend(_families_html(results.get("families")))
     for name, entry in results["scenarios"].items():
         parts.append(f"<h2>{escape(name)}</h2><p>{escape(entry['notes'])}</p><table><tr>")
         parts.append("<th>policy</th>" + "".join(f"<th>{h}</th>" for _, h in COLUMNS))
@@ -225,6 +321,27 @@ def html(results: dict[str, Any]) -> str:
         "suggested order would arrive after the real lead time.</p></body></html>"
     )
     return "".join(parts)
+
+
+def _families_html(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    contenders = list(dict.fromkeys(c for row in found.values() for c in row["cost"]))
+    parts = [
+        "<h2>Families</h2><p>Generated worlds by family: mean cost over the seeds ± its "
+        "standard deviation, and what the agent saves on the family's total cost (the range "
+        "over seeds in brackets). * history matters.</p><table><tr><th>family</th><th>seeds</th>",
+        *[f"<th>{escape(c)}</th>" for c in contenders],
+        *[f"<th>{escape(m.replace('_', ' '))}</th>" for m, _, _ in FAMILY_MARGINS],
+        "</tr>",
+    ]
+    for name, row in found.items():
+        label = escape(name) + (" *" if row["history_matters"] else "")
+        cells = "".join(f"<td>{_cost_cell(row['cost'].get(c))}</td>" for c in contenders)
+        margins = "".join(f"<td>{_margin_cell(row.get(m))}</td>" for m, _, _ in FAMILY_MARGINS)
+        parts.append(f"<tr><td>{label}</td><td>{row['seeds']}</td>{cells}{margins}</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def _substitutes_html(found: dict[str, Any] | None) -> list[str]:

@@ -53,6 +53,7 @@ class Case:
     notes: str
     history_matters: bool
     events: list[Event[Any]]
+    family: str | None = None  # a generated world's family (its sidecar says)
 
 
 @dataclass
@@ -82,7 +83,8 @@ def load_cases(paths: Sequence[Path]) -> list[Case]:
     files: list[Path] = []
     for path in paths or [FIXTURES]:
         if path.is_dir():
-            files.extend(sorted(path.glob("*.jsonl")))
+            # A folder's recordings, and those of its folders (fixtures/families/...).
+            files.extend(sorted(path.rglob("*.jsonl")))
         elif path.exists():
             files.append(path)
         else:
@@ -107,6 +109,7 @@ def load_cases(paths: Sequence[Path]) -> list[Case]:
                 notes=str(meta.get("notes") or ""),
                 history_matters=bool(meta.get("history_matters", False)),
                 events=events,
+                family=str(meta["family"]) if meta.get("family") else None,
             )
         )
     return cases
@@ -209,6 +212,8 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
             case.name,
             {"notes": case.notes, "history_matters": case.history_matters, "contenders": {}},
         )
+        if case.family is not None:
+            entry["family"] = case.family
         entry["contenders"][contender.name] = _combine([scored for scored, _, _ in mine])
         _, judged, replayed = mine[0]
         report.collect_plot_data(entry, contender.name, replayed, judged)
@@ -216,9 +221,11 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
         results["substitutes"] = await _substitutes(factory)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["margins"] = report.margins(results)
+    results["families"] = report.families(results)
     request.out.mkdir(parents=True, exist_ok=True)
     report.write(results, request.out)
     report.print_table(console, results)
+    report.print_families(console, results)
     report.print_substitutes(console, results)
     exit_code = 0
     if request.baseline is not None:

@@ -68,6 +68,9 @@ class Reviewer:
     max_quantity: int | None = None
     reason: str = "more than the shelf holds"
     delay_hours: float = 2.0
+    # A buyer who tops a small order up to the min/max rule's (max stock less the reorder
+    # point), so that the world goes on with stock and signals whatever the agent said.
+    top_up: bool = False
 
 
 @dataclass(frozen=True)

@@ -73,13 +73,19 @@ class ScenarioActors:
                 time=at,
             )
         quantity = min(data.quantity, item.max_stock)
+        if reviewer.top_up:
+            quantity = max(quantity, item.max_stock - item.reorder_point)
         return new_event(
             RestockApproved(
                 recommendation_id=data.recommendation_id,
                 sku=data.sku,
                 quantity=quantity,
                 reviewer="sim-reviewer",
-                note=None if quantity == data.quantity else f"trimmed to the shelf, {quantity}",
+                note=None
+                if quantity == data.quantity
+                else f"trimmed to the shelf, {quantity}"
+                if quantity < data.quantity
+                else f"topped up to {quantity}",
             ),
             source=REVIEWER,
             cause=event,

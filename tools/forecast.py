@@ -33,6 +33,7 @@ LEVEL_DAYS = 28  # the weeks before a moment that a cycle's phase is measured ag
 PROMOTION_CUT = 0.95  # a day's price this far under the usual one is a promotion day
 CYCLE_Z = 3.0  # how far from chance earlier cycles' misses must be to correct for them
 CYCLE_MIN_SHIFT = 0.2  # ... and by how much, at least (a fifth of the demand)
+CYCLE_GAIN = 0.25  # ... and closer overall by a quarter of the forecast's own misses
 SMOOTH = 2  # days either side when comparing a day of an earlier cycle
 MONTHS_BACK = 6
 YEARS_BACK = 2
@@ -190,8 +191,11 @@ def _cycle(
             model_error += abs(actual - model)
             cycle_error += mine
             wins += mine < abs(actual - model)
-            noise += dispersion * horizon * base
-        if wins * 3 < len(seen) * 2 or model_error - cycle_error < CYCLE_Z * math.sqrt(noise):
+            noise += horizon * base  # Poisson's, as the cycle's own swings are the signal
+        gain = model_error - cycle_error
+        if wins * 3 < len(seen) * 2 or gain < CYCLE_GAIN * model_error:
+            return None
+        if gain < 2 * math.sqrt(noise):
             return None
     spread_r = float(np.std(ratios) / np.mean(ratios)) if len(seen) > 1 else CYCLE_MIN_SHIFT
     bases = sum(base for _, base, _, _ in seen) / len(seen)

@@ -25,6 +25,7 @@ import numpy as np
 INTERMITTENT = 0.5  # share of days without a sale from which demand counts as intermittent
 MIN_MODEL_DAYS = 7  # fewer days than this: their mean, as no model fits a handful of points
 WEEK = 7
+TREND_T = 2.5
 Z_80 = 1.2816
 
 
@@ -84,8 +85,8 @@ def fit(series: Sequence[float], horizon: int) -> Fit:
     return _holt(y, horizon)
 
 
-def trending(y: Sequence[float]) -> bool:
-    """A trend clear of the noise: the slope of weekly totals at least three standard errors."""
+def trending(y: Sequence[float] | np.ndarray) -> bool:
+    """A trend clear of the noise: the slope of weekly totals over TREND_T standard errors."""
     weeks = len(y) // WEEK
     if weeks < 4:
         return False
@@ -94,7 +95,7 @@ def trending(y: Sequence[float]) -> bool:
     slope, intercept = np.polyfit(x, totals, 1)
     residuals = totals - (intercept + slope * x)
     spread = float(np.sqrt(residuals.var(ddof=2) / ((x - x.mean()) ** 2).sum()))
-    return bool(abs(slope) > 3 * spread) if spread > 0 else bool(slope != 0)
+    return bool(abs(slope) > TREND_T * spread) if spread > 0 else bool(slope != 0)
 
 
 def _ets(models: Any, y: np.ndarray, horizon: int) -> Fit:

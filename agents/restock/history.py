@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from tools import restock as tools
 
-LEAD_SAMPLE = 6  # the latest deliveries looked at
+LEAD_SAMPLE = 4  # the latest deliveries looked at
 LEAD_ENOUGH = 3  # fewer than this say nothing beyond the catalog
 LEAD_QUANTILE = 0.75
 MEMORY_DAYS = 730  # the forecast's memory: two years, for a yearly cycle seen twice
@@ -32,7 +32,7 @@ def lead_time(
     if len(observed) < LEAD_ENOUGH:
         return {**found, "days": float(catalog_days), "source": "catalog"}
     ranked = sorted(observed)
-    # The lower 75th percentile: with six deliveries two late ones do not move it, three do.
+    # The lower 75th percentile: of four deliveries one late does not move it, two do.
     days = ranked[int(LEAD_QUANTILE * (len(ranked) - 1))]
     if abs(days - catalog_days) < 0.5:
         return {**found, "days": float(catalog_days), "source": "catalog, as deliveries confirm"}

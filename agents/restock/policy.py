@@ -17,7 +17,8 @@ first, only the review period after the arrival is ordered for.
 
 inventory.low fires once per downward crossing, so an order that leaves the
 stock under the reorder point when it arrives silences the SKU: the quantity is
-raised until it does not. It never fills past the shelf (max stock) on arrival.
+raised until it does not. Max stock is not a cap: it was set for the demand of
+its day, and a forecast above it is said in the rationale for the reviewer.
 Memory adjusts it: the lead time deliveries showed, and, when reviewers rejected
 larger suggestions for the SKU, a quantity at or below what they last approved
 (or well under what they rejected). The forecast itself, given memory, knows
@@ -89,10 +90,10 @@ def recommend(
     if quantity < floor:
         notes.append(f"raised to {floor} so stock is back above the reorder point on arrival")
         quantity = floor
-    room = math.floor(int(trigger["max_stock"]) - at_arrival)
-    if quantity > room > 0:
-        notes.append(f"held to {room} so stock stays within max stock {trigger['max_stock']}")
-        quantity = room
+    if at_arrival + quantity > int(trigger["max_stock"]):
+        # The catalog's max stock is a planning figure set for the demand of its day: the
+        # forecast says more is needed, and the reviewer sees why.
+        notes.append(f"more than max stock {trigger['max_stock']} on arrival, as forecast")
     cap = _cap_from_decisions(decisions)
     if cap is not None and quantity > cap:
         notes.append(f"held to {cap} because reviewers turned down larger orders for this SKU")

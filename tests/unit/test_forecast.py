@@ -1,0 +1,192 @@
+"""The demand forecast tool on series made by hand: level, trend, weekly, monthly and yearly
+cycles, intermittent demand, a new product, memory that stays out of the way on plain
+demand, and the numpy fallback when the library is not installed."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from agents.restock import history
+from agents.restock.projection import demand, metadata, products, purchase_orders
+from tools import forecasting
+from tools.forecast import demand_forecast, spread, total
+
+NOW = datetime(2026, 3, 20, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def projection(
+    per_day: Callable[[datetime, random.Random], int],
+    days: int,
+    *,
+    price: Callable[[datetime], float] = lambda day: 10.0,
+    seed: int = 1,
+) -> sa.Connection:
+    """`days` days of demand before NOW, one order a day at its midday, as the projection
+    holds it."""
+    rng = random.Random(seed)
+    connection = sa.create_engine("sqlite://").connect()
+    metadata.create_all(connection)
+    connection.execute(
+        products.insert().values(
+            sku="S",
+            name="S",
+            description="",
+            category="c",
+            supplier="x",
+            lead_time_days=4,
+            reorder_point=30,
+            max_stock=100,
+        )
+    )
+    rows = []
+    for back in range(days, 0, -1):
+        at = NOW - back * DAY + timedelta(hours=1)
+        units = per_day(at, rng)
+        if units:
+            rows.append(
+                {"event_id": f"o{back}", "sku": "S", "quantity": units, "at": at}
+                | {"unit_price": price(at)}
+            )
+    if rows:
+        connection.execute(demand.insert(), rows)
+    return connection
+
+
+def poisson(mean: float, rng: random.Random) -> int:
+    return int(np.random.default_rng(rng.randrange(1 << 30)).poisson(mean))
+
+
+@pytest.fixture(params=["library", "fallback"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "fallback":
+        monkeypatch.setattr(forecasting, "_MODELS", None)
+        monkeypatch.setattr(forecasting, "_LOADED", True)
+    yield request.param
+
+
+def test_a_level_is_forecast_and_memory_changes_nothing_where_demand_has_no_structure(
+    engine: str,
+) -> None:
+    connection = projection(lambda at, rng: poisson(6, rng), 400)
+    plain = demand_forecast(connection, "S", NOW, 11)
+    remembering = demand_forecast(connection, "S", NOW, 11, memory_days=730)
+    assert 6 * 11 * 0.8 < total(plain.as_dict(), 11) < 6 * 11 * 1.2
+    assert 0 < spread(plain.as_dict(), 11) < 6 * 11 * 0.5
+    assert remembering.daily == plain.daily
+    assert remembering.adjustments == ()
+    assert ("fallback" in plain.engine) == (engine == "fallback")
+
+
+def test_a_trend_is_followed(engine: str) -> None:
+    start = NOW - 56 * DAY
+    connection = projection(
+        lambda at, rng: poisson(4 * 1.03 ** ((at - start).days), rng), 56, seed=3
+    )
+    forecast = demand_forecast(connection, "S", NOW, 10).as_dict()
+    last_weeks = 4 * 1.03**52  # the level a week ago
+    assert total(forecast, 10) > last_weeks * 10
+
+
+def test_busy_weekdays_are_forecast_busier(engine: str) -> None:
+    connection = projection(lambda at, rng: poisson(15 if at.weekday() >= 5 else 4, rng), 56)
+    # NOW is Friday noon: day 0 holds Friday's order, days 1 and 2 the weekend's.
+    forecast = demand_forecast(connection, "S", NOW, 7).as_dict()
+    busy = [forecast["daily"][d] for d in (1, 2)]
+    quiet = [forecast["daily"][d] for d in (0, 3, 4, 5, 6)]
+    assert min(busy) > 1.5 * max(quiet)
+
+
+def test_with_memory_a_monthly_rush_is_expected_at_its_days() -> None:
+    """Four days a month at four times the demand; NOW (the 20th) is just before them."""
+    connection = projection(
+        lambda at, rng: poisson(24 if 22 <= at.day <= 25 else 6, rng), 240, seed=5
+    )
+    plain = demand_forecast(connection, "S", NOW, 10).as_dict()
+    remembering = demand_forecast(connection, "S", NOW, 10, memory_days=730).as_dict()
+    truth = 6 * 6 + 24 * 4
+    assert total(remembering, 10) > total(plain, 10)
+    assert abs(total(remembering, 10) - truth) < abs(total(plain, 10) - truth)
+    assert any("monthly" in note for note in remembering["adjustments"])
+
+
+def test_with_memory_last_years_season_is_expected_before_it_shows() -> None:
+    season_start = NOW - 365 * DAY + 3 * DAY
+
+    def per_day(at: datetime, rng: random.Random) -> int:
+        in_season = timedelta(0) <= at - season_start < 30 * DAY
+        return poisson(12 if in_season else 3, rng)
+
+    connection = projection(per_day, 420, seed=7)
+    plain = demand_forecast(connection, "S", NOW, 12).as_dict()
+    remembering = demand_forecast(connection, "S", NOW, 12, memory_days=730).as_dict()
+    assert total(plain, 12) < 3 * 12 * 1.5
+    assert total(remembering, 12) > 2 * total(plain, 12)
+    assert any("yearly" in note for note in remembering["adjustments"])
+
+
+def test_a_promotion_on_now_is_lifted_as_earlier_ones_were() -> None:
+    """Ten-day promotions at a quarter off, every 40 days; one began three days ago."""
+
+    def on(at: datetime) -> bool:
+        return (NOW - at).days % 40 in range(0, 3) or (NOW - at).days % 40 in range(33, 40)
+
+    connection = projection(
+        lambda at, rng: poisson(20 if on(at) else 5, rng),
+        200,
+        price=lambda at: 7.5 if on(at) else 10.0,
+    )
+    remembering = demand_forecast(connection, "S", NOW, 10, memory_days=730).as_dict()
+    # Seven more days at four times the rate, then three ordinary ones.
+    truth = 7 * 20 + 3 * 5
+    assert abs(total(remembering, 10) - truth) < 0.25 * truth
+    assert any("promotion" in note for note in remembering["adjustments"])
+
+
+def test_intermittent_demand_gets_croston(engine: str) -> None:
+    connection = projection(lambda at, rng: 4 if rng.random() < 0.15 else 0, 56, seed=11)
+    forecast = demand_forecast(connection, "S", NOW, 10)
+    assert "Croston" in forecast.method
+    assert 0.2 < forecast.daily[0] < 1.2
+
+
+def test_a_new_product_is_forecast_from_its_few_days_or_from_its_catalog_entry() -> None:
+    young = projection(lambda at, rng: 9, 3)
+    forecast = demand_forecast(young, "S", NOW, 10)
+    assert forecast.method == "mean of 3 day(s)"
+    assert forecast.daily[0] == pytest.approx(9)
+    unsold = projection(lambda at, rng: 0, 0)
+    prior = demand_forecast(unsold, "S", NOW, 10)
+    assert prior.history_days == 0
+    assert prior.daily[0] == pytest.approx(30 / 5)  # reorder point over lead time + 1
+
+
+def test_lead_time_is_a_quantile_of_deliveries_so_one_late_one_does_not_move_it() -> None:
+    connection = projection(lambda at, rng: 5, 10)
+
+    def delivered(days: list[float]) -> dict[str, object]:
+        connection.execute(purchase_orders.delete())
+        for n, lead in enumerate(days):
+            created = NOW - (40 - 8 * n) * DAY
+            connection.execute(
+                purchase_orders.insert().values(
+                    purchase_order_id=f"PO-{n}",
+                    event_id=f"e{n}",
+                    sku="S",
+                    quantity=10,
+                    created_at=created,
+                    received_at=created + lead * DAY,
+                )
+            )
+        return history.lead_time(connection, "S", NOW, 4)
+
+    assert delivered([4, 4])["days"] == 4  # too few to say anything
+    assert delivered([4, 4, 4, 6])["days"] == 4  # one late delivery is noise
+    assert delivered([4, 4, 9, 10])["days"] == 9  # two slow ones in four are a slower supplier
+    assert delivered([9, 10, 10, 10])["days"] == 10
