@@ -5,7 +5,8 @@
 
 writes one `<scenario>.jsonl` per scenario (every event that went over the bus,
 exactly as `agentbus record` writes them) and a `<scenario>.json` sidecar with
-its name and notes. The same seed gives the same bytes.
+its name and notes. The same seed gives the same bytes. Family worlds keep only
+their inputs (a third of the size; replay makes the services' events again).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from agentbus.envelope import Event, EventCodec, derived_id, new_event
 from agents.registry import restock_agent
 from evals.families import SPLITS, worlds
-from evals.replay import replay
+from evals.replay import inputs_of, replay
 from evals.scenarios import SCENARIOS, START, Scenario
 from events import CATALOG, RestockApproved, RestockRejected, StockReceived
 
@@ -94,12 +95,16 @@ class ScenarioActors:
         )
 
 
-async def record_scenario(scenario: Scenario, out: Path) -> Path:
+async def record_scenario(scenario: Scenario, out: Path, *, inputs_only: bool = False) -> Path:
+    """Record `scenario` to `out`; `inputs_only` keeps what came from outside the services
+    (catalog, stock, orders, decisions, deliveries), as a world built from the contract
+    alone looks: replay makes the rest again."""
     replayed = await replay(scenario.inputs(), restock_agent, actors=ScenarioActors(scenario))
     codec = EventCodec(CATALOG)
     path = out / f"{scenario.name}.jsonl"
+    kept = inputs_of(replayed.events) if inputs_only else replayed.events
     with path.open("wb") as handle:
-        for event in replayed.events:
+        for event in kept:
             # Trace context belongs to the run that made the recording, not to the shop's
             # story: without it the same seed gives the same bytes, traced or not.
             plain = event.model_copy(update={"traceparent": None, "tracestate": None})
@@ -134,7 +139,7 @@ def main() -> None:
     for scenario in chosen:
         if args.only and scenario.name not in args.only:
             continue
-        path = asyncio.run(record_scenario(scenario, args.out))
+        path = asyncio.run(record_scenario(scenario, args.out, inputs_only=args.families))
         print(f"{path}: {sum(1 for _ in path.open())} events")
 
 

@@ -183,20 +183,17 @@ def _cycle(
             return None
         if abs(actual - model) < abs(actual - horizon * base * middle) + CYCLE_Z * noise:
             return None
-    else:
-        model_error, cycle_error, wins, noise = 0.0, 0.0, 0, 0.0
-        for j, (_, base, actual, model) in enumerate(seen):
-            others = median(r for i, r in enumerate(ratios) if i != j)
-            mine = abs(actual - horizon * base * others)
-            model_error += abs(actual - model)
-            cycle_error += mine
-            wins += mine < abs(actual - model)
-            noise += horizon * base  # Poisson's, as the cycle's own swings are the signal
-        gain = model_error - cycle_error
-        if wins * 3 < len(seen) * 2 or gain < CYCLE_GAIN * model_error:
+    elif not _beats(seen, _left_out(ratios), horizon):
+        # The cycle did not beat the model; the plain level might have (after a burst the
+        # model chases, say): the same test, with a ratio of one.
+        if not _beats(seen, [1.0] * len(seen), horizon):
             return None
-        if gain < 2 * math.sqrt(noise):
-            return None
+        sd_level = math.sqrt(dispersion * level)
+        note = (
+            f"{name} cycle: at this phase of {len(seen)} earlier cycle(s) the last "
+            f"{LEVEL_DAYS} days' level foresaw the next {horizon} better than the model"
+        )
+        return [level] * horizon, [sd_level] * horizon, note
     spread_r = float(np.std(ratios) / np.mean(ratios)) if len(seen) > 1 else CYCLE_MIN_SHIFT
     bases = sum(base for _, base, _, _ in seen) / len(seen)
     mean, sd = [], []
@@ -214,6 +211,31 @@ def _cycle(
         f"sold x{middle:.2f} of the {LEVEL_DAYS} days before, which the model missed"
     )
     return mean, sd, note
+
+
+def _beats(
+    seen: Sequence[tuple[int, float, float, float]], ratios: Sequence[float], horizon: int
+) -> bool:
+    """Whether `ratios` x each moment's level foresaw the demand after it better than the
+    model did: closer in two cycles out of three, and closer overall by more than chance."""
+    model_error, error, wins, noise = 0.0, 0.0, 0, 0.0
+    for (_, base, actual, model), ratio in zip(seen, ratios, strict=True):
+        mine = abs(actual - horizon * base * ratio)
+        model_error += abs(actual - model)
+        error += mine
+        wins += mine < abs(actual - model)
+        noise += horizon * base  # Poisson's, as a cycle's own swings are the signal
+    gain = model_error - error
+    return (
+        wins * 3 >= len(seen) * 2
+        and gain >= CYCLE_GAIN * model_error
+        and gain >= 2 * math.sqrt(noise)
+    )
+
+
+def _left_out(ratios: Sequence[float]) -> list[float]:
+    """Each cycle's forecast from the others alone, so no cycle vouches for itself."""
+    return [median(r for i, r in enumerate(ratios) if i != j) for j in range(len(ratios))]
 
 
 def _promotion(

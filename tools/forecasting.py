@@ -105,9 +105,14 @@ def _ets(models: Any, y: np.ndarray, horizon: int) -> Fit:
     trend = trending(y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = models.AutoETS(season_length=season, model="AZZ" if trend else "ANZ").forecast(
-            y=y, h=horizon, level=[80]
+        # A trend the weeks show clearly is taken at its slope: damping it is a bet that it
+        # ends within the horizon, which a few weeks cannot tell.
+        model = (
+            models.AutoETS(season_length=season, model="AAZ", damped=False)
+            if trend
+            else (models.AutoETS(season_length=season, model="ANZ"))
         )
+        out = model.forecast(y=y, h=horizon, level=[80])
     mean = np.clip(out["mean"], 0.0, None)
     sd = np.maximum((out["hi-80"] - out["mean"]) / Z_80, math.sqrt(max(float(y.mean()), 0.0)) / 2)
     label = "AutoETS" + (" with a trend" if trend else "")

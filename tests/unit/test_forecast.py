@@ -5,7 +5,7 @@ demand, and the numpy fallback when the library is not installed."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -64,11 +64,11 @@ def poisson(mean: float, rng: random.Random) -> int:
 
 
 @pytest.fixture(params=["library", "fallback"])
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "fallback":
         monkeypatch.setattr(forecasting, "_MODELS", None)
         monkeypatch.setattr(forecasting, "_LOADED", True)
-    yield request.param
+    return str(request.param)
 
 
 def test_a_level_is_forecast_and_memory_changes_nothing_where_demand_has_no_structure(
