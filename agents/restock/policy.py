@@ -20,9 +20,9 @@ stock under the reorder point when it arrives silences the SKU: the quantity is
 raised until it does not. Max stock is not a cap: it was set for the demand of
 its day, and a forecast above it is said in the rationale for the reviewer.
 Memory adjusts it: the lead time deliveries showed, and, when reviewers rejected
-larger suggestions for the SKU, a quantity at or below what they last approved
-(or well under what they rejected). The forecast itself, given memory, knows
-seasons, monthly cycles and earlier promotions.
+larger suggestions for the SKU, a quantity at or below the most they approved
+under what they rejected (or well under what they rejected). The forecast
+itself, given memory, knows seasons, monthly cycles and earlier promotions.
 """
 
 from __future__ import annotations
@@ -157,7 +157,15 @@ def _cap_from_decisions(decisions: Sequence[Mapping[str, Any]]) -> int | None:
     rejected = [d for d in decisions if d["status"] == "rejected" and d["suggested_quantity"]]
     if not rejected:
         return None
-    approved = [d for d in decisions if d["status"] == "approved" and d["approved_quantity"]]
-    if approved:
-        return int(approved[0]["approved_quantity"])
-    return max(1, int(min(d["suggested_quantity"] for d in rejected) * 0.6))
+    refused = min(int(d["suggested_quantity"]) for d in rejected)
+    approved = [
+        int(d["approved_quantity"])
+        for d in decisions
+        if d["status"] == "approved" and d["approved_quantity"]
+    ]
+    # The most they approved, under the least they refused: the last approval alone would
+    # ratchet down, each capped order becoming the next cap.
+    fits = [quantity for quantity in approved if quantity < refused]
+    if fits:
+        return max(fits)
+    return max(1, int(refused * 0.6))
