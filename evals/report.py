@@ -142,6 +142,14 @@ def print_substitutes(console: Console, results: dict[str, Any]) -> None:
         f"invalid substitutes {found['invalid']}",
         highlight=False,
     )
+    if found.get("synonyms"):
+        console.print(
+            "synonym cases (other words, same meaning), top-3 rate by embedder: "
+            + ", ".join(
+                f"{name} {_fmt(rate['top3_rate'])}" for name, rate in found["synonyms"].items()
+            ),
+            highlight=False,
+        )
 
 
 def _verdict(case: dict[str, Any]) -> str:
@@ -245,6 +253,28 @@ def _substitutes_html(found: dict[str, Any] | None) -> list[str]:
             f"<td class='{cls}'>{escape(verdict)}</td></tr>"
         )
     parts.append("</table>")
+    by_embedder = found.get("synonyms") or {}
+    if by_embedder:
+        names = list(by_embedder)
+        parts.append(
+            "<h3>Synonyms</h3><p>The right product named in other words, among products "
+            "that share the missing one's words: offered among the first three, by embedder."
+            "</p><table><tr><th>case</th><th>expected</th>"
+            + "".join(f"<th>{escape(name)}</th>" for name in names)
+            + "</tr>"
+        )
+        for case, first in by_embedder[names[0]]["cases"].items():
+            cells = "".join(
+                "<td class='pass'>hit</td>"
+                if by_embedder[name]["cases"][case]["hit"]
+                else "<td class='fail'>miss</td>"
+                for name in names
+            )
+            parts.append(
+                f"<tr><td>{escape(case)}</td><td>{escape(first['expect'] or '')}</td>{cells}</tr>"
+            )
+        rates = "".join(f"<td>{_fmt(by_embedder[n]['top3_rate'])}</td>" for n in names)
+        parts.append(f"<tr><td>top-3 rate</td><td></td>{rates}</tr></table>")
     return parts
 
 

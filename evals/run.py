@@ -25,7 +25,7 @@ from evals.replay import inputs_of, replay
 from evals.scoring import ScenarioScore, judge, score
 from evals.substitutes import CASES as SUBSTITUTE_CASES
 from evals.substitutes import run_case as run_substitute
-from evals.substitutes import summarise
+from evals.substitutes import summarise, synonyms
 from events import CATALOG
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -252,6 +252,7 @@ async def _substitutes(factory: Callable[[], Model | None]) -> dict[str, Any]:
 
     scores = await asyncio.gather(*(run_substitute(case, make_model) for case in SUBSTITUTE_CASES))
     summary = summarise(list(scores))
+    summary["synonyms"] = await synonyms(make_model)
     summary["input_tokens"] = sum(m.input_tokens for m in meters)
     summary["output_tokens"] = sum(m.output_tokens for m in meters)
     return summary

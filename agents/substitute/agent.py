@@ -32,9 +32,14 @@ MAX_SUBSTITUTES = 3
 SEARCHED = 10
 
 
-def min_score() -> float:
-    """Below this similarity a product is not a substitute, however in stock it is."""
-    return float(os.environ.get("SUBSTITUTE_MIN_SCORE", "0.15"))
+def min_score(embedder: Any = None) -> float:
+    """Below this similarity a product is not a substitute, however in stock it is:
+    `SUBSTITUTE_MIN_SCORE`, else where the embedder says texts start to be related
+    (e5's similarities between unrelated texts run high), else 0.15."""
+    configured = os.environ.get("SUBSTITUTE_MIN_SCORE")
+    if configured:
+        return float(configured)
+    return float(getattr(embedder, "related_from", 0.15))
 
 
 class SubstituteState(TypedDict, total=False):
@@ -79,7 +84,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
             for hit in hits
             if str(hit.payload.get("sku")) in by_sku
         ]
-        return {"scored": [s for s in scored if s["score"] >= min_score()]}
+        return {"scored": [s for s in scored if s["score"] >= min_score(ctx.embedder)]}
 
     async def decide(state: SubstituteState) -> SubstituteState:
         scored = state.get("scored", [])
