@@ -256,7 +256,7 @@ SYNONYM_CASES: tuple[SubstituteCase, ...] = (
             (
                 "SOFA-TABLE",
                 "sofa table, grey oak",
-                "Narrow console table to stand behind a sofa.",
+                "Narrow table to stand behind a sofa.",
                 5,
             ),
             ("CUSHIONS-3", "grey seat cushions, set of three", "Soft cushions for chairs.", 9),
@@ -292,7 +292,7 @@ SYNONYM_CASES: tuple[SubstituteCase, ...] = (
             (
                 "SWEATER-M",
                 "merino sweater, size M",
-                "Knit pullover in dark blue, round neckline.",
+                "Knit pullover in dark blue, round neck.",
                 4,
             ),
             ("CABLES", "jumper cables 3 m", "Car battery jumper leads, 3 m.", 6),
