@@ -20,7 +20,7 @@ from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.substitute.projection import MIGRATIONS, project
-from agents.substitute.proposal import SubstituteRanking
+from agents.substitute.proposal import MAX_RANKED, SubstituteRanking
 from events import Substitute, SubstituteSuggested
 from tools import substitute as tools
 
@@ -28,7 +28,7 @@ NAME = "substitute-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PROMPT = Prompt.load(PROMPTS, "substitute", "v1")
 CATALOG = "product-catalog"  # written by the memory service from product.upserted
-MAX_SUBSTITUTES = 3
+MAX_SUBSTITUTES = MAX_RANKED
 SEARCHED = 10
 
 
@@ -90,7 +90,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
         scored = state.get("scored", [])
 
         def by_similarity() -> SubstituteRanking:
-            return SubstituteRanking(ranking=[s["sku"] for s in scored])
+            return SubstituteRanking(ranking=[s["sku"] for s in scored[:MAX_SUBSTITUTES]])
 
         if not scored:
             return {"ranking": [], "model": "policy"}
