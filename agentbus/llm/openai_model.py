@@ -21,11 +21,12 @@ import json
 import logging
 import re
 import threading
+import time
 from typing import Any, Literal
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from openai.types.shared_params import ResponseFormatJSONObject, ResponseFormatJSONSchema
+from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, ValidationError
 
 from agentbus.errors import ConfigurationError
@@ -47,7 +48,6 @@ DEFAULT_MAX_TOKENS = ModelSettings().max_tokens
 OPENAI_HOST = "api.openai.com"
 
 Structured = Literal["json_schema", "json_object"]
-_JSON_OBJECT: ResponseFormatJSONObject = {"type": "json_object"}
 # Per process: the servers (base URL and model) that refused or ignored `json_schema`.
 _FALLEN_BACK: set[str] = set()
 _FALLBACK_LOCK = threading.Lock()
@@ -149,7 +149,8 @@ class OpenAIModel:
     Without `client`, one is built from `base_url` and `api_key` (each falling back
     to `OPENAI_BASE_URL` and `OPENAI_API_KEY`), `timeout` (seconds per HTTP attempt)
     and `max_retries`. A given `client` is used as it is configured. `max_tokens`
-    bounds every answer unless the request sets its own limit.
+    bounds every answer unless the request sets its own limit. `structured` fixes
+    how structured output is asked for (by default it is found out, see above).
     """
 
     provider = "openai"
@@ -164,9 +165,11 @@ class OpenAIModel:
         timeout: float = 30.0,
         max_retries: int = 3,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        structured: Structured | None = None,
     ) -> None:
         self.name = model
         self.max_tokens = max_tokens
+        self._structured = structured
         self._owns_client = client is None
         if client is not None:
             if base_url is not None or api_key is not None:
@@ -202,7 +205,10 @@ class OpenAIModel:
 
     @property
     def structured(self) -> Structured:
-        """How this process asks this server for structured output."""
+        """How this model asks its server for structured output: as told when made, else
+        `json_schema` until the server refuses or ignores it in this process."""
+        if self._structured is not None:
+            return self._structured
         return "json_object" if self._server in _FALLEN_BACK else "json_schema"
 
     def _fall_back(self, why: str) -> None:
@@ -221,6 +227,7 @@ class OpenAIModel:
         messages = [_message(m) for m in request.messages]
         input_tokens = output_tokens = 0
         problem = ""
+        started = time.perf_counter()
         for attempt in (1, 2):
             mode = self.structured
             completion = await self._create(messages, request, mode)
@@ -261,6 +268,7 @@ class OpenAIModel:
                     usage=Usage(input_tokens, output_tokens),
                     finish_reason=choice.finish_reason,
                     attempts=attempt,
+                    seconds=round(time.perf_counter() - started, 3),
                 )
         raise MalformedOutput(
             f"{self.name}: no answer fit {request.output.__name__} in 2 requests ({problem})"
@@ -287,19 +295,23 @@ class OpenAIModel:
         if fmt is None:
             fmt = self._formats[request.output] = response_format(request.output)
         limit = request.max_output_tokens or self.max_tokens
-        extra: dict[str, Any] | None = None
+        extra: dict[str, Any] = {}
         if limit is not None and not self._openai_itself:
-            extra = {"max_tokens": limit}
+            extra["max_tokens"] = limit
         if mode == "json_object":
-            messages = schema_in_prompt(messages, fmt["json_schema"].get("schema") or {})
+            schema = fmt["json_schema"].get("schema") or {}
+            messages = schema_in_prompt(messages, schema)
+            # The schema beside `json_object` too: llama.cpp and llama-cpp-python turn it
+            # into grammar, which bounds what a small model writes; others ignore it.
+            extra["response_format"] = {"type": "json_object", "schema": schema}
         try:
             return await self.client.chat.completions.create(
                 model=self.name,
                 messages=messages,
-                response_format=fmt if mode == "json_schema" else _JSON_OBJECT,
+                response_format=fmt if mode == "json_schema" else openai.omit,
                 temperature=request.temperature,
                 max_completion_tokens=openai.omit if limit is None else limit,
-                extra_body=extra,
+                extra_body=extra or None,
             )
         except openai.APIStatusError:
             raise  # the caller decides: a refusal of `json_schema` is not an error yet

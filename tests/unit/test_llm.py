@@ -427,7 +427,8 @@ async def test_a_cassette_records_then_replays_with_the_server_stopped(
 
     replayer = CassetteModel(path, mode="replay")
     replayed = [await replayer.complete(r) for r in requests]
-    assert replayed == recorded  # outputs, recorded model name, usage, finish reason
+    assert replayed == recorded  # outputs, recorded model name, usage, finish reason, time
+    assert all(r.seconds is not None and r.seconds > 0 for r in replayed)
     assert replayer.name == "gpt-test"
     assert len(server.calls) == 2
 
