@@ -59,6 +59,7 @@ _SECRET = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_*\-]{6,}|\bBearer\s+\S+", re.
 _SCHEMA_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _ECHO_LIMIT = 4000
+_FORMATS_KEPT = 256
 
 
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -293,6 +294,8 @@ class OpenAIModel:
     ) -> ChatCompletion:
         fmt = self._formats.get(request.output)
         if fmt is None:
+            if len(self._formats) >= _FORMATS_KEPT:
+                self._formats.clear()  # answer models made per request must not pile up
             fmt = self._formats[request.output] = response_format(request.output)
         limit = request.max_output_tokens or self.max_tokens
         extra: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.substitute.projection import MIGRATIONS, project
-from agents.substitute.proposal import MAX_RANKED, SubstituteRanking
+from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
 from events import Substitute, SubstituteSuggested
 from tools import substitute as tools
 
@@ -102,7 +102,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
                     "Data:\n" + quote({"missing": state.get("missing"), "candidates": scored}),
                 ),
             ),
-            output=SubstituteRanking,
+            output=ranking_of([s["sku"] for s in scored]),
         )
         decision = await ctx.complete(request, fallback=by_similarity)
         ranking = [str(sku) for sku in decision.output.model_dump()["ranking"]]
