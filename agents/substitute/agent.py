@@ -26,7 +26,7 @@ from tools import substitute as tools
 
 NAME = "substitute-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
-PROMPT = Prompt.load(PROMPTS, "substitute", "v1")
+PROMPT = Prompt.load(PROMPTS, "substitute", "v2")
 CATALOG = "product-catalog"  # written by the memory service from product.upserted
 MAX_SUBSTITUTES = MAX_RANKED
 SEARCHED = 10

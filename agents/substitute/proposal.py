@@ -24,15 +24,21 @@ class SubstituteRanking(BaseModel):
 
 
 def ranking_of(candidates: Sequence[str]) -> type[SubstituteRanking]:
-    """The answer schema for these candidates: a ranking that can name only them. Servers
-    that enforce the schema turn the `enum` into grammar, so even a small model cannot
-    name a SKU that is not a candidate; the guard still checks."""
+    """The answer schema for these candidates: a ranking of one to three of them and
+    nothing else. Whether anything is similar enough was decided before the model is
+    asked (by similarity, in code); servers that enforce the schema turn the `enum`
+    into grammar, so even a small model cannot name a SKU that is not a candidate (or
+    none: SmolLM2 answered an empty list every time). The guard still checks."""
     sku = Annotated[str, Field(max_length=MAX_SKU, json_schema_extra={"enum": list(candidates)})]
     return create_model(
         "SubstituteRanking",
         __base__=SubstituteRanking,
         ranking=(
             list[sku],
-            Field(max_length=MAX_RANKED, description="Candidate SKUs, best replacement first."),
+            Field(
+                min_length=1,
+                max_length=MAX_RANKED,
+                description="Candidate SKUs, best replacement first.",
+            ),
         ),
     )
