@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentbus.consumer import ConsumerSettings
@@ -57,6 +57,53 @@ class Settings:
             consumer=consumer,
             partitions=_int(env, "AGENTBUS_PARTITIONS", 1),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """How agents reach a model server and an embeddings server, read once at start.
+
+    Chat and embeddings may be different servers (a local chat model beside a
+    local embeddings model): the embeddings pair falls back to the `OPENAI_*` one.
+    """
+
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = "gpt-4o-mini"
+    timeout: float = 30.0
+    """Seconds per HTTP attempt."""
+    max_retries: int = 3
+    max_tokens: int = 1024
+    """Sent with every call; an answer cut at the limit is a malformed answer."""
+    embeddings_base_url: str | None = None
+    embeddings_api_key: str | None = None
+    replay_idle_wait: float = 300.0
+    """How long a replay waits for the system to settle after a batch of inputs."""
+
+    @property
+    def longest_answer(self) -> float:
+        """The longest one answer may take: two requests (the second after a malformed
+        answer), each with its retries, each attempt up to the timeout."""
+        return 2 * (self.max_retries + 1) * self.timeout
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ModelSettings:
+        env = dict(os.environ if environ is None else environ)
+        timeout = _float(env, "AGENTBUS_MODEL_TIMEOUT", 30.0)
+        base_url = env.get("OPENAI_BASE_URL") or None
+        api_key = env.get("OPENAI_API_KEY") or None
+        made = cls(
+            base_url=base_url,
+            api_key=api_key,
+            model=env.get("AGENTBUS_OPENAI_MODEL") or "gpt-4o-mini",
+            timeout=timeout,
+            max_tokens=_int(env, "AGENTBUS_MODEL_MAX_TOKENS", 1024),
+            embeddings_base_url=env.get("AGENTBUS_EMBEDDINGS_BASE_URL") or base_url,
+            embeddings_api_key=env.get("AGENTBUS_EMBEDDINGS_API_KEY") or api_key,
+        )
+        # Settable; by default as long as the slowest answer, and never below 300 s.
+        wait = _float(env, "AGENTBUS_REPLAY_IDLE_WAIT", max(300.0, made.longest_answer))
+        return replace(made, replay_idle_wait=wait)
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:

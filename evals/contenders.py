@@ -150,8 +150,17 @@ CONTENDERS: tuple[Contender, ...] = (
 )
 
 
+POLICY = Contender(
+    "policy",
+    "the restock agent with its memory and its offline policy, never the model",
+    False,
+    lambda model: _agent(_policy, remember=True, model=None),
+)
+"""Beside the agent when a model decides for it: what the model adds over its own policy."""
+
+
 def contender(name: str) -> Contender:
-    for candidate in CONTENDERS:
+    for candidate in (*CONTENDERS, POLICY):
         if candidate.name == name:
             return candidate
     raise KeyError(name)

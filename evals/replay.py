@@ -26,9 +26,10 @@ from typing import Any, Protocol
 from agentbus.bus import Bus
 from agentbus.envelope import Event, EventCodec
 from agentbus.host import Host
+from agentbus.memory import Embedder
 from agentbus.memory.shared import release_shared_store
 from agentbus.service import Service
-from agentbus.settings import Settings
+from agentbus.settings import ModelSettings, Settings
 from agentbus.transport.base import Delivery, QueueSpec, Transport
 from agentbus.transport.memory import InMemoryBroker
 from consumers import inventory, memory, orders, payments, purchasing
@@ -76,26 +77,34 @@ async def replay(
     data_dir: Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     transport: Transport | None = None,
+    embedder: Embedder | None = None,
 ) -> Replayed:
     """Run the recording's inputs through the services and `agent`; return what happened.
 
     `transport` defaults to a fresh in-process broker; a RabbitMQ one runs the same
     replay through the broker (the live path, for comparisons). It is closed at the end.
+    `embedder` is the memory service's (default: AGENTBUS_EMBEDDINGS). The system is
+    given `ModelSettings.replay_idle_wait` to settle after each batch of inputs.
     """
+    run = _Run(agent, actors, progress, transport, embedder)
     if data_dir is None:
         with tempfile.TemporaryDirectory(prefix="agentbus-eval-") as folder:
-            return await _replay(recording, agent, actors, Path(folder), progress, transport)
-    return await _replay(recording, agent, actors, data_dir, progress, transport)
+            return await _replay(recording, run, Path(folder))
+    return await _replay(recording, run, data_dir)
 
 
-async def _replay(
-    recording: Sequence[Event[Any]],
-    agent: Callable[[], Service],
-    actors: Actors | None,
-    data_dir: Path,
-    progress: Callable[[int, int], None] | None,
-    transport: Transport | None,
-) -> Replayed:
+@dataclass
+class _Run:
+    agent: Callable[[], Service]
+    actors: Actors | None
+    progress: Callable[[int, int], None] | None
+    transport: Transport | None
+    embedder: Embedder | None
+
+
+async def _replay(recording: Sequence[Event[Any]], run: _Run, data_dir: Path) -> Replayed:
+    actors, progress, transport = run.actors, run.progress, run.transport
+    idle_wait = ModelSettings.from_env().replay_idle_wait
     base = Settings.from_env({})
     settings = replace(
         base,
@@ -133,8 +142,8 @@ async def _replay(
         orders.build(),
         payments.build(),
         purchasing.build(),
-        memory.build(),
-        agent(),
+        memory.build(embedder=run.embedder),
+        run.agent(),
     ]
     host = Host(bus, services, settings)
     pending = _Schedule(inputs_of(recording))
@@ -147,7 +156,7 @@ async def _replay(
             await bus.publish_many(batch)
             published += len(batch)
             before = len(seen)
-            await host.settle(interval=settle_every, stable=looks, timeout=300)
+            await host.settle(interval=settle_every, stable=looks, timeout=idle_wait)
             if actors is not None:
                 for event in _in_causal_order(seen[before:]):
                     for answer in actors.react(event):

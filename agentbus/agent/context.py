@@ -109,7 +109,7 @@ class RunContext:
                 "gen_ai.agent.name": self.agent,
             },
         ):
-            [vector] = await self.embedder.embed([text])
+            [vector] = await self.embedder.embed_queries([text])
             try:
                 hits: list[Any] = await self.memory.search(
                     collection, vector, limit=limit, where=where

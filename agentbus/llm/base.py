@@ -51,6 +51,8 @@ class ModelResponse:
     finish_reason: str | None
     attempts: int = 1
     """Requests made, counting the second one after a malformed answer."""
+    seconds: float | None = None
+    """How long the answer took when it was made (a cassette replays the recorded time)."""
 
 
 @runtime_checkable

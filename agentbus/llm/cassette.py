@@ -122,7 +122,7 @@ class CassetteModel:
         self.path = Path(path)
         self.inner = inner
         self.mode = mode
-        self._lock = threading.Lock()
+        self._lock = _lock_for(self.path)
         self._entries = self._load()
         names = {str(e.get("name") or e["model"]) for e in self._entries.values()}
         if inner is not None:
@@ -160,6 +160,7 @@ class CassetteModel:
             },
             "finish_reason": response.finish_reason,
             "attempts": response.attempts,
+            "seconds": response.seconds,
         }
         await asyncio.to_thread(self._append, entry)
         return response
@@ -168,7 +169,7 @@ class CassetteModel:
         line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
         with self._lock:
             if entry["key"] in self._entries:
-                return  # a concurrent request recorded it first
+                return  # a concurrent request of this model recorded it first
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(line)
@@ -196,6 +197,17 @@ class CassetteModel:
         return entries
 
 
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    """One lock per file in this process: several models (one per agent, per replay) may
+    record to the same cassette, and a long line goes out in more than one write."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(path.resolve(), threading.Lock())
+
+
 def _replayed(
     entry: dict[str, Any], request: ModelRequest, values: dict[str, str]
 ) -> ModelResponse:
@@ -221,6 +233,7 @@ def _replayed(
         usage=Usage(*usage) if isinstance(usage, list) else Usage(**usage),
         finish_reason=entry.get("finish_reason"),
         attempts=int(entry.get("attempts", 1)),
+        seconds=entry.get("seconds"),
     )
 
 

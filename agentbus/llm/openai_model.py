@@ -6,13 +6,23 @@ backoff and jitter that honours `Retry-After`, up to `max_retries` times. An
 answer that arrives but will not parse into the schema (not JSON, failing
 validation, a refusal, a truncated answer) is asked for once more here, with the
 reason fed back; a second bad answer raises `MalformedOutput`.
+
+Structured output goes as `response_format` `json_schema` first. Servers that
+refuse it (llama-cpp-python's answers HTTP 500, `Input should be 'text' or
+'json_object'`) or ignore it (free text, or JSON of another shape) get
+`json_object` with the schema in the prompt instead: decided once per process and
+server, and logged once. Every call carries a token limit, so a model that loops
+stops at it (and the answer, cut short, is malformed).
 """
 
 from __future__ import annotations
 
-import os
+import json
+import logging
 import re
-from typing import Any
+import threading
+import time
+from typing import Any, Literal
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -29,8 +39,18 @@ from agentbus.llm.base import (
     ModelUnavailable,
     Usage,
 )
+from agentbus.settings import ModelSettings
 
-DEFAULT_MODEL = "gpt-4o-mini"
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = ModelSettings().model
+DEFAULT_MAX_TOKENS = ModelSettings().max_tokens
+OPENAI_HOST = "api.openai.com"
+
+Structured = Literal["json_schema", "json_object"]
+# Per process: the servers (base URL and model) that refused or ignored `json_schema`.
+_FALLEN_BACK: set[str] = set()
+_FALLBACK_LOCK = threading.Lock()
 
 # Statuses the client retries (see openai's `_should_retry`): after its retries they
 # mean the service is unavailable; any other status is a request the service refused.
@@ -39,6 +59,7 @@ _SECRET = re.compile(r"\b(?:sk|rk|sess)-[A-Za-z0-9_*\-]{6,}|\bBearer\s+\S+", re.
 _SCHEMA_NAME = re.compile(r"[^A-Za-z0-9_-]")
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _ECHO_LIMIT = 4000
+_FORMATS_KEPT = 256
 
 
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -128,7 +149,9 @@ class OpenAIModel:
 
     Without `client`, one is built from `base_url` and `api_key` (each falling back
     to `OPENAI_BASE_URL` and `OPENAI_API_KEY`), `timeout` (seconds per HTTP attempt)
-    and `max_retries`. A given `client` is used as it is configured.
+    and `max_retries`. A given `client` is used as it is configured. `max_tokens`
+    bounds every answer unless the request sets its own limit. `structured` fixes
+    how structured output is asked for (by default it is found out, see above).
     """
 
     provider = "openai"
@@ -142,16 +165,21 @@ class OpenAIModel:
         api_key: str | None = None,
         timeout: float = 30.0,
         max_retries: int = 3,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        structured: Structured | None = None,
     ) -> None:
         self.name = model
+        self.max_tokens = max_tokens
+        self._structured = structured
         self._owns_client = client is None
         if client is not None:
             if base_url is not None or api_key is not None:
                 raise ConfigurationError("OpenAIModel: pass either a client or base_url/api_key")
             self.client = client
         else:
-            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-            api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+            settings = ModelSettings.from_env()
+            base_url = base_url or settings.base_url
+            api_key = api_key or settings.api_key
             if api_key is None and base_url is not None:
                 api_key = "unused"  # a local OpenAI-compatible server needs no key
             try:
@@ -163,6 +191,10 @@ class OpenAIModel:
                     "OpenAIModel needs an API key: pass api_key or set OPENAI_API_KEY"
                 ) from None
         self._formats: dict[type[BaseModel], ResponseFormatJSONSchema] = {}
+        self._server = f"{self.client.base_url}#{model}"
+        # OpenAI's own API knows only `max_completion_tokens` for some models; other
+        # servers (llama-cpp-python, older vLLM) know only `max_tokens`: they get both.
+        self._openai_itself = self.client.base_url.host == OPENAI_HOST
 
     async def aclose(self) -> None:
         """Close the HTTP client, if this model built it."""
@@ -172,12 +204,34 @@ class OpenAIModel:
     def __repr__(self) -> str:
         return f"OpenAIModel({self.name!r}, base_url={str(self.client.base_url)!r})"
 
+    @property
+    def structured(self) -> Structured:
+        """How this model asks its server for structured output: as told when made, else
+        `json_schema` until the server refuses or ignores it in this process."""
+        if self._structured is not None:
+            return self._structured
+        return "json_object" if self._server in _FALLEN_BACK else "json_schema"
+
+    def _fall_back(self, why: str) -> None:
+        with _FALLBACK_LOCK:
+            if self._server in _FALLEN_BACK:
+                return
+            _FALLEN_BACK.add(self._server)
+        log.warning(
+            "%s at %s %s: asking for json_object with the schema in the prompt from now on",
+            self.name,
+            self.client.base_url,
+            why,
+        )
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         messages = [_message(m) for m in request.messages]
         input_tokens = output_tokens = 0
         problem = ""
+        started = time.perf_counter()
         for attempt in (1, 2):
-            completion = await self._create(messages, request)
+            mode = self.structured
+            completion = await self._create(messages, request, mode)
             if completion.usage is not None:
                 input_tokens += completion.usage.prompt_tokens
                 output_tokens += completion.usage.completion_tokens
@@ -194,6 +248,10 @@ class OpenAIModel:
                     output = _parse(request.output, content)
                 except ValueError as exc:
                     problem = _describe(exc, choice.finish_reason)
+                    if mode == "json_schema" and _schema_ignored(
+                        request.output, content, choice.finish_reason
+                    ):
+                        self._fall_back(f"ignored the json_schema asked for ({problem})")
                     messages = [
                         *messages,
                         {"role": "assistant", "content": content[:_ECHO_LIMIT]},
@@ -211,43 +269,75 @@ class OpenAIModel:
                     usage=Usage(input_tokens, output_tokens),
                     finish_reason=choice.finish_reason,
                     attempts=attempt,
+                    seconds=round(time.perf_counter() - started, 3),
                 )
         raise MalformedOutput(
             f"{self.name}: no answer fit {request.output.__name__} in 2 requests ({problem})"
         )
 
     async def _create(
-        self, messages: list[ChatCompletionMessageParam], request: ModelRequest
+        self, messages: list[ChatCompletionMessageParam], request: ModelRequest, mode: Structured
+    ) -> ChatCompletion:
+        try:
+            return await self._send(messages, request, mode)
+        except openai.APIStatusError as exc:
+            if mode == "json_object" or not _names_response_format(exc):
+                raise self._error(exc) from None
+            self._fall_back(f"refused json_schema (HTTP {exc.status_code})")
+        try:
+            return await self._send(messages, request, "json_object")
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from None
+
+    async def _send(
+        self, messages: list[ChatCompletionMessageParam], request: ModelRequest, mode: Structured
     ) -> ChatCompletion:
         fmt = self._formats.get(request.output)
         if fmt is None:
+            if len(self._formats) >= _FORMATS_KEPT:
+                self._formats.clear()  # answer models made per request must not pile up
             fmt = self._formats[request.output] = response_format(request.output)
-        limit = request.max_output_tokens
+        limit = request.max_output_tokens or self.max_tokens
+        extra: dict[str, Any] = {}
+        if limit is not None and not self._openai_itself:
+            extra["max_tokens"] = limit
+        if mode == "json_object":
+            schema = fmt["json_schema"].get("schema") or {}
+            messages = schema_in_prompt(messages, schema)
+            # The schema beside `json_object` too: llama.cpp and llama-cpp-python turn it
+            # into grammar, which bounds what a small model writes; others ignore it.
+            extra["response_format"] = {"type": "json_object", "schema": schema}
         try:
             return await self.client.chat.completions.create(
                 model=self.name,
                 messages=messages,
-                response_format=fmt,
+                response_format=fmt if mode == "json_schema" else openai.omit,
                 temperature=request.temperature,
                 max_completion_tokens=openai.omit if limit is None else limit,
+                extra_body=extra or None,
             )
-        # Errors are raised `from None`: the client's exceptions carry request headers
-        # and server text, and our texts never carry an API key.
-        except openai.APITimeoutError:
-            raise ModelUnavailable(f"{self.name}: timed out after retries") from None
-        except openai.APIConnectionError as exc:
-            raise ModelUnavailable(
+        except openai.APIStatusError:
+            raise  # the caller decides: a refusal of `json_schema` is not an error yet
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: openai.OpenAIError) -> ModelError:
+        """Our error for the client's. Callers raise it `from None`: the client's
+        exceptions carry request headers and server text; our texts never carry a key."""
+        if isinstance(exc, openai.APITimeoutError):
+            return ModelUnavailable(f"{self.name}: timed out after retries")
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelUnavailable(
                 f"{self.name}: connection failed after retries ({self._redact(exc.message)})"
-            ) from None
-        except openai.APIStatusError as exc:
+            )
+        if isinstance(exc, openai.APIStatusError):
             detail = self._redact(_server_message(exc))
             if exc.status_code in _TRANSIENT_STATUSES or exc.status_code >= 500:
-                raise ModelUnavailable(
+                return ModelUnavailable(
                     f"{self.name}: HTTP {exc.status_code} after retries ({detail})"
-                ) from None
-            raise ModelError(f"{self.name}: HTTP {exc.status_code} ({detail})") from None
-        except openai.OpenAIError as exc:
-            raise ModelError(f"{self.name}: {self._redact(str(exc))}") from None
+                )
+            return ModelError(f"{self.name}: HTTP {exc.status_code} ({detail})")
+        return ModelError(f"{self.name}: {self._redact(str(exc))}")
 
     def _redact(self, text: str) -> str:
         key = self.client.api_key
@@ -256,22 +346,65 @@ class OpenAIModel:
         return _SECRET.sub("***", text)[:300]
 
 
-def openai_model_from_env() -> OpenAIModel:
-    """`AGENTBUS_OPENAI_MODEL` (default gpt-4o-mini) at `OPENAI_BASE_URL` with `OPENAI_API_KEY`.
+def forget_fallbacks() -> None:
+    """Ask every server for `json_schema` again (tests; a process that changed servers)."""
+    with _FALLBACK_LOCK:
+        _FALLEN_BACK.clear()
+
+
+def openai_model_from_env(settings: ModelSettings | None = None) -> OpenAIModel:
+    """`AGENTBUS_OPENAI_MODEL` (default gpt-4o-mini) at `OPENAI_BASE_URL` with `OPENAI_API_KEY`,
+    `AGENTBUS_MODEL_TIMEOUT` seconds per attempt and `AGENTBUS_MODEL_MAX_TOKENS` per answer.
 
     A base URL without a key is a local server that needs none; neither is an error.
     """
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    api_key = os.environ.get("OPENAI_API_KEY") or None
-    if api_key is None and base_url is None:
+    settings = settings or ModelSettings.from_env()
+    if settings.api_key is None and settings.base_url is None:
         raise ConfigurationError(
             "OPENAI_API_KEY is not set (set OPENAI_BASE_URL for a server that needs no key)"
         )
     return OpenAIModel(
-        os.environ.get("AGENTBUS_OPENAI_MODEL") or DEFAULT_MODEL,
-        base_url=base_url,
-        api_key=api_key,
+        settings.model,
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        max_tokens=settings.max_tokens,
     )
+
+
+def schema_in_prompt(
+    messages: list[ChatCompletionMessageParam], schema: dict[str, Any]
+) -> list[ChatCompletionMessageParam]:
+    """The messages with the JSON schema stated in a system message of their own, first,
+    for servers that cannot be given it as `response_format`."""
+    stated = (
+        "Answer with one JSON object and nothing else. It must match this JSON schema:\n"
+        + json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+    )
+    return [{"role": "system", "content": stated}, *messages]
+
+
+def _names_response_format(exc: openai.APIStatusError) -> bool:
+    """Whether a 4xx or 5xx refuses the `response_format` (rather than the request)."""
+    if exc.status_code < 400 or exc.status_code in (408, 429):
+        return False
+    text = f"{exc.message} {json.dumps(exc.body, default=str) if exc.body else ''}"
+    return "response_format" in text or "json_schema" in text
+
+
+def _schema_ignored(output: type[BaseModel], content: str, finish_reason: str | None) -> bool:
+    """Whether an answer shows the server ignored the schema: not a JSON object, or one
+    whose keys are not the schema's. (An answer cut at the token limit, or one of the
+    right shape with a wrong value, says nothing about the server.)"""
+    if finish_reason == "length":
+        return False
+    fenced = _FENCE.match(content.strip())
+    try:
+        data = json.loads(fenced.group(1) if fenced else content)
+    except ValueError:
+        return True
+    return not isinstance(data, dict) or set(data) != set(output.model_fields)
 
 
 def _message(message: ChatMessage) -> ChatCompletionMessageParam:
@@ -312,9 +445,12 @@ def _server_message(exc: openai.APIStatusError) -> str:
 
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL",
     "OpenAIModel",
+    "forget_fallbacks",
     "openai_model_from_env",
     "response_format",
+    "schema_in_prompt",
     "strict_json_schema",
 ]

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from agentbus.errors import ConfigurationError
 from agentbus.memory.base import Embedder, Hit, Point, VectorStore, Where, point_id
-from agentbus.memory.embeddings import HashingEmbedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from agentbus.memory.embeddings import (
+    E5Embedder,
+    HashingEmbedder,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+)
 
 # Native sizes of OpenAI's embedding models, for `openai:MODEL` without a dimension.
 _OPENAI_DIMS = {
@@ -51,6 +56,8 @@ def embedder_from_env() -> Embedder:
     """The embedder AGENTBUS_EMBEDDINGS names:
 
     - `hashing` (the default): offline and deterministic;
+    - `e5`: multilingual-e5-small in this process (the e5 extra), with its query and
+      passage prefixes;
     - `openai:MODEL:DIM`: an OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)
       asked for DIM dimensions; `openai:MODEL` takes the native size of a known OpenAI model;
     - `sentence-transformers:NAME_OR_PATH`: a local model (needs the package and torch).
@@ -72,8 +79,10 @@ def embedder_from_env() -> Embedder:
         )
     if kind == "sentence-transformers" and rest:
         return SentenceTransformerEmbedder(rest)
+    if kind == "e5" and not rest:
+        return E5Embedder()
     raise ConfigurationError(
-        f"AGENTBUS_EMBEDDINGS={choice!r}: use hashing, openai:MODEL[:DIM] or "
+        f"AGENTBUS_EMBEDDINGS={choice!r}: use hashing, e5, openai:MODEL[:DIM] or "
         "sentence-transformers:NAME_OR_PATH"
     )
 
@@ -82,6 +91,7 @@ def embedder_from_env() -> Embedder:
 from agentbus.memory.shared import shared_vector_store  # noqa: E402
 
 __all__ = [
+    "E5Embedder",
     "Embedder",
     "HashingEmbedder",
     "Hit",

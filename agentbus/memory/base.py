@@ -68,12 +68,19 @@ class VectorStore(Protocol):
 
 
 class Embedder(Protocol):
-    """Texts to vectors of `dim` dimensions; `name` tells which model made them."""
+    """Texts to vectors of `dim` dimensions; `name` tells which model made them.
+
+    `embed` is for what is stored (passages), `embed_queries` for what is searched
+    for: models trained with a prefix for each (e5's "query: " and "passage: ")
+    need to know which is which; the others embed both the same way.
+    """
 
     name: str
     dim: int
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    async def embed_queries(self, texts: Sequence[str]) -> list[list[float]]: ...
 
 
 # Fixed forever: changing it would change every point id already stored.

@@ -17,6 +17,14 @@ measured with qdrant-edge-py 0.9, and how this module answers it:
   bool), so booleans are passed as numpy booleans, which it reads as bool.
 - Writes go to a write-ahead log first: a point is durable once `upsert`
   returns, without a flush of the segments (up to 0.3 s at 100k points).
+- An HNSW graph finds the wrong neighbours among vectors that look random, and
+  embeddings of many similar episodes look more like that than like neat
+  clusters: at 100k random 384-dimension vectors, recall@5 was 0.17 with the
+  default graph and 0.48 at ef=512. So no graph (`m=0`): an optimized segment
+  keeps 4-bit TurboQuant codes in RAM, a search scans them all and rescores
+  `OVERSAMPLING` times the limit with the full vectors (recall@5 1.0, 1.2 ms
+  at 100k; benchmarks/memory_retrieval.py). A scan grows with the points:
+  past a few hundred thousand per collection, use a Qdrant server.
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _INDEXING = ".indexing"  # a copy of the shard being indexed by a child process
 _RETIRED = ".retired"  # the shard a finished copy replaced, until it is deleted
 _CHUNK = 256  # points per engine call: the event loop gets the GIL between chunks
+# Candidates found on the quantized codes, per result, rescored on the full vectors.
+OVERSAMPLING = 4.0
+_SEARCH = qe.SearchParams(
+    quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+)
 
 # The child that indexes a copy. It runs at a lower priority so that the
 # services keep the CPU, and on Linux it dies with this process instead of
@@ -139,6 +152,11 @@ class EdgeStore:
     def _config(self, dim: int) -> qe.EdgeConfig:
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+            # m=0: no graph; optimized segments are scanned through their quantized codes.
+            hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+            quantization_config=qe.TurboQuantQuantizationConfig(
+                bits=qe.TurboQuantBitSize.Bits4, memory=qe.Memory.Pinned
+            ),
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=self.indexing_threshold_kb),
         )
 
@@ -233,6 +251,7 @@ class EdgeStore:
                 limit=limit,
                 query=qe.Query.Nearest(list(vector)),
                 filter=_filter(where),
+                params=_SEARCH,
                 with_payload=True,
             )
         )

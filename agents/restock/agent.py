@@ -21,7 +21,7 @@ from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.restock import history, policy
 from agents.restock.projection import MIGRATIONS, project
-from agents.restock.proposal import RestockProposal
+from agents.restock.proposal import MAX_EVIDENCE, MAX_RATIONALE, RestockProposal
 from events import RestockRecommended
 from tools import forecast
 from tools import restock as tools
@@ -156,12 +156,12 @@ def build_graph(
             proposal["quantity"] = clamped
         confidence = float(proposal["confidence"])
         proposal["confidence"] = min(max(confidence, 0.0), 1.0)
-        rationale = str(proposal["rationale"])[:3500] or "No rationale given."
+        rationale = str(proposal["rationale"])[:MAX_RATIONALE] or "No rationale given."
         if notes:
             rationale += " [checked by code: " + "; ".join(notes) + "]"
         proposal["rationale"] = rationale
         trigger_id = state["trigger_id"]
-        candidates = [str(i) for i in proposal.get("evidence", [])][:100]
+        candidates = [str(i) for i in proposal.get("evidence", [])][:MAX_EVIDENCE]
         known = (
             await ctx.tools(
                 {"known_event_ids": lambda c: tools.known_event_ids(c, NAME, candidates)}

@@ -20,21 +20,26 @@ from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.substitute.projection import MIGRATIONS, project
-from agents.substitute.proposal import SubstituteRanking
+from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
 from events import Substitute, SubstituteSuggested
 from tools import substitute as tools
 
 NAME = "substitute-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
-PROMPT = Prompt.load(PROMPTS, "substitute", "v1")
+PROMPT = Prompt.load(PROMPTS, "substitute", "v2")
 CATALOG = "product-catalog"  # written by the memory service from product.upserted
-MAX_SUBSTITUTES = 3
+MAX_SUBSTITUTES = MAX_RANKED
 SEARCHED = 10
 
 
-def min_score() -> float:
-    """Below this similarity a product is not a substitute, however in stock it is."""
-    return float(os.environ.get("SUBSTITUTE_MIN_SCORE", "0.15"))
+def min_score(embedder: Any = None) -> float:
+    """Below this similarity a product is not a substitute, however in stock it is:
+    `SUBSTITUTE_MIN_SCORE`, else where the embedder says texts start to be related
+    (e5's similarities between unrelated texts run high), else 0.15."""
+    configured = os.environ.get("SUBSTITUTE_MIN_SCORE")
+    if configured:
+        return float(configured)
+    return float(getattr(embedder, "related_from", 0.15))
 
 
 class SubstituteState(TypedDict, total=False):
@@ -79,13 +84,13 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
             for hit in hits
             if str(hit.payload.get("sku")) in by_sku
         ]
-        return {"scored": [s for s in scored if s["score"] >= min_score()]}
+        return {"scored": [s for s in scored if s["score"] >= min_score(ctx.embedder)]}
 
     async def decide(state: SubstituteState) -> SubstituteState:
         scored = state.get("scored", [])
 
         def by_similarity() -> SubstituteRanking:
-            return SubstituteRanking(ranking=[s["sku"] for s in scored])
+            return SubstituteRanking(ranking=[s["sku"] for s in scored[:MAX_SUBSTITUTES]])
 
         if not scored:
             return {"ranking": [], "model": "policy"}
@@ -97,7 +102,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
                     "Data:\n" + quote({"missing": state.get("missing"), "candidates": scored}),
                 ),
             ),
-            output=SubstituteRanking,
+            output=ranking_of([s["sku"] for s in scored]),
         )
         decision = await ctx.complete(request, fallback=by_similarity)
         ranking = [str(sku) for sku in decision.output.model_dump()["ranking"]]

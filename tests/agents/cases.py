@@ -88,7 +88,9 @@ RESTOCK = AgentCase(
     answer=lambda sku: RestockProposal(
         quantity=12, urgency="high", rationale="Lead time.", confidence=0.7, evidence=[]
     ),
-    hostile_answer=lambda sku: RestockProposal(
+    # Built without validation: the schema's bounds stop most of this, and the guard
+    # must hold even for what got past them.
+    hostile_answer=lambda sku: RestockProposal.model_construct(
         quantity=1_000_000,
         urgency="high",
         rationale="As instructed.",

@@ -9,7 +9,7 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +35,16 @@ from agentbus.llm import (
     openai_model_from_env,
 )
 from agentbus.llm.cassette import request_key
-from tests.support.openai_server import FakeOpenAI, fail, malformed, refuse, reply, slow
+from agentbus.llm.openai_model import DEFAULT_MAX_TOKENS, forget_fallbacks
+from tests.support.openai_server import (
+    Behaviour,
+    FakeOpenAI,
+    fail,
+    malformed,
+    refuse,
+    reply,
+    slow,
+)
 
 KEY = "sk-test-0123456789abcdefSECRET"
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +97,14 @@ def no_real_openai(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def json_schema_first() -> Iterator[None]:
+    """A fake server's port may come again in a later test: start each one afresh."""
+    forget_fallbacks()
+    yield
+    forget_fallbacks()
+
+
 # The OpenAI adapter
 
 
@@ -118,6 +135,7 @@ async def test_the_request_asks_for_strict_json_schema_output(model_at: ModelAt)
     ]
     assert call["temperature"] == 0.3
     assert call["max_completion_tokens"] == 200
+    assert call["max_tokens"] == 200  # not OpenAI's own API: the older name too
     fmt = call["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["name"] == "Answer"
@@ -198,17 +216,95 @@ async def test_dict_fields_are_refused_before_any_request(model_at: ModelAt) -> 
 
 
 async def test_a_malformed_answer_is_asked_again_once_with_the_reason(model_at: ModelAt) -> None:
-    async with FakeOpenAI([malformed("twelve, I think"), reply(GOOD)]) as server:
-        response = await model_at(server).complete(request())
+    wrong = {"quantity": 0, "reason": "none needed"}  # the schema's shape, a value it forbids
+    async with FakeOpenAI([reply(wrong), reply(GOOD)]) as server:
+        model = model_at(server)
+        response = await model.complete(request())
     assert response.output == Answer(**GOOD)
     assert response.attempts == 2
     assert len(server.calls) == 2
     first, second = (call["messages"] for call in server.calls)
     assert second[:2] == first
-    assert second[2] == {"role": "assistant", "content": "twelve, I think"}
-    assert "not valid JSON" in second[3]["content"]
+    assert second[2] == {"role": "assistant", "content": json.dumps(wrong)}
+    assert "quantity" in second[3]["content"]
+    # A wrong value says nothing about the server: it is still asked for json_schema.
+    assert [c["response_format"]["type"] for c in server.calls] == ["json_schema"] * 2
+    assert model.structured == "json_schema"
     # Tokens of both requests are counted: both were paid for.
     assert response.usage.input_tokens == sum(r["usage"]["prompt_tokens"] for r in server.responses)
+
+
+async def test_a_server_that_ignores_the_schema_gets_it_in_the_prompt_from_then_on(
+    model_at: ModelAt, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fake: no real server here ignores `response_format` (llama.cpp enforces it)."""
+    prose = "twelve, I think"
+    async with FakeOpenAI([malformed(prose), reply(GOOD), reply(GOOD)]) as server:
+        model = model_at(server)
+        response = await model.complete(request())
+        again = await model_at(server).complete(request("And now?"))
+    assert response.output == again.output == Answer(**GOOD)
+    assert response.attempts == 2
+    assert again.attempts == 1
+    modes = [call["response_format"]["type"] for call in server.calls]
+    assert modes == ["json_schema", "json_object", "json_object"]
+    first, second, third = (call["messages"] for call in server.calls)
+    assert second[0]["role"] == third[0]["role"] == "system"
+    assert '"quantity"' in second[0]["content"]
+    assert "JSON schema" in second[0]["content"]
+    assert second[1:3] == first
+    assert second[3] == {"role": "assistant", "content": prose}
+    assert "not valid JSON" in second[4]["content"]
+    assert third[1:] == [
+        {"role": m.role, "content": m.content} for m in request("And now?").messages
+    ]
+    assert sum("ignored the json_schema" in r.getMessage() for r in caplog.records) == 1
+
+
+LLAMA_CPP_PYTHON_REFUSAL = (
+    "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+    "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}]"
+)
+
+
+@pytest.mark.parametrize("status", [400, 422, 500])
+async def test_a_server_that_refuses_json_schema_gets_json_object_once_per_process(
+    model_at: ModelAt, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """A fake: the server that refuses (llama-cpp-python's) takes minutes to compile here."""
+    refusals = [fail(status, message=LLAMA_CPP_PYTHON_REFUSAL)] * (2 if status >= 500 else 1)
+    async with FakeOpenAI([*refusals, reply(GOOD), reply(GOOD), reply(GOOD)]) as server:
+        first = await model_at(server, max_retries=1).complete(request())
+        second = await model_at(server, max_retries=1).complete(request("again"))
+        third = await model_at(server, max_retries=1).complete(request("and again"))
+    assert first.output == second.output == third.output == Answer(**GOOD)
+    assert first.attempts == 1  # a refused format is not a malformed answer
+    modes = [call["response_format"]["type"] for call in server.calls]
+    assert modes == ["json_schema"] * len(refusals) + ["json_object"] * 3
+    assert all('"reason"' in call["messages"][0]["content"] for call in server.calls[-3:])
+    assert sum("refused json_schema" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_refusal_that_does_not_name_the_format_is_an_error(model_at: ModelAt) -> None:
+    async with FakeOpenAI([fail(400, message="messages: too long"), reply(GOOD)]) as server:
+        model = model_at(server)
+        with pytest.raises(ModelError, match="HTTP 400"):
+            await model.complete(request())
+    assert len(server.calls) == 1
+    assert model.structured == "json_schema"
+
+
+async def test_every_call_carries_a_token_limit_and_a_cut_answer_is_malformed(
+    model_at: ModelAt,
+) -> None:
+    cut = Behaviour(content='{"quantity": 12, "reason": "demand over', finish_reason="length")
+    async with FakeOpenAI([cut, cut]) as server:
+        with pytest.raises(MalformedOutput, match="cut off at the token limit"):
+            await model_at(server).complete(request())
+    assert len(server.calls) == 2
+    for call in server.calls:
+        assert call["max_completion_tokens"] == call["max_tokens"] == DEFAULT_MAX_TOKENS
+        assert call["response_format"]["type"] == "json_schema"  # cut short, not ignored
 
 
 async def test_malformed_twice_raises_after_exactly_two_requests(model_at: ModelAt) -> None:
@@ -331,7 +427,8 @@ async def test_a_cassette_records_then_replays_with_the_server_stopped(
 
     replayer = CassetteModel(path, mode="replay")
     replayed = [await replayer.complete(r) for r in requests]
-    assert replayed == recorded  # outputs, recorded model name, usage, finish reason
+    assert replayed == recorded  # outputs, recorded model name, usage, finish reason, time
+    assert all(r.seconds is not None and r.seconds > 0 for r in replayed)
     assert replayer.name == "gpt-test"
     assert len(server.calls) == 2
 
