@@ -1,14 +1,22 @@
 """Forecasting engines: demand per day over a horizon, with its uncertainty.
 
-`statsforecast` (the `forecast` extra) does the modelling when it is installed:
-AutoETS (level, damped trend, weekly seasonality when the series is long enough,
-chosen by information criterion) for regular demand, Croston SBA for intermittent
-demand. Without it a small fallback in numpy stands in: damped Holt with fixed
-smoothing and weekly indices, and SBA. Both answer in the same form, so the tool
-and the policy do not know which one ran; `ENGINE` says which.
+What a series shows decides the model, each part tested before it is used:
 
-Neither handles a calendar: cycles of a month or a year are the caller's (the
-same phase of earlier cycles, in `tools.forecast`).
+- a few days only: their mean;
+- mostly days without a sale: Croston's method (SBA), for intermittent demand;
+- nothing but a level (no trend, no weekly pattern beyond chance): the mean of the
+  last four weeks, the estimate a buyer checks on paper;
+- a trend (a log-linear Poisson regression whose slope stands TREND_T standard
+  errors from zero) or days of the week that differ (an analysis of variance at
+  the 1% level): statsforecast's AutoETS, with a trend where the test found one.
+
+`statsforecast` (the `forecast` extra) runs AutoETS and Croston when installed.
+Without it a small fallback in numpy stands in: the regression's own trend carried
+ahead, damped Holt with weekly indices, and SBA. Both answer in the same form, so
+the tool and the policy do not know which one ran; `engine()` says which.
+
+Neither handles a calendar: cycles of a month or a year, and promotions, are
+memory's (`tools.demand_patterns`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import numpy as np
 INTERMITTENT = 0.5  # share of days without a sale from which demand counts as intermittent
 MIN_MODEL_DAYS = 7  # fewer days than this: their mean, as no model fits a handful of points
 WEEK = 7
-TREND_T = 2.5
+TREND_T = 2.0
+LEVEL_DAYS = 28
 Z_80 = 1.2816
 
 
@@ -67,7 +76,12 @@ def engine() -> str:
 
 def fit(series: Sequence[float], horizon: int) -> Fit:
     """Forecast `horizon` days after `series` (units per day, oldest first, at least one day)."""
-    y = np.asarray(series, dtype=float)
+    found = _fit(np.asarray(series, dtype=float), horizon)
+    # Plain floats: forecasts are checkpointed and quoted to the model as JSON.
+    return Fit(found.method, tuple(map(float, found.mean)), tuple(map(float, found.sd)))
+
+
+def _fit(y: np.ndarray, horizon: int) -> Fit:
     horizon = max(1, horizon)
     if len(y) < MIN_MODEL_DAYS:
         mean = float(y.mean())
@@ -76,6 +90,25 @@ def fit(series: Sequence[float], horizon: int) -> Fit:
         return Fit(f"mean of {len(y)} day(s)", (mean,) * horizon, (sd,) * horizon)
     if float((y == 0).mean()) >= INTERMITTENT:
         return _intermittent(y, horizon)
+    found = trend(y)
+    sloped = found is not None and abs(found.z) >= TREND_T
+    seasonal = weekly(y)
+    if not sloped and not seasonal:
+        # Nothing but a level: the mean of the last weeks is as good an estimate as any
+        # model's, and the one a buyer can check on paper.
+        recent = y[-LEVEL_DAYS:]
+        mean, sd = float(recent.mean()), float(recent.std())
+        return Fit(f"mean of the last {len(recent)} days", (mean,) * horizon, (sd,) * horizon)
+    if sloped and not seasonal and found is not None:
+        # Growth (or decline) by a share a day, as the test found it: a linear model would
+        # take its own slope, of either sign, from the last weeks' noise.
+        models = _models()
+        if models is not None:
+            try:
+                return _ets(models, y, horizon)
+            except Exception:  # a series the library cannot fit gets the fallback
+                pass
+        return _projected(found, horizon)
     models = _models()
     if models is not None:
         try:
@@ -85,17 +118,79 @@ def fit(series: Sequence[float], horizon: int) -> Fit:
     return _holt(y, horizon)
 
 
-def trending(y: Sequence[float] | np.ndarray) -> bool:
-    """A trend clear of the noise: the slope of weekly totals over TREND_T standard errors."""
+def weekly(y: Sequence[float] | np.ndarray) -> bool:
+    """Days of the week that differ beyond chance: a one-way analysis of variance of the
+    last whole weeks by weekday, at the 1% level."""
+    weeks = len(y) // WEEK
+    if weeks < 3:
+        return False
+    block = np.asarray(y[len(y) - weeks * WEEK :], dtype=float).reshape(weeks, WEEK)
+    within = float(block.var(axis=0, ddof=1).mean())
+    between = float(block.mean(axis=0).var(ddof=1)) * weeks
+    if within <= 0:
+        return between > 0
+    # F(6, 7(weeks - 1)) at 1%: 4.0 for three weeks, 3.3 for eight.
+    return between / within > (3.3 if weeks >= 6 else 4.0)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A log-linear trend of a Poisson rate fitted over whole weeks of days."""
+
+    intercept: float  # log of the rate at the middle of the days fitted
+    slope: float  # per day, on the log scale
+    z: float  # the slope over its standard error
+    dispersion: float  # variance over mean around the trend (1 for Poisson)
+    covariance: np.ndarray  # of (intercept, slope)
+    middle: float  # the day (counted back from the last, negative) the intercept is at
+
+
+def trend(y: Sequence[float] | np.ndarray) -> Trend | None:
+    """The log-linear Poisson regression of the last whole weeks (at least four, so a
+    weekly pattern cannot tilt it), by iteratively reweighted least squares."""
     weeks = len(y) // WEEK
     if weeks < 4:
-        return False
-    totals = np.asarray(y[len(y) - weeks * WEEK :], dtype=float).reshape(weeks, WEEK).sum(axis=1)
-    x = np.arange(weeks, dtype=float)
-    slope, intercept = np.polyfit(x, totals, 1)
-    residuals = totals - (intercept + slope * x)
-    spread = float(np.sqrt(residuals.var(ddof=2) / ((x - x.mean()) ** 2).sum()))
-    return bool(abs(slope) > TREND_T * spread) if spread > 0 else bool(slope != 0)
+        return None
+    days = np.asarray(y[len(y) - weeks * WEEK :], dtype=float)
+    if days.sum() <= 0:
+        return None
+    t = np.arange(len(days), dtype=float) - (len(days) - 1) / 2
+    a, b = math.log(days.mean()), 0.0
+    for _ in range(30):
+        mu = np.exp(a + b * t)
+        gradient = np.array([np.sum(days - mu), np.sum((days - mu) * t)])
+        hessian = np.array([[mu.sum(), (mu * t).sum()], [(mu * t).sum(), (mu * t * t).sum()]])
+        step = np.linalg.solve(hessian, gradient)
+        a, b = a + float(step[0]), b + float(step[1])
+        if float(np.abs(step).max()) < 1e-9:
+            break
+    mu = np.exp(a + b * t)
+    dispersion = max(1.0, float(np.sum((days - mu) ** 2 / mu) / (len(days) - 2)))
+    covariance = np.linalg.inv(hessian) * dispersion
+    z = b / math.sqrt(float(covariance[1, 1]))
+    return Trend(a, b, z, dispersion, covariance, -(len(days) - 1) / 2 - 1)
+
+
+def trending(y: Sequence[float] | np.ndarray) -> bool:
+    """A trend clear of the noise: the log-linear slope over TREND_T standard errors."""
+    found = trend(y)
+    return found is not None and abs(found.z) >= TREND_T
+
+
+def _projected(found: Trend, horizon: int) -> Fit:
+    """The trend carried ahead (at most tripling or thirding the rate of the last day), with
+    the spread of the days' counts and of the trend itself."""
+    last = math.exp(found.intercept + found.slope * -found.middle)
+    mean, sd = [], []
+    for h in range(1, horizon + 1):
+        t = -found.middle + h  # days after the middle of the days fitted
+        rate = min(max(last * math.exp(found.slope * h), last / 3), last * 3)
+        var_log = float(
+            found.covariance[0, 0] + t * t * found.covariance[1, 1] + 2 * t * found.covariance[0, 1]
+        )
+        mean.append(rate)
+        sd.append(math.sqrt(found.dispersion * rate + rate * rate * var_log))
+    return Fit("log-linear trend", tuple(mean), tuple(sd))
 
 
 def _ets(models: Any, y: np.ndarray, horizon: int) -> Fit:
