@@ -81,7 +81,8 @@ def build_graph(
         def outlook(c: Any) -> dict[str, Any]:
             # Memory first (the lead time deliveries showed), then the forecast over it.
             lead = history.lead_time(c, sku, now, catalog_lead) if remember else {}
-            horizon = math.ceil(float(lead.get("days", catalog_lead))) + policy.REVIEW_DAYS
+            # The review period after the arrival, and what follows it if the SKU is silenced.
+            horizon = math.ceil(float(lead.get("days", catalog_lead))) + policy.HORIZON_DAYS
             memory_days = history.MEMORY_DAYS if remember else 0
             found = forecast.demand_forecast(c, sku, now, horizon, memory_days)
             return {"lead_time": lead, "forecast": found.as_dict()}

@@ -1,28 +1,20 @@
 """The offline restock policy: the floor an LLM has to beat.
 
-It orders from the demand forecast (`tools.forecast`) over the lead time plus
-one review period, and weighs the two ways to be wrong as the shop does: a unit
-short (a lost sale and a disappointed customer) costs three times a unit left
-over (cash and shelf), and the safety stock the shop keeps for ordinary
-variation is not "left over". The order brings the stock position to where
-those costs balance (the newsvendor's critical ratio over the forecast's
-interval):
+It orders the quantity with the least expected cost to the shop
+(`agents.restock.outcomes`): demand over the lead time, the review period after
+the arrival and the period after that comes from the demand forecast
+(`tools.forecast`); a unit short weighs three units left over; stock still
+under the reorder point once the order is in silences the SKU. So it orders
+for the review period after the arrival (demand the stock cannot serve before
+then is lost, not owed), brings the stock back above the reorder point when
+that is worth it, and no more.
 
-    position = mean(lead + review) + k x sd(lead + review)
-    quantity = ceil(position - available - on_order)
-
-A shop that turns orders away when it is out of stock loses the sales it cannot
-serve before the order arrives: when the forecast says the stock runs out
-first, only the review period after the arrival is ordered for.
-
-inventory.low fires once per downward crossing, so an order that leaves the
-stock under the reorder point when it arrives silences the SKU: the quantity is
-raised until it does not. Max stock is not a cap: it was set for the demand of
-its day, and a forecast above it is said in the rationale for the reviewer.
-Memory adjusts it: the lead time deliveries showed, and, when reviewers rejected
+Max stock is the shop's declared capacity (CONTRACT.md, product.upserted): the
+order never brings the stock expected on arrival above it. Memory adjusts the
+decision where it has evidence: the lead time deliveries showed, seasons,
+monthly cycles and promotions (in the forecast), and, when reviewers rejected
 larger suggestions for the SKU, a quantity at or below the most they approved
-under what they rejected (or well under what they rejected). The forecast
-itself, given memory, knows seasons, monthly cycles and earlier promotions.
+under what they rejected.
 """
 
 from __future__ import annotations
@@ -31,13 +23,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agents.restock.outcomes import Outcomes, Situation, Stretch
 from agents.restock.proposal import RestockProposal
 from tools.forecast import spread, total
 
 REVIEW_DAYS = 7
-SHORT_COST = 3.0  # a unit short against a unit left over
 Z_95 = 1.65  # safety stock for day-to-day variation, at a 95% service level
-Z_FLOOR = 2.0
+SILENCE_RISK = 0.02  # a chance of silencing the SKU worth weighing against more stock
+SILENCE_CAP: float | None = 0.05
+SILENT_DAYS = 7
+RUNWAY_DAYS = 14
+HORIZON_DAYS = REVIEW_DAYS + 28  # what the forecast must cover beyond the lead time
 
 
 def recommend(
@@ -59,46 +55,46 @@ def recommend(
         )
     available = int(trigger["available"])
     on_order = sum(int(po["quantity"]) for po in facts["open_purchase_orders"])
-    position = available + on_order
-    horizon = lead + REVIEW_DAYS
-    mean_lead, sd_lead = total(forecast, lead), spread(forecast, lead)
-    mean_all, sd_all = total(forecast, horizon), spread(forecast, horizon)
-    mean_review = mean_all - mean_lead
-    sd_review = math.sqrt(max(sd_all**2 - sd_lead**2, 0.0))
-    daily_sd = sd_all / math.sqrt(horizon)
-    safety = Z_95 * daily_sd * math.sqrt(max(lead, 1.0))
-    target = mean_all + critical_k(safety, sd_all) * sd_all
-    quantity = math.ceil(target - position)
-    short = mean_lead - position
-    if short > 0:
-        # Sold out before the order can arrive: those customers are turned away (lost
-        # sales, no backorders), so only the review period after the arrival counts.
-        after = math.ceil(mean_review + critical_k(safety, sd_review) * sd_review)
-        if after < quantity:
-            quantity = after
-            if short >= 0.5:
-                notes.append(
-                    f"about {short:.0f} units of demand fall before the order can arrive and "
-                    "are not ordered for"
-                )
-    at_arrival = max(0.0, position - mean_lead)
-    # The margin is for demand running faster than forecast until then: falling short
-    # here silences the SKU for good.
-    floor = math.ceil(
-        int(trigger["reorder_point"]) + 1 - max(0.0, position - mean_lead - Z_FLOOR * sd_lead)
-    )
-    if quantity < floor:
-        notes.append(f"raised to {floor} so stock is back above the reorder point on arrival")
-        quantity = floor
-    if at_arrival + quantity > int(trigger["max_stock"]):
-        # The catalog's max stock is a planning figure set for the demand of its day: the
-        # forecast says more is needed, and the reviewer sees why.
-        notes.append(f"more than max stock {trigger['max_stock']} on arrival, as forecast")
+    situation = situation_of(facts, lead, available + on_order)
+    outcomes = Outcomes(situation)
+    left = outcomes.on_arrival()
+    # The classic order-up-to: the review period after the arrival and safety stock, less
+    # what will be left then (demand the stock cannot serve before is lost, not owed).
+    quantity = max(0, math.ceil(situation.review.mean + situation.safety - left))
+    if left < situation.position - situation.lead.mean - 0.5:
+        notes.append(
+            f"about {situation.lead.mean - situation.position + left:.0f} units of demand may "
+            "fall before the order can arrive and are not ordered for"
+        )
+    if outcomes.silencing(quantity) > SILENCE_RISK:
+        # Left under the reorder point, the SKU sends no signal again: raise the order
+        # where the demand that would go unserved outweighs the stock it leaves over.
+        raised = outcomes.best(at_least=quantity).quantity
+        runway = total(facts["forecast"], lead + REVIEW_DAYS + RUNWAY_DAYS) - total(
+            facts["forecast"], lead + REVIEW_DAYS
+        )
+        if SILENCE_CAP is not None and outcomes.left_after_review(raised) < runway:
+            raised = max(raised, outcomes.clear_of_silence(quantity, SILENCE_CAP))
+        if raised > quantity:
+            notes.append(
+                f"raised to {raised} so the stock is back above the reorder point on arrival"
+            )
+            quantity = raised
+    on_arrival = left + quantity
+    room = int(trigger["max_stock"]) - math.ceil(left)
+    if quantity > room:
+        notes.append(
+            f"held to {max(room, 1)} so the stock expected on arrival stays within max stock "
+            f"{trigger['max_stock']}"
+        )
+        quantity = room
     cap = _cap_from_decisions(decisions)
     if cap is not None and quantity > cap:
         notes.append(f"held to {cap} because reviewers turned down larger orders for this SKU")
         quantity = cap
     quantity = max(quantity, 1)
+    horizon = lead + REVIEW_DAYS
+    mean_all = situation.lead.mean + situation.review.mean
     rate = mean_all / horizon
     cover = available / rate if rate > 0 else float("inf")
     if cover < lead:
@@ -110,10 +106,11 @@ def recommend(
     seen = min(int(forecast.get("history_days", 0)), 28)
     confidence = round(0.35 + 0.55 * seen / 28, 2)
     rationale = (
-        f"Forecast ({forecast['method']}): {mean_all:.0f} units over lead time {lead:g}d plus "
-        f"a {REVIEW_DAYS}d review (80% interval {max(0.0, mean_all - 1.28 * sd_all):.0f}-"
-        f"{mean_all + 1.28 * sd_all:.0f}); {available} available and {on_order} on order: "
-        f"order {quantity}. "
+        f"Forecast ({forecast['method']}): {situation.lead.mean:.0f} units over the lead time "
+        f"{lead:g}d and {situation.review.mean:.0f} (sd {situation.review.sd:.0f}) over the "
+        f"{REVIEW_DAYS}d review after it; {available} available and {on_order} on order: "
+        f"order {quantity}, for about {on_arrival:.0f} in stock on arrival (reorder "
+        f"point {trigger['reorder_point']}). "
         + (f"Cover is {cover:.1f} days." if rate > 0 else "No demand expected.")
     )
     adjustments = [str(a) for a in forecast.get("adjustments", ())]
@@ -130,27 +127,34 @@ def recommend(
     )
 
 
-def critical_k(free: float, sd: float) -> float:
-    """Standard deviations above the mean where a unit short (SHORT_COST) balances a unit over.
+def situation_of(facts: Mapping[str, Any], lead: float, position: float) -> Situation:
+    """The stretches of demand the order answers for, from the forecast."""
+    forecast = facts["forecast"]
+    horizon = lead + REVIEW_DAYS
+    mean_lead, sd_lead = total(forecast, lead), spread(forecast, lead)
+    mean_all, sd_all = total(forecast, horizon), spread(forecast, horizon)
+    mean_end, sd_end = total(forecast, horizon + SILENT_DAYS), spread(forecast, horizon + SILENT_DAYS)
+    review = Stretch(mean_all - mean_lead, math.sqrt(max(sd_all**2 - sd_lead**2, 0.0)))
+    after = Stretch(mean_end - mean_all, math.sqrt(max(sd_end**2 - sd_all**2, 0.0)))
+    daily_sd = sd_all / math.sqrt(horizon) if horizon > 0 else 0.0
+    return Situation(
+        position=position,
+        lead=Stretch(mean_lead, sd_lead),
+        review=review,
+        after=after,
+        safety=Z_95 * daily_sd * math.sqrt(max(lead, 1.0)),
+        reorder_point=int(facts["trigger"]["reorder_point"]),
+        level_error=level_error(facts["demand"]),
+    )
 
-    Stock up to `free` above the demand is the safety stock, not over: the cost is
-    3 x P(demand > x) against P(demand < x - free), whose balance a bisection finds.
-    """
-    if sd <= 0:
+
+def level_error(history: Mapping[str, Any]) -> float:
+    """How far the forecast's level may be off, relative to it: the standard error of a
+    mean rate over the days seen (a few lumpy sales say little about the rate)."""
+    mean, std, days = float(history["daily_mean"]), float(history["daily_std"]), history["days"]
+    if mean <= 0 or days <= 0:
         return 0.0
-    gap = free / sd
-    lo, hi = -3.0, 4.0
-    for _ in range(40):
-        k = (lo + hi) / 2
-        if SHORT_COST * (1 - _phi(k)) > _phi(k - gap):
-            lo = k
-        else:
-            hi = k
-    return (lo + hi) / 2
-
-
-def _phi(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    return min(1.0, std / (mean * math.sqrt(days)))
 
 
 def _cap_from_decisions(decisions: Sequence[Mapping[str, Any]]) -> int | None:
