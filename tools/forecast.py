@@ -3,7 +3,7 @@
 It reads the SKU's daily demand before `now` from the restock projection (the
 past only, like every tool) and forecasts with `tools.forecasting`: level,
 trend and weekly seasonality from the last eight weeks; intermittent demand
-with Croston's method; a product seen for a few days from those days; one never
+with ADIDA; a product seen for a few days from those days; one never
 sold from its catalog entry.
 
 Given memory (`memory_days` beyond the eight weeks), it also looks for the

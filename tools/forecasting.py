@@ -3,17 +3,18 @@
 What a series shows decides the model, each part tested before it is used:
 
 - a few days only: their mean;
-- mostly days without a sale: Croston's method (SBA), for intermittent demand;
+- mostly days without a sale: ADIDA, for intermittent demand;
 - nothing but a level (no trend, no weekly pattern beyond chance): the mean of the
   last four weeks, the estimate a buyer checks on paper;
 - a trend (a log-linear Poisson regression whose slope stands TREND_T standard
   errors from zero) or days of the week that differ (an analysis of variance at
   the 1% level): statsforecast's AutoETS, with a trend where the test found one.
 
-`statsforecast` (the `forecast` extra) runs AutoETS and Croston when installed.
+`statsforecast` (the `forecast` extra) runs AutoETS and ADIDA when installed.
 Without it a small fallback in numpy stands in: the regression's own trend carried
-ahead, damped Holt with weekly indices, and SBA. Both answer in the same form, so
-the tool and the policy do not know which one ran; `engine()` says which.
+ahead, damped Holt with weekly indices, and the mean of four weeks for intermittent
+demand. Both answer in the same form, so the tool and the policy do not know which
+one ran; `engine()` says which.
 
 Neither handles a calendar: cycles of a month or a year, and promotions, are
 memory's (`tools.demand_patterns`).
@@ -99,15 +100,8 @@ def _fit(y: np.ndarray, horizon: int) -> Fit:
         recent = y[-LEVEL_DAYS:]
         mean, sd = float(recent.mean()), float(recent.std())
         return Fit(f"mean of the last {len(recent)} days", (mean,) * horizon, (sd,) * horizon)
-    if sloped and not seasonal and found is not None:
-        # Growth (or decline) by a share a day, as the test found it: a linear model would
-        # take its own slope, of either sign, from the last weeks' noise.
-        models = _models()
-        if models is not None:
-            try:
-                return _ets(models, y, horizon)
-            except Exception:  # a series the library cannot fit gets the fallback
-                pass
+    if sloped and not seasonal and found is not None and _models() is None:
+        # Without the library, the regression's own trend is carried ahead.
         return _projected(found, horizon)
     models = _models()
     if models is not None:
@@ -215,31 +209,23 @@ def _ets(models: Any, y: np.ndarray, horizon: int) -> Fit:
 
 
 def _intermittent(y: np.ndarray, horizon: int) -> Fit:
+    """ADIDA: the days summed into buckets as long as the mean gap between sales,
+    smoothed, and spread back over the days; without the library, the mean of the last
+    four weeks (which is unbiased where Croston's variants lean one way or the other)."""
     models = _models()
     rate: float | None = None
+    method = "ADIDA (intermittent)"
     if models is not None:
         try:
-            rate = float(models.CrostonSBA().forecast(y=y, h=1)["mean"][0])
-        except Exception:  # the fallback's SBA answers instead
+            rate = float(models.ADIDA().forecast(y=y, h=1)["mean"][0])
+        except Exception:  # the mean answers instead
             rate = None
     if rate is None or not math.isfinite(rate):
-        rate = _sba(y)
+        rate = float(y[-LEVEL_DAYS:].mean())
+        method = f"mean of the last {len(y[-LEVEL_DAYS:])} days (intermittent)"
     # Day to day the units come in lumps: the spread is the lumps', not Poisson's.
     sd = math.sqrt(max(float(y.var()), rate))
-    return Fit("Croston SBA (intermittent)", (rate,) * horizon, (sd,) * horizon)
-
-
-def _sba(y: np.ndarray, alpha: float = 0.1) -> float:
-    """Croston's method with the Syntetos-Boylan correction."""
-    sizes = y[y > 0]
-    if len(sizes) == 0:
-        return 0.0
-    gaps = np.diff(np.concatenate(([-1], np.flatnonzero(y > 0)))).astype(float)
-    size, gap = float(sizes[0]), float(gaps[0])
-    for s, g in zip(sizes[1:], gaps[1:], strict=True):
-        size += alpha * (float(s) - size)
-        gap += alpha * (float(g) - gap)
-    return (1 - alpha / 2) * size / gap
+    return Fit(method, (rate,) * horizon, (sd,) * horizon)
 
 
 def _holt(y: np.ndarray, horizon: int, alpha: float = 0.2, phi: float = 0.9) -> Fit:

@@ -30,10 +30,10 @@ from tools.forecast import spread, total
 REVIEW_DAYS = 7
 Z_95 = 1.65  # safety stock for day-to-day variation, at a 95% service level
 SILENCE_RISK = 0.02  # a chance of silencing the SKU worth weighing against more stock
-SILENCE_CAP: float | None = 0.05
-SILENT_DAYS = 7
+SILENCE_CAP = 0.05  # ... and the most it may keep, unless the stock left lasts RUNWAY_DAYS
+SILENT_DAYS = 7  # a silenced SKU goes unnoticed until the weekly review
 RUNWAY_DAYS = 14
-HORIZON_DAYS = REVIEW_DAYS + 28  # what the forecast must cover beyond the lead time
+HORIZON_DAYS = REVIEW_DAYS + max(SILENT_DAYS, RUNWAY_DAYS)  # forecast beyond the lead time
 
 
 def recommend(
@@ -73,14 +73,13 @@ def recommend(
         runway = total(facts["forecast"], lead + REVIEW_DAYS + RUNWAY_DAYS) - total(
             facts["forecast"], lead + REVIEW_DAYS
         )
-        if SILENCE_CAP is not None and outcomes.left_after_review(raised) < runway:
+        if outcomes.left_after_review(raised) < runway:
             raised = max(raised, outcomes.clear_of_silence(quantity, SILENCE_CAP))
         if raised > quantity:
             notes.append(
                 f"raised to {raised} so the stock is back above the reorder point on arrival"
             )
             quantity = raised
-    on_arrival = left + quantity
     room = int(trigger["max_stock"]) - math.ceil(left)
     if quantity > room:
         notes.append(
@@ -93,6 +92,7 @@ def recommend(
         notes.append(f"held to {cap} because reviewers turned down larger orders for this SKU")
         quantity = cap
     quantity = max(quantity, 1)
+    on_arrival = left + quantity
     horizon = lead + REVIEW_DAYS
     mean_all = situation.lead.mean + situation.review.mean
     rate = mean_all / horizon
@@ -133,7 +133,10 @@ def situation_of(facts: Mapping[str, Any], lead: float, position: float) -> Situ
     horizon = lead + REVIEW_DAYS
     mean_lead, sd_lead = total(forecast, lead), spread(forecast, lead)
     mean_all, sd_all = total(forecast, horizon), spread(forecast, horizon)
-    mean_end, sd_end = total(forecast, horizon + SILENT_DAYS), spread(forecast, horizon + SILENT_DAYS)
+    mean_end, sd_end = (
+        total(forecast, horizon + SILENT_DAYS),
+        spread(forecast, horizon + SILENT_DAYS),
+    )
     review = Stretch(mean_all - mean_lead, math.sqrt(max(sd_all**2 - sd_lead**2, 0.0)))
     after = Stretch(mean_end - mean_all, math.sqrt(max(sd_end**2 - sd_all**2, 0.0)))
     daily_sd = sd_all / math.sqrt(horizon) if horizon > 0 else 0.0

@@ -149,10 +149,11 @@ def test_a_promotion_on_now_is_lifted_as_earlier_ones_were() -> None:
     assert any("promotion" in note for note in remembering["adjustments"])
 
 
-def test_intermittent_demand_gets_croston(engine: str) -> None:
+def test_intermittent_demand_gets_its_own_method(engine: str) -> None:
     connection = projection(lambda at, rng: 4 if rng.random() < 0.15 else 0, 56, seed=11)
     forecast = demand_forecast(connection, "S", NOW, 10)
-    assert "Croston" in forecast.method
+    assert "intermittent" in forecast.method
+    assert ("ADIDA" in forecast.method) == (engine == "library")
     assert 0.2 < forecast.daily[0] < 1.2
 
 
