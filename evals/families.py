@@ -4,29 +4,42 @@ A family is a kind of world (a trend, a monthly cycle, a slowing supplier...);
 each seed draws its parameters (demand level, lead time, reorder point, the size
 and timing of the effect) and its noise. Policies are tuned on the training
 seeds only; the eval reports on held-out seeds, by family, with the spread across
-them, so that a policy fitted to a few hand-made worlds shows as such.
+them, so that a policy fitted to a few hand-made worlds shows as such. The gate
+seed is the one CI replays for every family (a regression check, tuned against
+like the training seeds); the held-out seeds are looked at only for the report.
 
-    uv run python -m evals.simulate --families --split held-out --out evals/fixtures/families
+The buyer in these worlds orders by their own min/max rule whatever a suggestion
+says (`Reviewer(min_max=True)`), so a world does not depend on the policy under
+test: every contender is judged on the same stock, triggers and deliveries, and
+a world is made from its seed on the fly (`agentbus eval` reads a
+`*.worlds.json` spec, such as `fixtures/families/held-out.worlds.json`, rather
+than a recording). `evals.simulate --families` still writes a world as a
+recording, in the form `agentbus eval` takes from anyone.
 
 `history_matters` marks the families whose best decision needs more than the
-last four weeks of demand and the catalog: a cycle longer than that, a
-promotion seen before, a supplier slower than the catalog says.
+last weeks of demand and the catalog: a cycle longer than that, a promotion seen
+before, a supplier slower than the catalog says.
 """
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from agentbus.errors import ConfigurationError
 from evals.scenarios import START, Demand, Item, Reviewer, Scenario, on_promotion, poisson
 
-TRAINING_SEEDS = (1, 2, 3, 4, 5)
-HELD_OUT_SEEDS = (101, 102, 103)
-SPLITS = {"train": TRAINING_SEEDS, "held-out": HELD_OUT_SEEDS}
+REVIEW_DAYS = 7
+TRAINING_SEEDS = tuple(range(1, 11))
+GATE_SEEDS = (500,)
+HELD_OUT_SEEDS = (1001, 1002, 1003, 1004, 1005)
+SPLITS = {"train": TRAINING_SEEDS, "gate": GATE_SEEDS, "held-out": HELD_OUT_SEEDS}
 
 
 @dataclass(frozen=True)
@@ -36,33 +49,47 @@ class Family:
     history_matters: bool
     draw: Callable[[random.Random, str], Item]
     days: Callable[[random.Random], int]
+    # The fewest days in which the family's effect shows (the same phase seen before, a
+    # supplier's third slow delivery): a short world, for a quick gate, stops there.
+    least: int
 
-    def world(self, seed: int) -> Scenario:
+    def world(self, seed: int, *, short: bool = False) -> Scenario:
         rng = random.Random(f"{self.name}/{seed}")
         sku = f"{self.name.upper().replace('_', '-')}-{seed}"
         item = self.draw(rng, sku)
+        days = self.days(rng)
         return Scenario(
-            name=f"{self.name}-{seed}",
+            name=f"{self.name}-{seed}" + ("-short" if short else ""),
             family=self.name,
             notes=self.notes,
             items=(item,),
-            days=self.days(rng),
+            days=min(days, self.least) if short else days,
             seed=seed,
             history_matters=self.history_matters,
-            reviewer=Reviewer(top_up=True),
+            reviewer=Reviewer(min_max=True),
         )
 
 
-def _shelf(rng: random.Random, mean: float, lead: int) -> tuple[int, int]:
-    """A reorder point covering the lead time and some, and a shelf a few times that."""
+def _shelf(rng: random.Random, mean: float, peak: float, lead: int) -> tuple[int, int]:
+    """A reorder point covering the lead time and some, and a shelf (max stock) that holds
+    that and the lead time and a review period at the busiest rate the shop plans for, as
+    a shop sizes its shelf for its season."""
     reorder_point = max(2, round(mean * (lead + rng.uniform(0.5, 6.0))))
-    max_stock = max(reorder_point + round(mean * 10), round(reorder_point * rng.uniform(2.5, 4)))
-    return reorder_point, max_stock
+    cover = peak * (lead + REVIEW_DAYS) * rng.uniform(1.1, 1.6)
+    return reorder_point, reorder_point + max(5, round(cover))
 
 
-def _item(rng: random.Random, sku: str, demand: Demand, mean: float, **extra: Any) -> Item:
+def _item(
+    rng: random.Random,
+    sku: str,
+    demand: Demand,
+    mean: float,
+    *,
+    peak: float | None = None,
+    **extra: Any,
+) -> Item:
     lead = rng.randint(2, 10)
-    reorder_point, max_stock = _shelf(rng, mean, lead)
+    reorder_point, max_stock = _shelf(rng, mean, mean if peak is None else peak, lead)
     price = Decimal(rng.randint(400, 6000)) / 100
     return replace(Item(sku, demand, lead, reorder_point, max_stock, price), **extra)
 
@@ -80,7 +107,8 @@ def trend(direction: int) -> Callable[[random.Random, str], Item]:
         def demand(day: int, r: random.Random) -> int:
             return poisson(max(0.3, mean * (1 + growth) ** day), r)
 
-        return _item(rng, sku, demand, mean)
+        # The shelf is sized for where the product is heading over the months ahead.
+        return _item(rng, sku, demand, mean, peak=max(mean, mean * (1 + growth) ** 120))
 
     return draw
 
@@ -95,7 +123,7 @@ def weekly(rng: random.Random, sku: str) -> Item:
         weekday = (START + timedelta(days=day)).weekday()
         return poisson(mean * profile[weekday], r)
 
-    return _item(rng, sku, demand, mean)
+    return _item(rng, sku, demand, mean, peak=mean * sum(profile) / 7 * 1.3)
 
 
 def monthly(rng: random.Random, sku: str) -> Item:
@@ -109,7 +137,8 @@ def monthly(rng: random.Random, sku: str) -> Item:
         on = first <= (START + timedelta(days=day)).day < first + length
         return poisson(mean * (lift if on else 1.0), r)
 
-    return _item(rng, sku, demand, mean)
+    busy = (length * lift + (REVIEW_DAYS - length)) / REVIEW_DAYS
+    return _item(rng, sku, demand, mean, peak=mean * max(busy, 1.0))
 
 
 def yearly(rng: random.Random, sku: str) -> Item:
@@ -122,7 +151,7 @@ def yearly(rng: random.Random, sku: str) -> Item:
         season = 0 <= (day % 365) - start < length
         return poisson(mean * (peak if season else 1.0), r)
 
-    return _item(rng, sku, demand, mean)
+    return _item(rng, sku, demand, mean, peak=mean * peak)
 
 
 def promotion(rng: random.Random, sku: str) -> Item:
@@ -138,6 +167,7 @@ def promotion(rng: random.Random, sku: str) -> Item:
         sku,
         lambda day, r: poisson(mean * (lift if on(day) else 1.0), r),
         mean,
+        peak=mean * lift,
         promotion_days=on,
         promotion_cut=Decimal(rng.choice(["0.20", "0.25", "0.30"])),
     )
@@ -179,7 +209,7 @@ def intermittent(rng: random.Random, sku: str) -> Item:
     def demand(day: int, r: random.Random) -> int:
         return 1 + poisson(size, r) if r.random() < chance else 0
 
-    return _item(rng, sku, demand, chance * (1 + size))
+    return _item(rng, sku, demand, chance * (1 + size), peak=1.5 * chance * (1 + size))
 
 
 def new_product(rng: random.Random, sku: str) -> Item:
@@ -216,17 +246,23 @@ def _span(low: int, high: int) -> Callable[[random.Random], int]:
 
 FAMILIES: tuple[Family, ...] = (
     Family(
-        "stationary", "Stationary Poisson demand: the control.", False, stationary, _span(100, 130)
+        "stationary",
+        "Stationary Poisson demand: the control.",
+        False,
+        stationary,
+        _span(100, 130),
+        70,
     ),
-    Family("trend_up", "Demand growing 0.5-1.5% a day.", False, trend(1), _span(100, 130)),
-    Family("trend_down", "Demand shrinking 0.5-1.5% a day.", False, trend(-1), _span(100, 130)),
-    Family("weekly", "Two busy days a week at 2-3x the others.", False, weekly, _span(90, 120)),
+    Family("trend_up", "Demand growing 0.5-1.5% a day.", False, trend(1), _span(100, 130), 70),
+    Family("trend_down", "Demand shrinking 0.5-1.5% a day.", False, trend(-1), _span(100, 130), 70),
+    Family("weekly", "Two busy days a week at 2-3x the others.", False, weekly, _span(90, 120), 70),
     Family(
         "monthly",
         "A few days each month at 2.5-4x demand (paydays), the same days every month.",
         True,
         monthly,
         _span(190, 230),
+        120,
     ),
     Family(
         "yearly",
@@ -234,6 +270,7 @@ FAMILIES: tuple[Family, ...] = (
         True,
         yearly,
         lambda rng: 365 + 120,
+        365 + 120,
     ),
     Family(
         "promotion",
@@ -241,6 +278,7 @@ FAMILIES: tuple[Family, ...] = (
         True,
         promotion,
         _span(150, 190),
+        110,
     ),
     Family(
         "lead_time_drift",
@@ -248,6 +286,7 @@ FAMILIES: tuple[Family, ...] = (
         True,
         lead_time_drift,
         _span(110, 140),
+        100,
     ),
     Family(
         "supplier_noise",
@@ -255,9 +294,15 @@ FAMILIES: tuple[Family, ...] = (
         False,
         supplier_noise,
         _span(110, 140),
+        70,
     ),
     Family(
-        "intermittent", "Sales on 10-35% of days, in lumps.", False, intermittent, _span(120, 160)
+        "intermittent",
+        "Sales on 10-35% of days, in lumps.",
+        False,
+        intermittent,
+        _span(120, 160),
+        90,
     ),
     Family(
         "new_product",
@@ -265,6 +310,7 @@ FAMILIES: tuple[Family, ...] = (
         False,
         new_product,
         _span(80, 100),
+        70,
     ),
     Family(
         "reorder_revised",
@@ -272,6 +318,7 @@ FAMILIES: tuple[Family, ...] = (
         False,
         reorder_revised,
         _span(110, 140),
+        90,
     ),
 )
 
@@ -283,6 +330,45 @@ def family(name: str) -> Family:
     raise KeyError(name)
 
 
-def worlds(split: str, seeds: tuple[int, ...] | None = None) -> list[Scenario]:
+def worlds(
+    split: str,
+    seeds: tuple[int, ...] | None = None,
+    names: Sequence[str] | None = None,
+    *,
+    short: bool = False,
+) -> list[Scenario]:
     chosen = seeds if seeds is not None else SPLITS[split]
-    return [candidate.world(seed) for candidate in FAMILIES for seed in chosen]
+    kinds = FAMILIES if names is None else tuple(family(name) for name in names)
+    return [candidate.world(seed, short=short) for candidate in kinds for seed in chosen]
+
+
+def from_spec(path: Path) -> list[Scenario]:
+    """The worlds a `*.worlds.json` spec names: {"split": "held-out"}, or {"seeds": [...]},
+    and optionally {"families": [...]} (all of them by default) and {"short": true} (each
+    world cut to the fewest days its family's effect needs)."""
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{path}: not JSON ({exc.msg})") from None
+    if not isinstance(spec, dict):
+        raise ConfigurationError(f"{path}: a worlds spec is a JSON object")
+    split, seeds, names = spec.get("split"), spec.get("seeds"), spec.get("families")
+    if seeds is None and split not in SPLITS:
+        raise ConfigurationError(f"{path}: give seeds, or a split ({', '.join(SPLITS)})")
+    if seeds is not None and not (
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)
+    ):
+        raise ConfigurationError(f"{path}: seeds must be a list of integers")
+    known = {candidate.name for candidate in FAMILIES}
+    if names is not None:
+        if not isinstance(names, list):
+            raise ConfigurationError(f"{path}: families must be a list of names")
+        unknown = [str(name) for name in names if name not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"{path}: unknown family {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+    short = spec.get("short", False)
+    if not isinstance(short, bool):
+        raise ConfigurationError(f"{path}: short is true or false")
+    return worlds(str(split), None if seeds is None else tuple(seeds), names, short=short)

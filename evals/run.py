@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,21 @@ from agentbus.llm.pricing import price
 from agentbus.recording import read_recording
 from evals import report
 from evals.contenders import CONTENDERS, POLICY, Contender
+from evals.families import from_spec
 from evals.gate import regressions
-from evals.replay import inputs_of, replay
+from evals.replay import Actors, inputs_of, replay
 from evals.scoring import ScenarioScore, judge, score
+from evals.simulate import ScenarioActors
 from evals.substitutes import CASES as SUBSTITUTE_CASES
 from evals.substitutes import run_case as run_substitute
 from evals.substitutes import summarise, synonyms
 from events import CATALOG
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+WORLDS = ".worlds.json"  # a spec of generated worlds (evals.families)
+WORLD_SPECS = Path(__file__).resolve().parent / "worlds"
+HELD_OUT = WORLD_SPECS / f"held-out{WORLDS}"
+GATE = WORLD_SPECS / f"gate{WORLDS}"
 BASELINE = FIXTURES / "baseline.json"
 PARALLEL = 4  # replays in flight
 
@@ -53,7 +60,10 @@ class Case:
     notes: str
     history_matters: bool
     events: list[Event[Any]]
-    family: str | None = None  # a generated world's family (its sidecar says)
+    family: str | None = None  # a generated world's family
+    # Who answers the shop during the replay (a generated world's buyer and supplier);
+    # a recording holds their answers already.
+    actors: Callable[[], Actors] | None = None
 
 
 @dataclass
@@ -84,20 +94,26 @@ class Metered:
 
 
 def load_cases(paths: Sequence[Path]) -> list[Case]:
+    """Recordings (`*.jsonl`, with a `.json` sidecar of notes) and generated worlds
+    (`*.worlds.json`, evals.families) in the paths, folders searched recursively."""
     files: list[Path] = []
-    for path in paths or [FIXTURES]:
+    # By default: the recordings, and every family's held-out worlds.
+    for path in paths or [FIXTURES, HELD_OUT]:
         if path.is_dir():
-            # A folder's recordings, and those of its folders (fixtures/families/...).
-            files.extend(sorted(path.rglob("*.jsonl")))
+            # A folder's recordings and world specs, and those of its folders.
+            files.extend(sorted([*path.rglob("*.jsonl"), *path.rglob(f"*{WORLDS}")]))
         elif path.exists():
             files.append(path)
         else:
             raise ConfigurationError(f"{path}: no such recording or folder")
     if not files:
-        raise ConfigurationError("no recordings (*.jsonl) to evaluate")
+        raise ConfigurationError(f"no recordings (*.jsonl) or worlds (*{WORLDS}) to evaluate")
     codec = EventCodec(CATALOG)
     cases = []
     for file in files:
+        if file.name.endswith(WORLDS):
+            cases.extend(_generated(file))
+            continue
         sidecar = file.with_suffix(".json")
         meta: dict[str, Any] = {}
         if sidecar.exists():
@@ -117,6 +133,23 @@ def load_cases(paths: Sequence[Path]) -> list[Case]:
             )
         )
     return cases
+
+
+def _generated(spec: Path) -> list[Case]:
+    """A world per family and seed, made from the seed: its inputs, and the buyer and the
+    supplier who answer the shop as the replay goes (the same for every contender)."""
+    return [
+        Case(
+            name=world.name,
+            path=spec,
+            notes=world.notes,
+            history_matters=world.history_matters,
+            events=world.inputs(),
+            family=world.family,
+            actors=partial(ScenarioActors, world),
+        )
+        for world in from_spec(spec)
+    ]
 
 
 def model_factory(spec: str, record: Path | None) -> Callable[[], Model | None]:
@@ -180,16 +213,23 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
                 metered.append(meter)
                 return meter
 
-            last = 0
+            last, expected = 0, len(inputs_of(case.events))
 
-            def advance(published: int, _total: int) -> None:
-                nonlocal last
+            def advance(published: int, planned: int) -> None:
+                # A generated world's buyer and supplier add events as the replay goes.
+                nonlocal last, expected
+                if planned > expected:
+                    progress.update(task, total=(progress.tasks[0].total or 0) + planned - expected)
+                    expected = planned
                 progress.advance(task, published - last)
                 last = published
 
             async with gate:
                 replayed = await replay(
-                    case.events, lambda: contender.build(make_model), progress=advance
+                    case.events,
+                    lambda: contender.build(make_model),
+                    actors=case.actors() if case.actors else None,
+                    progress=advance,
                 )
             judged = judge(replayed)
             tokens_in = sum(m.input_tokens for m in metered)

@@ -68,9 +68,10 @@ class Reviewer:
     max_quantity: int | None = None
     reason: str = "more than the shelf holds"
     delay_hours: float = 2.0
-    # A buyer who tops a small order up to the min/max rule's (max stock less the reorder
-    # point), so that the world goes on with stock and signals whatever the agent said.
-    top_up: bool = False
+    # A buyer who orders by their own min/max rule (up to max stock from the stock position
+    # at the signal) whatever the suggestion says: the world then does not depend on the
+    # policy under test, so every contender is judged on the same world.
+    min_max: bool = False
 
 
 @dataclass(frozen=True)

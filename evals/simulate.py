@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import json
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from agentbus.envelope import Event, EventCodec, derived_id, new_event
 from agents.registry import restock_agent
 from evals.families import SPLITS, worlds
 from evals.replay import inputs_of, replay
-from evals.scenarios import SCENARIOS, START, Scenario
+from evals.scenarios import SCENARIOS, START, Reviewer, Scenario
 from events import CATALOG, RestockApproved, RestockRejected, StockReceived
 
 REVIEWER = "/simulator/reviewer"
@@ -35,13 +35,19 @@ class ScenarioActors:
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
+        self._lows: dict[str, Any] = {}  # inventory.low id -> its data
+        self._arriving: dict[str, list[tuple[datetime, int]]] = {}  # sku -> deliveries due
 
     def react(self, event: Event[Any]) -> Iterable[Event[Any]]:
-        if event.type == "restock.recommended":
+        if event.type == "inventory.low":
+            self._lows[event.id] = event.data
+        elif event.type == "restock.recommended":
             yield self._review(event)
         elif event.type == "purchase_order.created":
             item = self.scenario.item(event.data.sku)
             day = (event.time - START).days
+            due = event.time + timedelta(days=item.lead_on(day))
+            self._arriving.setdefault(event.data.sku, []).append((due, event.data.quantity))
             yield new_event(
                 StockReceived(
                     sku=event.data.sku,
@@ -51,7 +57,7 @@ class ScenarioActors:
                 source=SUPPLIER,
                 cause=event,
                 id=derived_id("sim-supplier", event.id),
-                time=event.time + timedelta(days=item.lead_on(day)),
+                time=due,
             )
 
     def _review(self, event: Event[Any]) -> Event[Any]:
@@ -74,25 +80,29 @@ class ScenarioActors:
                 time=at,
             )
         quantity = min(data.quantity, item.max_stock)
-        if reviewer.top_up:
-            quantity = max(quantity, item.max_stock - item.reorder_point)
+        low = self._lows.get(str(data.trigger_event_id))
+        if reviewer.min_max and low is not None:
+            on_order = sum(q for due, q in self._arriving.get(data.sku, []) if due > event.time)
+            quantity = max(1, low.max_stock - low.available - on_order)
         return new_event(
             RestockApproved(
                 recommendation_id=data.recommendation_id,
                 sku=data.sku,
                 quantity=quantity,
                 reviewer="sim-reviewer",
-                note=None
-                if quantity == data.quantity
-                else f"trimmed to the shelf, {quantity}"
-                if quantity < data.quantity
-                else f"topped up to {quantity}",
+                note=None if quantity == data.quantity else _changed(reviewer, quantity),
             ),
             source=REVIEWER,
             cause=event,
             id=ids,
             time=at,
         )
+
+
+def _changed(reviewer: Reviewer, quantity: int) -> str:
+    if reviewer.min_max:
+        return f"ordered {quantity}, up to max stock by the buyer's own rule"
+    return f"trimmed to the shelf, {quantity}"
 
 
 async def record_scenario(scenario: Scenario, out: Path, *, inputs_only: bool = False) -> Path:

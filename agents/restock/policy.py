@@ -170,9 +170,10 @@ def _cap_from_decisions(decisions: Sequence[Mapping[str, Any]]) -> int | None:
         for d in decisions
         if d["status"] == "approved" and d["approved_quantity"]
     ]
-    # The most they approved, under the least they refused: the last approval alone would
-    # ratchet down, each capped order becoming the next cap.
+    # Between the most they approved under the least they refused and that refusal: the
+    # last approval alone would ratchet down, each capped order becoming the next cap, and
+    # halfway closes in on the line the reviewers draw.
     fits = [quantity for quantity in approved if quantity < refused]
     if fits:
-        return max(fits)
+        return max(max(fits), (max(fits) + refused) // 2)
     return max(1, int(refused * 0.6))
