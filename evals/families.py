@@ -37,7 +37,7 @@ from evals.scenarios import START, Demand, Item, Reviewer, Scenario, on_promotio
 
 REVIEW_DAYS = 7
 TRAINING_SEEDS = tuple(range(1, 11))
-GATE_SEEDS = (500,)
+GATE_SEEDS = (501, 502, 503, 504)
 HELD_OUT_SEEDS = (1001, 1002, 1003, 1004, 1005)
 SPLITS = {"train": TRAINING_SEEDS, "gate": GATE_SEEDS, "held-out": HELD_OUT_SEEDS}
 
@@ -54,17 +54,23 @@ class Family:
     least: int
 
     def world(self, seed: int, *, short: bool = False) -> Scenario:
-        rng = random.Random(f"{self.name}/{seed}")
-        sku = f"{self.name.upper().replace('_', '-')}-{seed}"
-        item = self.draw(rng, sku)
-        days = self.days(rng)
+        return self.together((seed,), short=short)
+
+    def together(self, seeds: Sequence[int], *, short: bool = False) -> Scenario:
+        """One world holding a product drawn from each seed (one seed: the seed's world)."""
+        items, longest = [], 0
+        for seed in seeds:
+            rng = random.Random(f"{self.name}/{seed}")
+            items.append(self.draw(rng, f"{self.name.upper().replace('_', '-')}-{seed}"))
+            longest = max(longest, self.days(rng))
+        label = str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
         return Scenario(
-            name=f"{self.name}-{seed}" + ("-short" if short else ""),
+            name=f"{self.name}-{label}" + ("-short" if short else ""),
             family=self.name,
             notes=self.notes,
-            items=(item,),
-            days=min(days, self.least) if short else days,
-            seed=seed,
+            items=tuple(items),
+            days=min(longest, self.least) if short else longest,
+            seed=seeds[0],
             history_matters=self.history_matters,
             reviewer=Reviewer(min_max=True),
         )
@@ -336,16 +342,20 @@ def worlds(
     names: Sequence[str] | None = None,
     *,
     short: bool = False,
+    together: bool = False,
 ) -> list[Scenario]:
     chosen = seeds if seeds is not None else SPLITS[split]
     kinds = FAMILIES if names is None else tuple(family(name) for name in names)
+    if together:
+        return [candidate.together(chosen, short=short) for candidate in kinds]
     return [candidate.world(seed, short=short) for candidate in kinds for seed in chosen]
 
 
 def from_spec(path: Path) -> list[Scenario]:
     """The worlds a `*.worlds.json` spec names: {"split": "held-out"}, or {"seeds": [...]},
-    and optionally {"families": [...]} (all of them by default) and {"short": true} (each
-    world cut to the fewest days its family's effect needs)."""
+    and optionally {"families": [...]} (all of them by default), {"short": true} (each
+    world cut to the fewest days its family's effect needs) and {"together": true} (one
+    world per family, holding a product from each seed)."""
     try:
         spec = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -368,7 +378,8 @@ def from_spec(path: Path) -> list[Scenario]:
             raise ConfigurationError(
                 f"{path}: unknown family {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
-    short = spec.get("short", False)
-    if not isinstance(short, bool):
-        raise ConfigurationError(f"{path}: short is true or false")
-    return worlds(str(split), None if seeds is None else tuple(seeds), names, short=short)
+    short, together = spec.get("short", False), spec.get("together", False)
+    if not isinstance(short, bool) or not isinstance(together, bool):
+        raise ConfigurationError(f"{path}: short and together are true or false")
+    chosen = None if seeds is None else tuple(seeds)
+    return worlds(str(split), chosen, names, short=short, together=together)

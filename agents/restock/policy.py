@@ -61,10 +61,11 @@ def recommend(
     # The classic order-up-to: the review period after the arrival and safety stock, less
     # what will be left then (demand the stock cannot serve before is lost, not owed).
     quantity = max(0, math.ceil(situation.review.mean + situation.safety - left))
-    if left < situation.position - situation.lead.mean - 0.5:
+    lost = left - (situation.position - situation.lead.mean)
+    if lost >= 0.5:
         notes.append(
-            f"about {situation.lead.mean - situation.position + left:.0f} units of demand may "
-            "fall before the order can arrive and are not ordered for"
+            f"about {lost:.0f} units of demand may fall before the order can arrive and are "
+            "not ordered for"
         )
     if outcomes.silencing(quantity) > SILENCE_RISK:
         # Left under the reorder point, the SKU sends no signal again: raise the order

@@ -116,6 +116,19 @@ def test_with_memory_a_monthly_rush_is_expected_at_its_days() -> None:
     assert any("days of the month" in note for note in remembering["adjustments"])
 
 
+def test_busy_weekdays_are_no_monthly_pattern_though_they_fall_on_the_same_dates() -> None:
+    """Weekends at three times the weekdays: over months some dates land on weekends again
+    and again by the calendar's chance, which memory must not take for a monthly cycle."""
+    for seed in range(4):
+        connection = projection(
+            lambda at, rng: poisson(15 if at.weekday() >= 5 else 5, rng), 240, seed=seed
+        )
+        plain = demand_forecast(connection, "S", NOW, 12)
+        remembering = demand_forecast(connection, "S", NOW, 12, memory_days=730)
+        assert remembering.adjustments == ()
+        assert remembering.daily == plain.daily
+
+
 def test_with_memory_last_years_season_is_expected_before_it_shows() -> None:
     season_start = NOW - 365 * DAY + 3 * DAY
 
