@@ -134,9 +134,9 @@ def test_header_names_are_case_insensitive_and_values_may_be_bytes() -> None:
     mixed = {name.upper(): value.encode() for name, value in headers.items()}
     assert codec.decode(body, content_type=content_type, headers=mixed).id == VALID["id"]
     broken = {**headers, "ce-source": b"\xff/x"}
-    assert reason_of(
-        lambda: codec.decode(body, content_type=content_type, headers=broken)
-    ) is (Reason.INVALID_ENCODING)
+    assert reason_of(lambda: codec.decode(body, content_type=content_type, headers=broken)) is (
+        Reason.INVALID_ENCODING
+    )
 
 
 def test_an_amqp_timestamp_header_is_read_as_utc() -> None:
