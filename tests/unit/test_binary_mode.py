@@ -12,6 +12,7 @@ import pytest
 from cloudevents.core.bindings import rabbitmq as sdk_rabbitmq
 from cloudevents.core.v1.event import CloudEvent
 
+from agentbus.deadletters import describe_dead_letter
 from agentbus.envelope import (
     CONTENT_TYPE,
     KAFKA_HEADER_PREFIX,
@@ -22,6 +23,7 @@ from agentbus.envelope import (
     to_structured,
 )
 from agentbus.errors import MalformedEvent, Reason
+from agentbus.transport.base import Message
 from tests.contract.catalog import CATALOG
 from tests.unit.test_envelope import VALID, with_
 
@@ -234,3 +236,28 @@ def test_whatever_cannot_be_read_is_not_named(
     body: bytes, headers: dict[str, Any], named: tuple[str | None, str | None]
 ) -> None:
     assert name_of(body, content_type=CONTENT_TYPE, headers=headers) == named
+
+
+def test_a_dead_letter_is_listed_under_its_events_id_and_type() -> None:
+    """The message id is the last resort: a client that set none got a random one."""
+    body = json.dumps(with_(data={"bad": True})).encode()
+    made_up: dict[str, Any] = {"message_id": "f3c1e2d0random", "type": None}
+    structured = Message(body, "order.created", content_type=CONTENT_TYPE, **made_up)
+    data, content_type, headers = binary(VALID)
+    in_binary = Message(
+        data, "order.created", content_type=content_type, headers=headers, **made_up
+    )
+    unreadable = Message(b"\x00", "x", content_type="text/plain", **made_up)
+    named = [
+        (letter.event_id, letter.type)
+        for letter in (
+            describe_dead_letter("q", structured),
+            describe_dead_letter("q", in_binary),
+            describe_dead_letter("q", unreadable),
+        )
+    ]
+    assert named == [
+        (VALID["id"], VALID["type"]),
+        (VALID["id"], VALID["type"]),
+        ("f3c1e2d0random", None),
+    ]
