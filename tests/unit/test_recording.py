@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from agentbus.recording import (
     record,
     scan_recording,
 )
-from agentbus.transport.base import Message
+from agentbus.transport.base import Message, Transport
 from agentbus.transport.memory import InMemoryBroker
 from tests.contract.catalog import CATALOG, sample
 from tests.support import cloudevents_sdk
@@ -93,7 +94,10 @@ def ours(event: Event[Any]) -> Message:
     )
 
 
-async def record_stream(messages: list[Message]) -> tuple[bytes, RecordSummary]:
+async def record_while(
+    send: Callable[[Transport], Awaitable[object]],
+) -> tuple[bytes, RecordSummary, object]:
+    """Record the in-process exchange while `send` publishes on it."""
     transport = InMemoryBroker().connect()
     await transport.start()
     out = io.BytesIO()
@@ -103,13 +107,18 @@ async def record_stream(messages: list[Message]) -> tuple[bytes, RecordSummary]:
         record(transport, codec, out, stop=stop, on_ready=lambda _: ready.set())
     )
     await ready.wait()
-    await transport.publish_many(messages)
+    sent = await send(transport)
     for _ in range(200):
         await asyncio.sleep(0)
     stop.set()
     summary = await recorder
     await transport.close()
-    return out.getvalue(), summary
+    return out.getvalue(), summary, sent
+
+
+async def record_stream(messages: list[Message]) -> tuple[bytes, RecordSummary]:
+    written, summary, _ = await record_while(lambda transport: transport.publish_many(messages))
+    return written, summary
 
 
 async def test_a_mixed_stream_records_its_events_and_skips_the_rest(tmp_path: Path) -> None:
@@ -167,28 +176,17 @@ async def test_publishing_a_recording_replays_exactly_its_valid_events(tmp_path:
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(written)
 
-    transport = InMemoryBroker().connect()
-    await transport.start()
-    out = io.BytesIO()
-    stop = asyncio.Event()
-    ready = asyncio.Event()
-    again = asyncio.create_task(
-        record(transport, codec, out, stop=stop, on_ready=lambda _: ready.set())
+    again, summary, published = await record_while(
+        lambda transport: publish_recording(Bus(transport, codec), read_recording(path, codec))
     )
-    await ready.wait()
-    published = await publish_recording(Bus(transport, codec), read_recording(path, codec))
-    for _ in range(200):
-        await asyncio.sleep(0)
-    stop.set()
-    summary = await again
     assert published == len(valid)
     assert summary.written == len(valid)
     assert not summary.skipped
-    replayed = [json.loads(line) for line in out.getvalue().splitlines()]
+    replayed = [json.loads(line) for line in again.splitlines()]
     assert [event["id"] for event in replayed] == valid
     # The events go out exactly as recorded, byte for byte.
     events_in_file = [line for line in written.splitlines() if not line.startswith(b'{"agentbus')]
-    assert out.getvalue().splitlines() == events_in_file
+    assert again.splitlines() == events_in_file
 
 
 @pytest.mark.parametrize(
