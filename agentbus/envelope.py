@@ -306,6 +306,8 @@ def _structure(
         raise MalformedEvent(Reason.INVALID_ENCODING, f"data: not UTF-8: {bad.reason}") from None
     except ValueError as bad:
         raise MalformedEvent(Reason.MALFORMED_JSON, f"data: {bad}") from None
+    except RecursionError:
+        raise MalformedEvent(Reason.MALFORMED_JSON, "data: nested too deeply") from None
     head = json.dumps(document, separators=(",", ":"), default=str)
     return (head[:-1] + ("," if document else "") + '"data":').encode() + data + b"}"
 
@@ -351,7 +353,7 @@ def name_of(
     if not is_binary(content_type, headers, header_prefix) and len(body) <= _NAMED_BYTES:
         try:
             value = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # a hostile body may nest without end
             value = None
         if isinstance(value, dict):
             event_id, event_type = _text(value.get("id")), _text(value.get("type"))
@@ -421,7 +423,7 @@ def _unknown_type_detail(body: bytes) -> str:
     # The tag was a string we do not know; say which, within bounds.
     try:
         value = json.loads(body).get("type")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return "unknown event type"
     text = repr(value)
     return f"unknown event type {text[:80]}"

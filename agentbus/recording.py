@@ -105,7 +105,7 @@ def _parse(
 def _skipped_entry(number: int, raw: bytes) -> SkippedEntry | None:
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     entry = value.get(SKIPPED) if isinstance(value, dict) and len(value) == 1 else None
     if not isinstance(entry, dict) or not isinstance(entry.get("reason"), str):
@@ -149,7 +149,7 @@ def as_line(body: bytes) -> bytes | None:
     """One JSONL line for a body: as it is when it is one line of JSON, else compacted."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(value, dict):
         return None

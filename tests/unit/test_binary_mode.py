@@ -100,6 +100,7 @@ def test_each_fault_has_the_reason_it_has_in_structured_mode(fault: dict[str, An
         (b"", Reason.MALFORMED_JSON),
         (b"\xff\xfe{}", Reason.INVALID_ENCODING),
         (b"[" * 40_000 + b"]" * 40_000, Reason.TOO_LARGE),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, Reason.MALFORMED_JSON),
         # Nothing in the data reaches the attributes: a body that is more than one JSON
         # value is refused, not spliced into the event.
         (b'{"key": "o-1", "seq": 3}, "type": "order.cancelled"', Reason.MALFORMED_JSON),
@@ -230,6 +231,7 @@ def test_a_binary_message_is_named_by_its_headers_never_by_its_data() -> None:
         (b'{"id": 5, "type": ""}', {}, (None, None)),
         (b'{"type": "order.created"}', {"ce-id": "h-1"}, ("h-1", "order.created")),
         (b"[1]", {"ce-type": "t"}, (None, "t")),
+        (b"[" * 20_000 + b"]" * 20_000, {"ce-id": "deep"}, ("deep", None)),
     ],
 )
 def test_whatever_cannot_be_read_is_not_named(
