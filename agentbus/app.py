@@ -52,6 +52,7 @@ class EvalOptions:
     tolerance: float
     contenders: tuple[str, ...]
     as_json: bool = False
+    junit: Path | None = None
 
 
 EvalRunner = Callable[[EvalOptions], Awaitable[int]]

@@ -8,15 +8,18 @@ the codec's own model, so the document cannot drift from what is on the wire.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from agentbus.envelope import CONTENT_TYPE, Event
+from agentbus.errors import ConfigurationError
 from agentbus.topic import topic_matches
 
-__all__ = ["ASYNCAPI_VERSION", "ServiceInfo", "build_asyncapi"]
+__all__ = ["ASYNCAPI_VERSION", "Server", "ServiceInfo", "amqp_server", "build_asyncapi"]
 
 ASYNCAPI_VERSION = "3.0.0"
 AMQP_BINDING_VERSION = "0.3.0"
@@ -32,6 +35,51 @@ _DESCRIPTIONS = {
     "causationid": "Id of the event that caused this one.",
     "traceparent": "W3C trace context of the producer.",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A configured broker, as the document lists it: where to connect, never who as."""
+
+    name: str  # its key under `servers`
+    protocol: str  # `amqp`, `amqps`, `kafka`, `kafka-secure`
+    host: str  # host:port
+    protocol_version: str | None = None
+    vhost: str | None = None  # AMQP's virtual host
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"host": self.host, "protocol": self.protocol}
+        if self.protocol_version:
+            found["protocolVersion"] = self.protocol_version
+        if self.description:
+            found["description"] = self.description
+        return found
+
+
+def amqp_server(url: str, name: str = "rabbitmq") -> Server:
+    """The RabbitMQ server of an `amqp://` or `amqps://` URL, its virtual host read as the
+    client reads it (`/` when the path is empty or `/`)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"the broker URL cannot be read: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigurationError("the broker URL must start with amqp:// or amqps://")
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    port = port or (5671 if parts.scheme == "amqps" else 5672)
+    vhost = "/" if parts.path in ("", "/") else unquote(parts.path[1:])
+    return Server(
+        name=name,
+        protocol=parts.scheme,
+        host=f"{host}:{port}",
+        protocol_version="0.9.1",
+        vhost=vhost,
+        description=f"RabbitMQ, virtual host {vhost!r}",
+    )
 
 
 class ServiceInfo(Protocol):
@@ -59,13 +107,19 @@ def build_asyncapi(
     exchange: str = "agentbus.events",
     title: str = "agentbus",
     version: str = "1",
-    host: str = "localhost:5672",
+    servers: Sequence[Server] = (),
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document: one channel and message per type, operations per service.
 
-    Raises ValueError when a service publishes a type outside the catalog, or binds by
-    a pattern that matches none of it: the document would be silently incomplete.
+    `servers` are the configured brokers; the channels' exchange lives in the virtual
+    host of the (first) AMQP one. Raises ValueError when a service publishes a type
+    outside the catalog, or binds by a pattern that matches none of it, or two servers
+    share a name: the document would be silently incomplete or wrong.
     """
+    names = [server.name for server in servers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"servers named twice: {names}")
+    vhost = next((s.vhost for s in servers if s.vhost is not None), "/")
     event_types = sorted(catalog)
     schemas = _schemas(catalog)
     messages: dict[str, Any] = {}
@@ -92,24 +146,29 @@ def build_asyncapi(
                         "type": "topic",
                         "durable": True,
                         "autoDelete": False,
-                        "vhost": "/",
+                        "vhost": vhost,
                     },
                     "bindingVersion": AMQP_BINDING_VERSION,
                 }
             },
         }
-    return {
+    document: dict[str, Any] = {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": title,
             "version": version,
             "description": (
                 f"CloudEvents 1.0 in structured JSON mode on the topic exchange {exchange!r}; "
-                "the routing key of every event is its type."
+                "the routing key of every event is its type. Consumers also accept binary "
+                "mode (attributes in ce- headers, the data as the body)."
             ),
         },
         "defaultContentType": CONTENT_TYPE,
-        "servers": {"broker": {"host": host, "protocol": "amqp", "protocolVersion": "0.9.1"}},
+    }
+    if servers:
+        document["servers"] = {server.name: server.to_json() for server in servers}
+    return {
+        **document,
         "channels": channels,
         "operations": _operations(event_types, services),
         "components": {"schemas": schemas, "messages": messages},

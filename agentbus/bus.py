@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from agentbus.conventions import publish_span
 from agentbus.envelope import CONTENT_TYPE, Event, EventCodec
 from agentbus.telemetry import inject_headers, tracer
 from agentbus.transport.base import PARTITION_KEY_HEADER, Message, Transport
@@ -43,12 +44,12 @@ class Bus:
         messages: list[Message] = []
         spans: list[trace.Span] = []
         exchange = self.transport.exchange
+        broker = self.transport.broker_info
         for event in events:
-            span = tracer().start_span(
-                f"publish {exchange}",
-                kind=SpanKind.PRODUCER,
-                attributes=publish_attributes(exchange, event.type, event.id),
+            name, attributes = publish_span(
+                broker, exchange, event.type, event.id, event.correlationid
             )
+            span = tracer().start_span(name, kind=SpanKind.PRODUCER, attributes=attributes)
             spans.append(span)
             with trace.use_span(span, end_on_exit=False):
                 messages.append(self.to_message(event))
@@ -63,14 +64,3 @@ class Bus:
         finally:
             for span in spans:
                 span.end()
-
-
-def publish_attributes(exchange: str, routing_key: str, message_id: str) -> dict[str, Any]:
-    return {
-        "messaging.system": "rabbitmq",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "publish",
-        "messaging.destination.name": exchange,
-        "messaging.rabbitmq.destination.routing_key": routing_key,
-        "messaging.message.id": message_id,
-    }

@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from agentbus.acks import AckBatcher
 from agentbus.bus import Bus
-from agentbus.envelope import Event
+from agentbus.conventions import ProcessSpans
+from agentbus.envelope import Event, name_of
 from agentbus.errors import (
     BrokerUnavailable,
     MalformedEvent,
@@ -168,14 +169,8 @@ class Consumer:
         self._subscription: Subscription | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._span_name = f"process {service.queue}"
-        self._span_attributes = {
-            "messaging.system": "rabbitmq",
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": bus.transport.exchange,
-            "messaging.destination.subscription.name": service.queue,
-        }
+        self._broker = bus.transport.broker_info
+        self._spans = ProcessSpans(self._broker, bus.transport.exchange, self._queue)
         self._in_flight = 0
         self._drains: set[asyncio.Task[None]] = set()
         self._metric_attributes: dict[tuple[str, str], dict[str, str]] = {}
@@ -257,6 +252,8 @@ class Consumer:
                 message.body,
                 content_type=message.content_type,
                 message_type=message.type,
+                headers=message.headers,
+                header_prefix=self._broker.header_prefix,
             )
         except MalformedEvent as exc:
             await self._dead_letter(delivery, exc.code, exc.detail, attempts=1)
@@ -366,7 +363,10 @@ class Consumer:
                     await route.handler(batch[0].event, context)
             await self._publish(context, batch, spans)
         except Exception as exc:
+            kind = exc.code if isinstance(exc, ProcessingError) else type(exc).__qualname__
             for span in spans:
+                span.set_attribute("error.type", kind)
+                span.set_status(StatusCode.ERROR, _detail(exc))
                 span.end()
             if len(batch) > 1:
                 # Isolate the bad event: replay one at a time.
@@ -418,18 +418,24 @@ class Consumer:
 
     def _start_span(self, item: _Item) -> Span:
         message = item.delivery.message
-        parent = extract_context(message.headers, item.event.traceparent)
+        event = item.event
+        parent = extract_context(message.headers, event.traceparent)
+        name, attributes = self._spans.span(
+            event.type,
+            event.id,
+            conversation_id=event.correlationid,
+            delivery_tag=item.delivery.delivery_tag,
+        )
+        # The producer's context is the parent and, as the conventions ask of every
+        # process span, a link too: it stays found where a backend drops parents
+        # across traces.
+        producer = trace.get_current_span(parent).get_span_context()
         return tracer().start_span(
-            self._span_name,
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
-            # The conventions' required and recommended attributes, and no more:
-            # every attribute is copied and checked per span.
-            attributes={
-                **self._span_attributes,
-                "messaging.rabbitmq.destination.routing_key": item.event.type,
-                "messaging.message.id": item.event.id,
-            },
+            attributes=attributes,
+            links=(Link(producer),) if producer.is_valid else None,
         )
 
     # -- failure -----------------------------------------------------------------------
@@ -472,7 +478,21 @@ class Consumer:
         headers[ORIGIN_QUEUE_HEADER] = self.queue
         headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)
         headers[FAILED_AT_HEADER] = datetime.now(UTC).isoformat()
-        log.warning("%s: dead-lettering %s: %s (%s)", self.queue, message.message_id, code, detail)
+        # Named by the event, never by a message id the publisher's client made up.
+        event_id, event_type = name_of(
+            message.body,
+            content_type=message.content_type,
+            headers=message.headers,
+            header_prefix=self._broker.header_prefix,
+        )
+        log.warning(
+            "%s: dead-lettering %s %s: %s (%s)",
+            self.queue,
+            event_type or message.type or "message",
+            event_id or message.message_id or "without id",
+            code,
+            detail,
+        )
         try:
             await self.bus.transport.send_to_queue(
                 dead_letter_queue(self.group), replace(message, headers=headers)
@@ -481,7 +501,10 @@ class Consumer:
             await self._requeue(delivery)
             return
         self.stats.dead_lettered += 1
-        self._count(message.type or message.routing_key or "unknown", "dead_lettered")
+        # A refused message's type is whatever its producer wrote: only the catalog's
+        # types become metric labels, so a hostile producer cannot mint new series.
+        known = event_type in self.bus.codec.catalog
+        self._count(event_type if known and event_type else "unknown", "dead_lettered")
         self._finish(delivery)
 
     async def _requeue(self, delivery: Delivery) -> None:

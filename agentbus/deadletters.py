@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from agentbus.envelope import AMQP_HEADER_PREFIX, name_of
 from agentbus.retry import (
     ATTEMPT_HEADER,
     ATTEMPTS_HEADER,
@@ -33,7 +33,12 @@ class DeadLetter:
         return asdict(self)
 
 
-def describe_dead_letter(queue: str, message: Message) -> DeadLetter:
+def describe_dead_letter(
+    queue: str, message: Message, *, header_prefix: str = AMQP_HEADER_PREFIX
+) -> DeadLetter:
+    """A dead letter named by its event: the `id` and `type` in its body (structured
+    mode), else in its CloudEvents headers (binary mode), and only then the message's
+    properties, which a publisher's client may have made up."""
     headers = message.headers
     code = headers.get(ERROR_CODE_HEADER)
     if not isinstance(code, str):
@@ -46,24 +51,21 @@ def describe_dead_letter(queue: str, message: Message) -> DeadLetter:
         attempts = count + 1 if isinstance(count, int) else 0
     detail = headers.get(ERROR_DETAIL_HEADER)
     failed_at = headers.get(FAILED_AT_HEADER)
+    event_id, event_type = name_of(
+        message.body,
+        content_type=message.content_type,
+        headers=headers,
+        header_prefix=header_prefix,
+    )
     return DeadLetter(
         queue=str(headers.get(ORIGIN_QUEUE_HEADER) or queue),
-        event_id=message.message_id or _id_in(message.body),
-        type=message.type,
+        event_id=event_id or message.message_id,
+        type=event_type or message.type,
         error_code=code,
         detail=detail if isinstance(detail, str) else "",
         attempts=attempts,
         failed_at=failed_at if isinstance(failed_at, str) else None,
     )
-
-
-def _id_in(body: bytes) -> str | None:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    found = value.get("id") if isinstance(value, dict) else None
-    return found if isinstance(found, str) else None
 
 
 async def list_dead_letters(transport: Transport, queues: Sequence[str]) -> list[DeadLetter]:
@@ -72,9 +74,10 @@ async def list_dead_letters(transport: Transport, queues: Sequence[str]) -> list
     for queue in queues:
         taken: list[Delivery] = []
         try:
+            prefix = transport.broker_info.header_prefix
             while (delivery := await transport.get(dead_letter_queue(queue))) is not None:
                 taken.append(delivery)
-                found.append(describe_dead_letter(queue, delivery.message))
+                found.append(describe_dead_letter(queue, delivery.message, header_prefix=prefix))
         except KeyError:
             continue  # the service never ran: it has no dead-letter queue yet
         finally:

@@ -3,6 +3,12 @@
 The codec validates straight from bytes in one pass: the envelope is a union of
 one model per event type, discriminated by `type`, so the data of an event is
 checked against its own model without building an intermediate dict.
+
+Binary mode (the attributes in prefixed headers, the data as the body, the
+message's content type as `datacontenttype`) is accepted as input: such a message
+is first put in structured form, then validated by the same one pass, so both
+modes meet the same rules and the same reason codes. The header prefix is a
+parameter, since protocol bindings differ (`ce-` on AMQP, `ce_` on Kafka).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar, Union
 
 from pydantic import (
@@ -30,6 +37,10 @@ from agentbus.errors import MalformedEvent, Reason
 CONTENT_TYPE = "application/cloudevents+json"
 DATA_CONTENT_TYPE = "application/json"
 DEFAULT_MAX_BYTES = 1 << 20
+# Where binary mode carries the attributes: `ce-id`, `ce-type`, ... on AMQP (the
+# RabbitMQ binding), `ce_id`, `ce_type`, ... on Kafka.
+AMQP_HEADER_PREFIX = "ce-"
+KAFKA_HEADER_PREFIX = "ce_"
 
 DataT = TypeVar("DataT", bound=BaseModel)
 
@@ -39,7 +50,17 @@ _Id = Annotated[str, Field(min_length=1, max_length=256)]
 _TraceParent = Annotated[str, Field(pattern=r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
 
 
-__all__ = ["Event", "EventCodec", "EventData", "derived_id", "new_event"]
+__all__ = [
+    "Event",
+    "EventCodec",
+    "EventData",
+    "binary_attributes",
+    "derived_id",
+    "is_binary",
+    "name_of",
+    "new_event",
+    "to_structured",
+]
 
 
 class EventData(Protocol):
@@ -172,32 +193,50 @@ class EventCodec:
         *,
         content_type: str | None = CONTENT_TYPE,
         message_type: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        header_prefix: str = AMQP_HEADER_PREFIX,
     ) -> Event[Any]:
-        """Return the event in `body` or raise `MalformedEvent` with a reason code.
+        """Return the event in a message or raise `MalformedEvent` with a reason code.
 
-        The body is authoritative. A `type` property that contradicts it is refused;
-        `message_id` is not checked, since some AMQP clients fill in a random one.
+        Structured mode when the content type says CloudEvents JSON; else binary mode
+        when `headers` carry attributes under `header_prefix`. The event is
+        authoritative: a `type` property that contradicts it is refused; `message_id`
+        is not checked, since some AMQP clients fill in a random one.
         """
         if len(body) > self.max_bytes:
             raise MalformedEvent(
                 Reason.TOO_LARGE, f"body of {len(body)} bytes exceeds {self.max_bytes}"
             )
         if not _is_cloudevents_json(content_type):
-            raise MalformedEvent(
-                Reason.WRONG_CONTENT_TYPE, f"content type {content_type!r}, expected {CONTENT_TYPE}"
-            )
+            attributes = binary_attributes(headers, header_prefix) if headers else None
+            if not attributes:
+                raise MalformedEvent(
+                    Reason.WRONG_CONTENT_TYPE,
+                    f"content type {content_type!r}, expected {CONTENT_TYPE} "
+                    f"or CloudEvents attributes in {header_prefix}* headers",
+                )
+            # Never remembered by body: the same data may come with other headers.
+            structured = _structure(body, attributes, content_type, header_prefix)
+            return self._checked(self._validate(structured), message_type)
         recent = self._recent.get(id(body))
         if recent is not None and recent[0] is body:
             event = recent[1]
         else:
-            try:
-                event = self._adapter.validate_json(body)
-            except ValidationError as exc:
-                raise _classify(exc, body) from None
+            event = self._validate(body)
             if len(body) <= _REMEMBERED_BYTES:
                 if len(self._recent) >= _REMEMBERED:
                     self._recent.clear()
                 self._recent[id(body)] = (body, event)
+        return self._checked(event, message_type)
+
+    def _validate(self, body: bytes) -> Event[Any]:
+        try:
+            return self._adapter.validate_json(body)
+        except ValidationError as exc:
+            raise _classify(exc, body) from None
+
+    @staticmethod
+    def _checked(event: Event[Any], message_type: str | None) -> Event[Any]:
         if message_type is not None and message_type != event.type:
             raise MalformedEvent(
                 Reason.PROPERTY_MISMATCH,
@@ -207,6 +246,128 @@ class EventCodec:
 
     def encode(self, event: Event[Any]) -> bytes:
         return event.model_dump_json(exclude_none=True).encode()
+
+
+# -- binary mode -------------------------------------------------------------------------
+
+# Never attributes of their own in binary mode: the body is the data, and the message's
+# content type is the datacontenttype.
+_NOT_FROM_HEADERS = frozenset({"data", "data_base64", "datacontenttype"})
+
+
+def is_binary(content_type: str | None, headers: Mapping[str, Any] | None, prefix: str) -> bool:
+    """Whether a message is a binary-mode CloudEvent: not CloudEvents JSON by its content
+    type, with attributes in prefixed headers."""
+    return not _is_cloudevents_json(content_type) and bool(
+        headers and binary_attributes(headers, prefix)
+    )
+
+
+def binary_attributes(headers: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The attributes carried in `prefix`ed headers, by lower-case attribute name."""
+    size = len(prefix)
+    found: dict[str, Any] = {}
+    for name, value in headers.items():
+        if len(name) > size and name[:size].lower() == prefix:
+            found[name[size:].lower()] = value
+    return found
+
+
+def to_structured(
+    body: bytes,
+    *,
+    content_type: str | None,
+    headers: Mapping[str, Any],
+    header_prefix: str = AMQP_HEADER_PREFIX,
+) -> bytes:
+    """A binary-mode message as one structured JSON event (not validated against a catalog).
+
+    The data is kept byte for byte; extension attributes in the headers are kept too.
+    Raises `MalformedEvent` when the body is not one JSON value or a header cannot be read.
+    """
+    return _structure(body, binary_attributes(headers, header_prefix), content_type, header_prefix)
+
+
+def _structure(
+    body: bytes, attributes: Mapping[str, Any], content_type: str | None, prefix: str
+) -> bytes:
+    document: dict[str, Any] = {}
+    for name, value in attributes.items():
+        if name not in _NOT_FROM_HEADERS:
+            document[name] = _header_value(value, prefix + name)
+    given = content_type if content_type is not None else attributes.get("datacontenttype")
+    if given is not None:
+        document["datacontenttype"] = _header_value(given, "content type")
+    data = body.strip()
+    try:
+        # One JSON value on its own, so that nothing in the body can reach the attributes.
+        json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as bad:
+        raise MalformedEvent(Reason.INVALID_ENCODING, f"data: not UTF-8: {bad.reason}") from None
+    except ValueError as bad:
+        raise MalformedEvent(Reason.MALFORMED_JSON, f"data: {bad}") from None
+    except RecursionError:
+        raise MalformedEvent(Reason.MALFORMED_JSON, "data: nested too deeply") from None
+    head = json.dumps(document, separators=(",", ":"), default=str)
+    return (head[:-1] + ("," if document else "") + '"data":').encode() + data + b"}"
+
+
+def _header_value(value: Any, where: str) -> Any:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise MalformedEvent(
+                Reason.INVALID_ENCODING, f"{where}: not UTF-8: {bad.reason}"
+            ) from None
+    if isinstance(value, datetime):
+        # An AMQP timestamp: seconds since the epoch, in UTC.
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return moment.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+# -- naming a message that may not be an event ---------------------------------------------
+
+# Bodies larger than this are not searched for a name (a dead letter's, say).
+_NAMED_BYTES = 4 * DEFAULT_MAX_BYTES
+
+
+def name_of(
+    body: bytes,
+    *,
+    content_type: str | None,
+    headers: Mapping[str, Any],
+    header_prefix: str = AMQP_HEADER_PREFIX,
+) -> tuple[str | None, str | None]:
+    """The `id` and `type` a message gives its event, valid or not: from the body in
+    structured mode, else from the prefixed headers; None where it gives none.
+
+    What names a refused message in dead letters and logs. A binary-mode body is data,
+    whose own `id` is not the event's.
+    """
+    event_id: str | None = None
+    event_type: str | None = None
+    if not is_binary(content_type, headers, header_prefix) and len(body) <= _NAMED_BYTES:
+        try:
+            value = json.loads(body)
+        except (ValueError, RecursionError):  # a hostile body may nest without end
+            value = None
+        if isinstance(value, dict):
+            event_id, event_type = _text(value.get("id")), _text(value.get("type"))
+    if (event_id is None or event_type is None) and headers:
+        attributes = binary_attributes(headers, header_prefix)
+        event_id = event_id or _text(attributes.get("id"))
+        event_type = event_type or _text(attributes.get("type"))
+    return event_id, event_type
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) and value else None
 
 
 def _type_of(value: Any) -> str | None:
@@ -262,7 +423,7 @@ def _unknown_type_detail(body: bytes) -> str:
     # The tag was a string we do not know; say which, within bounds.
     try:
         value = json.loads(body).get("type")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return "unknown event type"
     text = repr(value)
     return f"unknown event type {text[:80]}"

@@ -106,8 +106,11 @@ async def explain(
             children.append(child.event_id)
         level = children
     for letter in dead_letters:
-        if letter.event_id in nodes:
-            nodes[letter.event_id].dead_letters.append(letter.to_json())
+        node = nodes.get(letter.event_id or "")
+        if node is not None:
+            node.dead_letters.append(letter.to_json())
+            # Refused everywhere, it was emitted by no service here: its letter names it.
+            node.type = node.type or letter.type
     root = nodes[event_id]
     if not root.known:
         return None

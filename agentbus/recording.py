@@ -1,20 +1,38 @@
-"""Recordings: JSONL files of CloudEvents, one per line, as `agentbus record` writes them."""
+"""Recordings: JSONL files of CloudEvents, one per line, as `agentbus record` writes them.
+
+Whatever the exchange carries, a recording holds two kinds of lines: events of the
+catalog in structured form (a binary-mode event is put in structured form, so a
+recording reads the same whoever produced it), and skipped entries, one per message
+that was not such an event:
+
+    {"agentbus.skipped": {"reason": "wrong_content_type", "detail": "...", ...}}
+
+A skipped entry keeps what the message was (properties, headers, body) and why it was
+not recorded as an event. `publish` replays exactly the events and passes over the
+skipped entries; any other line is a fault of the file, which it refuses whole.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from agentbus.bus import Bus
-from agentbus.envelope import CONTENT_TYPE, Event, EventCodec
+from agentbus.envelope import CONTENT_TYPE, Event, EventCodec, is_binary, to_structured
 from agentbus.errors import AgentbusError, MalformedEvent
 from agentbus.telemetry import inject_headers
 from agentbus.transport.base import Delivery, Message, QueueSpec, Transport
+
+SKIPPED = "agentbus.skipped"
+_SKIPPED_PREFIX = b'{"' + SKIPPED.encode() + b'"'
 
 
 class RecordingError(AgentbusError):
@@ -28,26 +46,71 @@ class RecordedEvent:
     event: Event[Any]
 
 
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """A message the recorder met that was not an event of the catalog, and why."""
+
+    line: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class Recording:
+    events: list[RecordedEvent] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
+
+
 def read_recording(path: Path, codec: EventCodec) -> list[RecordedEvent]:
-    """Every event of the file, validated; the first bad line raises `RecordingError`."""
+    """Every event of the file, validated; skipped entries are passed over; the first bad
+    line raises `RecordingError`."""
+    return scan_recording(path, codec).events
+
+
+def scan_recording(path: Path, codec: EventCodec) -> Recording:
+    """The file's events and skipped entries; the first bad line raises `RecordingError`."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise RecordingError(f"{path}: {exc.strerror or exc}") from None
+    recording = Recording()
     with handle:
-        return list(_parse(path, handle, codec))
+        for entry in _parse(path, handle, codec):
+            if isinstance(entry, SkippedEntry):
+                recording.skipped.append(entry)
+            else:
+                recording.events.append(entry)
+    return recording
 
 
-def _parse(path: Path, handle: IO[bytes], codec: EventCodec) -> Iterator[RecordedEvent]:
+def _parse(
+    path: Path, handle: IO[bytes], codec: EventCodec
+) -> Iterator[RecordedEvent | SkippedEntry]:
     for number, line in enumerate(handle, start=1):
         raw = line.strip()
         if not raw:
             continue
+        if raw.startswith(_SKIPPED_PREFIX):
+            skipped = _skipped_entry(number, raw)
+            if skipped is not None:
+                yield skipped
+                continue
         try:
             event = codec.decode(raw)
         except MalformedEvent as exc:
             raise RecordingError(f"{path}:{number}: {exc.code}: {exc.detail}") from None
         yield RecordedEvent(number, raw, event)
+
+
+def _skipped_entry(number: int, raw: bytes) -> SkippedEntry | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    entry = value.get(SKIPPED) if isinstance(value, dict) and len(value) == 1 else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("reason"), str):
+        return None
+    return SkippedEntry(number, entry["reason"], str(entry.get("detail") or ""))
 
 
 async def publish_recording(
@@ -86,7 +149,7 @@ def as_line(body: bytes) -> bytes | None:
     """One JSONL line for a body: as it is when it is one line of JSON, else compacted."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(value, dict):
         return None
@@ -95,41 +158,106 @@ def as_line(body: bytes) -> bytes | None:
     return body.strip()
 
 
+def recorded_line(
+    message: Message, codec: EventCodec, header_prefix: str
+) -> tuple[bytes, str | None]:
+    """The recording's line for a message, and None or the reason it was skipped: the
+    event in structured form, or a skipped entry saying why it is no event of the catalog."""
+    try:
+        codec.decode(
+            message.body,
+            content_type=message.content_type,
+            message_type=message.type,
+            headers=message.headers,
+            header_prefix=header_prefix,
+        )
+    except MalformedEvent as exc:
+        return skipped_line(message, exc.code, exc.detail, max_body=codec.max_bytes), exc.code
+    body = message.body
+    if is_binary(message.content_type, message.headers, header_prefix):
+        body = to_structured(
+            body,
+            content_type=message.content_type,
+            headers=message.headers,
+            header_prefix=header_prefix,
+        )
+    line = as_line(body)
+    if line is None:  # a valid event is one JSON object: never, but never a bad line either
+        return skipped_line(
+            message, "malformed_json", "", max_body=codec.max_bytes
+        ), "malformed_json"
+    return line, None
+
+
+def skipped_line(message: Message, reason: str, detail: str, *, max_body: int) -> bytes:
+    entry: dict[str, Any] = {
+        "reason": reason,
+        "detail": detail,
+        "routing_key": message.routing_key,
+        "content_type": message.content_type,
+        "message_id": message.message_id,
+        "type": message.type,
+        "headers": {name: _plain(value) for name, value in message.headers.items()},
+    }
+    if len(message.body) <= max_body:
+        entry["body_base64"] = base64.b64encode(message.body).decode("ascii")
+    else:
+        entry["body_bytes"] = len(message.body)
+    return json.dumps({SKIPPED: entry}, separators=(",", ":"), default=str).encode()
+
+
+def _plain(value: Any) -> Any:
+    """An AMQP header value as JSON can hold it."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class RecordSummary:
+    written: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
 async def record(
     transport: Transport,
+    codec: EventCodec,
     out: IO[bytes],
     *,
     stop: asyncio.Event,
     pattern: str = "#",
     limit: int | None = None,
-    on_event: Callable[[int], None] | None = None,
+    on_message: Callable[[RecordSummary], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
-) -> tuple[int, int]:
-    """Write every event published on the exchange until `stop` is set or `limit` reached.
-
-    Returns (events written, bodies skipped because they were not JSON objects).
-    """
+) -> RecordSummary:
+    """Write every message published on the exchange until `stop` is set or `limit` events
+    are written: events in structured form, anything else as a skipped entry."""
     queue = f"agentbus.record.{uuid.uuid4().hex[:12]}"
     await transport.declare(
         [QueueSpec(name=queue, bindings=(pattern,), kind="classic", transient=True)]
     )
-    written = 0
-    skipped = 0
+    prefix = transport.broker_info.header_prefix
+    summary = RecordSummary()
 
     async def on_delivery(delivery: Delivery) -> None:
-        nonlocal written, skipped
-        if limit is not None and written >= limit:
+        if limit is not None and summary.written >= limit:
             return
-        line = as_line(delivery.message.body)
-        if line is None:
-            skipped += 1
+        line, skipped = recorded_line(delivery.message, codec, prefix)
+        out.write(line + b"\n")
+        if skipped is None:
+            summary.written += 1
         else:
-            out.write(line + b"\n")
-            written += 1
-            if on_event is not None:
-                on_event(written)
+            summary.skipped[skipped] += 1
+        if on_message is not None:
+            on_message(summary)
         await delivery.ack()
-        if limit is not None and written >= limit:
+        if limit is not None and summary.written >= limit:
             stop.set()
 
     subscription = await transport.consume(queue, on_delivery, prefetch=256)
@@ -140,4 +268,4 @@ async def record(
     finally:
         await subscription.cancel()
         out.flush()
-    return written, skipped
+    return summary

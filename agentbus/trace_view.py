@@ -12,9 +12,8 @@ from rich.tree import Tree
 
 from agentbus.telemetry import use_tracer_provider
 
-# What is worth a glance beside a span's name, in this order.
+# What is worth a glance beside a span's name (which names the routing key), in this order.
 SHOWN = (
-    ("messaging.rabbitmq.destination.routing_key", "{}"),
     ("gen_ai.response.model", "model {}"),
     ("gen_ai.usage.input_tokens", "in {} tok"),
     ("gen_ai.usage.output_tokens", "out {} tok"),

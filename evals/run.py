@@ -19,7 +19,7 @@ from agentbus.errors import ConfigurationError
 from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
 from agentbus.llm.pricing import price
 from agentbus.recording import read_recording
-from evals import report
+from evals import junit, report
 from evals.contenders import CONTENDERS, POLICY, Contender
 from evals.families import from_spec
 from evals.gate import regressions
@@ -371,7 +371,7 @@ def _combine(scores: list[ScenarioScore]) -> dict[str, Any]:
 
 async def run_eval(options: Any) -> int:
     """The application's `agentbus eval` (options: agentbus.app.EvalOptions)."""
-    return await evaluate(
+    code = await evaluate(
         EvalRequest(
             paths=options.paths,
             model=options.model,
@@ -384,3 +384,8 @@ async def run_eval(options: Any) -> int:
             as_json=options.as_json,
         )
     )
+    if getattr(options, "junit", None) is not None:
+        junit.write_results(
+            options.out / "results.json", options.junit, options.baseline, options.tolerance
+        )
+    return code

@@ -25,8 +25,9 @@ from pydantic import BaseModel
 
 from agentbus.agent import tables
 from agentbus.agent.checkpoints import Checkpoints
-from agentbus.agent.context import RunContext, book_usage
+from agentbus.agent.context import POLICY, RunContext, book_usage
 from agentbus.agent.nodes import trace_nodes
+from agentbus.conventions import invoke_agent_attributes
 from agentbus.envelope import Event
 from agentbus.errors import TransientError
 from agentbus.metrics import instruments
@@ -141,14 +142,11 @@ class AgentRunner:
             return
         self.runs_started += 1
         thread_id = f"{self.agent.name}:{event.id}"
+        model = self.context.model if self.context is not None else None
+        name, attributes = invoke_agent_attributes(self.agent.name, thread_id, model)
+        # In process: INTERNAL, as the GenAI conventions allow for agents run locally.
         with tracer().start_as_current_span(
-            f"invoke_agent {self.agent.name}",
-            kind=SpanKind.INTERNAL,
-            attributes={
-                "gen_ai.operation.name": "invoke_agent",
-                "gen_ai.agent.name": self.agent.name,
-                "gen_ai.conversation.id": thread_id,
-            },
+            name, kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
             try:
                 state = await asyncio.wait_for(
@@ -156,12 +154,17 @@ class AgentRunner:
                     self.agent.run_timeout,
                 )
             except TimeoutError:
+                span.set_attribute("error.type", "run_timeout")
                 span.set_status(StatusCode.ERROR, "run_timeout")
                 # The checkpoint keeps what was done; the retry resumes from there.
                 raise TransientError(
                     f"run of {self.agent.name} on {event.id} exceeded {self.agent.run_timeout}s",
                     code="run_timeout",
                 ) from None
+            except Exception as exc:
+                span.set_attribute("error.type", type(exc).__qualname__)
+                raise
+            _record_usage(span, state, answered_by_model=model is not None)
             suggestion_id = _suggestion_id(self.agent.name, event.id)
             data = self.suggest(state, event, suggestion_id)
             # The suggestion's publish span hangs under this run, not beside it.
@@ -409,3 +412,13 @@ def read_suggestions(connection: sa.Connection) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+def _record_usage(span: Span, state: Mapping[str, Any], *, answered_by_model: bool) -> None:
+    """The run's tokens, and the model that answered when one did (the GenAI
+    conventions' recommended attributes of `invoke_agent`)."""
+    span.set_attribute("gen_ai.usage.input_tokens", int(state.get("input_tokens") or 0))
+    span.set_attribute("gen_ai.usage.output_tokens", int(state.get("output_tokens") or 0))
+    answered = state.get("model")
+    if answered_by_model and isinstance(answered, str) and not answered.startswith(POLICY):
+        span.set_attribute("gen_ai.response.model", answered)

@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from agentbus.asyncapi import build_asyncapi
+from agentbus.asyncapi import amqp_server, build_asyncapi
 from agentbus.cli.common import application, fail, settings
+from agentbus.errors import ConfigurationError
 from agentbus.jsonschema import write_schemas
 
 
@@ -35,11 +36,16 @@ def asyncapi(
         Path | None, typer.Option("--out", help="File to write; standard output if omitted.")
     ] = None,
 ) -> None:
-    """Write the AsyncAPI 3.0 document of the exchange, its events and services."""
+    """Write the AsyncAPI 3.0 document of the exchange, its events and services; its servers
+    are the configured brokers (AMQP_URL)."""
     app = application()
     config = settings()
     services = app.resolve(["all"])
-    document = build_asyncapi(app.catalog, services, exchange=config.exchange)
+    try:
+        servers = [amqp_server(config.amqp_url)] if config.amqp_url else []
+    except ConfigurationError as exc:
+        fail(str(exc))
+    document = build_asyncapi(app.catalog, services, exchange=config.exchange, servers=servers)
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)

@@ -43,6 +43,9 @@ def evaluate(
         list[str] | None, typer.Option(help="Only these policies (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
+    junit: Annotated[
+        Path | None, typer.Option(help="Also write JUnit XML here, for CI systems.")
+    ] = None,
 ) -> None:
     """Replay recorded event streams offline, score what the agents publish, write a report."""
     app = application()
@@ -59,6 +62,7 @@ def evaluate(
         tolerance=tolerance,
         contenders=tuple(contender or ()),
         as_json=as_json,
+        junit=junit,
     )
     code = run_async(lambda: runner(options))
     raise typer.Exit(code)

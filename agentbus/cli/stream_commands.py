@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agentbus.cli.common import (
@@ -22,7 +23,13 @@ from agentbus.cli.common import (
     run_async,
     settings,
 )
-from agentbus.recording import RecordingError, publish_recording, read_recording, record
+from agentbus.recording import (
+    RecordingError,
+    RecordSummary,
+    publish_recording,
+    record,
+    scan_recording,
+)
 from agentbus.telemetry import configure_tracing, shutdown_tracing
 
 AmqpUrl = Annotated[str | None, typer.Option("--amqp-url", help="Overrides AMQP_URL.")]
@@ -37,13 +44,15 @@ def publish(
     file: Annotated[Path, typer.Argument(help="A JSONL file: one CloudEvent per line.")],
     amqp_url: AmqpUrl = None,
 ) -> None:
-    """Publish recorded events, unchanged, with confirms. The whole file is checked first."""
+    """Publish recorded events, unchanged, with confirms. The whole file is checked first;
+    skipped entries (messages that were not events) are passed over."""
     config = settings()
     app = application()
     try:
-        events = read_recording(file, codec(app))
+        recording = scan_recording(file, codec(app))
     except RecordingError as exc:
         fail(str(exc))
+    events = recording.events
     transport = broker_transport(config, amqp_url, name="agentbus publish")
     configure_tracing("agentbus-publish")
 
@@ -68,7 +77,9 @@ def publish(
             shutdown_tracing()
 
     count = run_async(go)
-    typer.echo(f"published {count} event(s) from {file}", err=True)
+    passed = len(recording.skipped)
+    note = f" ({passed} skipped entr{'y' if passed == 1 else 'ies'} passed over)" if passed else ""
+    typer.echo(f"published {count} event(s) from {file}{note}", err=True)
 
 
 def record_command(
@@ -79,8 +90,13 @@ def record_command(
     pattern: Annotated[str, typer.Option("--pattern", help="Routing-key pattern.")] = "#",
     amqp_url: AmqpUrl = None,
 ) -> None:
-    """Record every event on the exchange until SIGINT/SIGTERM (or --count)."""
+    """Record every event on the exchange until SIGINT/SIGTERM (or --count events).
+
+    Binary-mode events are written in structured form; a message that is no event of the
+    catalog is written as a skipped entry with its reason, which `publish` passes over.
+    """
     config = settings()
+    app = application()
     transport = broker_transport(config, amqp_url, name="agentbus record")
     if str(out) == "-":
         handle = sys.stdout.buffer
@@ -90,24 +106,35 @@ def record_command(
         except OSError as exc:
             fail(f"cannot write {out}: {exc.strerror or exc}")
 
-    async def go() -> tuple[int, int]:
+    async def go() -> RecordSummary:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await transport.start()
+        # A live count on a terminal; nothing extra in a pipe or a log.
+        live = Live(console=err, transient=True, auto_refresh=False)
+        showing = err.is_terminal
+
+        def show(summary: RecordSummary) -> None:
+            if showing:
+                live.update(_status(summary), refresh=True)
+
         try:
-            return await record(
-                transport,
-                handle,
-                stop=stop,
-                pattern=pattern,
-                limit=count,
-                on_ready=lambda _: err.print(
-                    f"recording {pattern!r} on {transport.exchange}; Ctrl-C to stop",
-                    highlight=False,
-                ),
-            )
+            with live if showing else contextlib.nullcontext():
+                return await record(
+                    transport,
+                    codec(app),
+                    handle,
+                    stop=stop,
+                    pattern=pattern,
+                    limit=count,
+                    on_message=show,
+                    on_ready=lambda _: err.print(
+                        f"recording {pattern!r} on {transport.exchange}; Ctrl-C to stop",
+                        highlight=False,
+                    ),
+                )
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(ValueError, RuntimeError):
@@ -115,9 +142,20 @@ def record_command(
             await transport.close()
 
     try:
-        written, skipped = run_async(go)
+        summary = run_async(go)
     finally:
         if handle is not sys.stdout.buffer:
             handle.close()
-    note = f" ({skipped} non-JSON bodies skipped)" if skipped else ""
-    typer.echo(f"recorded {written} event(s) to {out}{note}", err=True)
+    typer.echo(f"recorded {summary.written} event(s) to {out}{_skips(summary)}", err=True)
+
+
+def _status(summary: RecordSummary) -> str:
+    return f"recorded {summary.written} event(s){_skips(summary)}"
+
+
+def _skips(summary: RecordSummary) -> str:
+    total = sum(summary.skipped.values())
+    if not total:
+        return ""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in summary.skipped.most_common())
+    return f"; skipped {total} message(s) that were no events ({reasons})"

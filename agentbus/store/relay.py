@@ -14,7 +14,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from sqlalchemy.dialects import sqlite
 
-from agentbus.bus import Bus, publish_attributes
+from agentbus.bus import Bus
+from agentbus.conventions import publish_span
 from agentbus.envelope import CONTENT_TYPE
 from agentbus.errors import AgentbusError, Unroutable
 from agentbus.metrics import instruments
@@ -217,12 +218,16 @@ class OutboxRelay:
         exchange = self.bus.transport.exchange
         # The event's own traceparent is the context of the handling that caused it,
         # so the publish span joins that trace even though it runs later.
-        parent = extract_context({}, _traceparent_of(body))
+        parent = extract_context({}, _attribute_of(body, b"traceparent"))
+        name, attributes = publish_span(
+            self.bus.transport.broker_info,
+            exchange,
+            row.type,
+            row.event_id,
+            _attribute_of(body, b"correlationid"),
+        )
         span = tracer().start_span(
-            f"publish {exchange}",
-            context=parent,
-            kind=SpanKind.PRODUCER,
-            attributes=publish_attributes(exchange, row.type, row.event_id),
+            name, context=parent, kind=SpanKind.PRODUCER, attributes=attributes
         )
         headers: dict[str, Any] = {PARTITION_KEY_HEADER: row.subject or row.event_id}
         with trace.use_span(span, end_on_exit=False):
@@ -315,8 +320,10 @@ def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
 _MARK_ROWS = 500  # bind values per statement, well under SQLite's limit
 
 
-def _traceparent_of(body: bytes) -> str | None:
-    marker = b'"traceparent":"'
+def _attribute_of(body: bytes, name: bytes) -> str | None:
+    """A string attribute of an event the codec encoded (compact JSON, attributes before
+    data), found without parsing the body."""
+    marker = b'"' + name + b'":"'
     start = body.find(marker)
     if start < 0:
         return None

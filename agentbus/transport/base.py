@@ -20,6 +20,19 @@ QueueKind = Literal["quorum", "classic"]
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """What spans, dead letters and documents say of the broker behind a transport."""
+
+    # `messaging.system` of the spans: `rabbitmq`, `kafka`, or `in_process`.
+    system: str
+    # Where binary-mode CloudEvents carry their attributes (`ce-` on AMQP, `ce_` on Kafka).
+    header_prefix: str = "ce-"
+    # The server, when there is one: `server.address` and `server.port` of the spans.
+    address: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """What travels: a body with the properties and headers the contract names."""
 
@@ -102,6 +115,9 @@ class Transport(Protocol):
 
     @property
     def exchange(self) -> str: ...
+
+    @property
+    def broker_info(self) -> BrokerInfo: ...
 
     async def start(self) -> None: ...
 

@@ -20,6 +20,7 @@ from agentbus.topic import topic_matches
 from agentbus.transport.base import (
     EVENTS_EXCHANGE,
     PARTITION_KEY_HEADER,
+    BrokerInfo,
     Delivery,
     DeliveryHandler,
     Message,
@@ -27,6 +28,9 @@ from agentbus.transport.base import (
     Subscription,
     partition_of,
 )
+
+# Spans name it as a system of its own: it is not RabbitMQ, though it behaves alike.
+IN_PROCESS = BrokerInfo(system="in_process")
 
 
 @dataclass(slots=True)
@@ -308,6 +312,10 @@ class MemoryTransport:
     @property
     def exchange(self) -> str:
         return self.broker.exchange
+
+    @property
+    def broker_info(self) -> BrokerInfo:
+        return IN_PROCESS
 
     async def start(self) -> None:
         self._open = True

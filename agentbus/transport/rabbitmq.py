@@ -13,6 +13,7 @@ import contextlib
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -31,6 +32,7 @@ from agentbus.errors import BrokerUnavailable, Unroutable
 from agentbus.transport.base import (
     EVENTS_EXCHANGE,
     PARTITION_KEY_HEADER,
+    BrokerInfo,
     Delivery,
     DeliveryHandler,
     Message,
@@ -198,10 +200,15 @@ class RabbitTransport:
         self._exchange: AbstractExchange | None = None
         self._consumer_channels: list[AbstractChannel] = []
         self._get_channel: AbstractChannel | None = None
+        self._info = broker_info(url)
 
     @property
     def exchange(self) -> str:
         return self._exchange_name
+
+    @property
+    def broker_info(self) -> BrokerInfo:
+        return self._info
 
     async def start(self) -> None:
         try:
@@ -355,6 +362,19 @@ class RabbitTransport:
     async def delete_queue(self, queue: str) -> None:
         _, channel, _ = self._require()
         await channel.queue_delete(queue)
+
+
+def broker_info(url: str) -> BrokerInfo:
+    """The broker an `amqp://` or `amqps://` URL names, without its credentials."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return BrokerInfo(system="rabbitmq")
+    default = 5671 if parts.scheme == "amqps" else 5672
+    # aio-pika connects to localhost when the URL names no host.
+    host = parts.hostname or "localhost"
+    return BrokerInfo(system="rabbitmq", address=host, port=port or default)
 
 
 def _safe(exc: BaseException) -> str:

@@ -54,12 +54,13 @@ def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path
     shown = summary["trace"]
     assert shown["trace_id"] == summary["suggestions"][-1]["trace_id"]
     [root] = shown["spans"]
-    assert root["attributes"]["messaging.rabbitmq.destination.routing_key"] == "order.created"
+    assert root["attributes"]["messaging.destination.name"] == "agentbus.events:order.created"
+    assert root["attributes"]["messaging.system"] == "in_process"
     chain = [
         "publish",
-        "process inventory",
+        "process agentbus.events:order.created:inventory",
         "publish",
-        "process restock-agent",
+        "process agentbus.events:inventory.low:restock-agent",
         "invoke_agent restock-agent",
         "publish",
     ]
@@ -67,17 +68,20 @@ def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path
     low = next(
         publish
         for process in root["children"]
-        if process["name"] == "process inventory"
+        if process["name"] == "process agentbus.events:order.created:inventory"
         for publish in process["children"]
-        if publish["attributes"].get("messaging.rabbitmq.destination.routing_key")
-        == "inventory.low"
+        if publish["name"] == "publish agentbus.events:inventory.low"
     )
     assert walk([low], chain[2:]) == chain[2:]
-    [agent] = [c for c in low["children"] if c["name"] == "process restock-agent"]
+    [agent] = [
+        c
+        for c in low["children"]
+        if c["name"] == "process agentbus.events:inventory.low:restock-agent"
+    ]
     [run] = agent["children"]
     nodes = [c["name"] for c in run["children"]]
     assert nodes[:3] == ["node gather", "node decide", "node guard"]
-    assert nodes[3] == "publish agentbus.events"
+    assert nodes[3] == "publish agentbus.events:restock.recommended"
 
 
 def test_demo_prints_tables_and_the_trace_tree(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from agentbus.app import Application
+from agentbus.app import Application, StateView
 from agentbus.service import Service
 from tests.contract import app as test_app
 
@@ -16,3 +16,27 @@ def _echo() -> Service:
 
 
 make_echo = Application(name="test", catalog=test_app.CATALOG, services={"echo": _echo})
+
+
+def _inventory() -> Service:
+    """The shop's real inventory service, on a queue of the test's own."""
+    from consumers import inventory
+
+    service = inventory.build()
+    service.queue = os.environ["TEST_INVENTORY_QUEUE"]
+    return service
+
+
+def _make_inventory() -> Application:
+    from consumers import inventory
+    from events import CATALOG
+
+    return Application(
+        name="shop-inventory",
+        catalog=CATALOG,
+        services={"inventory": _inventory},
+        states={"inventory": StateView("inventory", inventory.read_state)},
+    )
+
+
+make_inventory = _make_inventory()

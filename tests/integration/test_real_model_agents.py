@@ -226,9 +226,15 @@ async def test_an_agent_killed_while_the_model_answers_makes_no_second_completed
             await bus.publish_many([product(sku) for sku in triggers])
             await asyncio.sleep(1.0)
             await bus.publish_many(list(triggers.values()))
-            # An answer takes seconds: kill once one answer was delivered and another
-            # call is at the server, being answered.
-            await watch.until(lambda: proxy.completed >= 1 and proxy.in_flight >= 1, 240, agent)
+            # An answer takes seconds: kill once one answer was acted on (its suggestion
+            # is on the bus, so the agent has recorded it) and another call is at the
+            # server, being answered. Waiting only for the proxy to deliver an answer
+            # raced the agent recording it: a kill in between rightly asks again.
+            await watch.until(
+                lambda: len(watch.of_type("restock.recommended")) >= 1 and proxy.in_flight >= 1,
+                240,
+                agent,
+            )
             await agent.kill()
             assert proxy.completed < len(triggers), "every answer came before the kill"
             calls_before_restart = proxy.calls

@@ -192,11 +192,11 @@ async def test_an_order_and_the_suggestion_it_led_to_share_one_trace(
             chain.append(span.span_id)
         return chain
 
-    in_inventory = one("process inventory", "inventory", "order.created")
+    in_inventory = one(f"process {exchange}:order.created:inventory", "inventory")
     assert in_inventory.parent_id == f"{published.context.span_id:016x}"
-    low_published = one(f"publish {exchange}", "inventory", "inventory.low")
+    low_published = one(f"publish {exchange}:inventory.low", "inventory", "inventory.low")
     assert low_published.parent_id == in_inventory.span_id
-    in_agent = one("process restock-agent", "restock-agent", "inventory.low")
+    in_agent = one(f"process {exchange}:inventory.low:restock-agent", "restock-agent")
     assert in_agent.parent_id == low_published.span_id
     invoke = one("invoke_agent restock-agent", "restock-agent")
     assert invoke.parent_id == in_agent.span_id
@@ -205,7 +205,7 @@ async def test_an_order_and_the_suggestion_it_led_to_share_one_trace(
     assert by_id[chat.parent_id].name == "node decide"
     assert chat.attributes["gen_ai.usage.input_tokens"] > 0
     assert chat.attributes["agentbus.gen_ai.usage.cost_usd"] > 0
-    suggested = one(f"publish {exchange}", "restock-agent", "restock.recommended")
+    suggested = one(f"publish {exchange}:restock.recommended", "restock-agent")
     assert suggested.parent_id == invoke.span_id
     [suggestion] = suggestions
     assert suggestion.traceparent is not None

@@ -22,6 +22,7 @@ from agents.restock import declaration
 from consumers import inventory
 from events import CATALOG, InventoryAdjusted, StockReceived
 from tests.agents.harness import START, Shop, order, product
+from tests.support import cloudevents_sdk
 
 SERVICES = ("inventory", "restock-agent")
 
@@ -41,7 +42,8 @@ async def run_shop(data: Path) -> dict[str, Any]:
     big_order = order("o-big", "SKU-A", 6, 1)  # 14 -> 8, under the reorder point of 10
     async with Shop(data, [inventory.build(), agent_service(declaration())]) as shop:
         await shop.publish([product("SKU-A"), stock])
-        await shop.publish([too_much])
+        # From another client, in binary mode, under a message id that client made up.
+        await shop.send([cloudevents_sdk.binary(too_much, message_id="client-made-id")])
         await shop.publish([big_order])
         letters = await list_dead_letters(shop.transport, list(SERVICES))
     return {"stock": stock, "too_much": too_much, "order": big_order, "letters": letters}
@@ -68,6 +70,9 @@ async def test_explain_follows_applied_dead_lettered_and_suggested(tmp_path: Pat
     assert refused is not None
     assert refused.root.applied_by == []
     [letter] = refused.root.dead_letters
+    # Named by the event, not by the message id the client made up.
+    assert (letter["event_id"], letter["type"]) == (seen["too_much"].id, "inventory.adjusted")
+    assert refused.root.type == "inventory.adjusted"
     assert letter["queue"] == "inventory"
     assert letter["error_code"] == "negative_stock"
     assert "below zero" in letter["detail"]

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the dev group
 import pytest
 
-from agentbus.asyncapi import build_asyncapi
+from agentbus.asyncapi import Server, amqp_server, build_asyncapi
 from agentbus.envelope import new_event
 from agentbus.jsonschema import data_schema, write_schemas
 from events import CATALOG
@@ -116,7 +116,13 @@ SERVICES = [
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return build_asyncapi(CATALOG, SERVICES, host="rabbit:5672", title="shop", version="7")
+    return build_asyncapi(
+        CATALOG,
+        SERVICES,
+        servers=[amqp_server("amqp://user:secret@rabbit:5673/shop")],
+        title="shop",
+        version="7",
+    )
 
 
 def refs(value: Any) -> list[str]:
@@ -145,8 +151,49 @@ def test_document_header_and_server(document: dict[str, Any]) -> None:
     assert document["info"]["title"] == "shop"
     assert document["info"]["version"] == "7"
     assert document["defaultContentType"] == "application/cloudevents+json"
-    (server,) = document["servers"].values()
-    assert server == {"host": "rabbit:5672", "protocol": "amqp", "protocolVersion": "0.9.1"}
+    assert document["servers"] == {
+        "rabbitmq": {
+            "host": "rabbit:5673",
+            "protocol": "amqp",
+            "protocolVersion": "0.9.1",
+            "description": "RabbitMQ, virtual host 'shop'",
+        }
+    }
+    assert "secret" not in json.dumps(document), "never the credentials of the URL"
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "protocol", "vhost"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672/", "127.0.0.1:5672", "amqp", "/"),
+        ("amqp://localhost", "localhost:5672", "amqp", "/"),
+        ("amqps://u:p@mq.example.com/prod", "mq.example.com:5671", "amqps", "prod"),
+        ("amqp://h:5690/%2Fshop%2Feu", "h:5690", "amqp", "/shop/eu"),
+        ("amqp://[::1]:5672/v", "[::1]:5672", "amqp", "v"),
+    ],
+)
+def test_the_server_and_vhost_come_from_the_broker_url(
+    url: str, host: str, protocol: str, vhost: str
+) -> None:
+    document = build_asyncapi(CATALOG, [], servers=[amqp_server(url)])
+    assert document["servers"]["rabbitmq"]["host"] == host
+    assert document["servers"]["rabbitmq"]["protocol"] == protocol
+    for channel in document["channels"].values():
+        assert channel["bindings"]["amqp"]["exchange"]["vhost"] == vhost
+
+
+def test_servers_are_a_list_of_the_configured_brokers() -> None:
+    kafka = Server("kafka", "kafka", "kafka-1.example:9092", description="Kafka")
+    document = build_asyncapi(CATALOG, [], servers=[amqp_server("amqp://rabbit/"), kafka])
+    assert list(document["servers"]) == ["rabbitmq", "kafka"]
+    assert document["servers"]["kafka"] == {
+        "host": "kafka-1.example:9092",
+        "protocol": "kafka",
+        "description": "Kafka",
+    }
+    assert "servers" not in build_asyncapi(CATALOG, []), "no broker configured, none listed"
+    with pytest.raises(ValueError, match="named twice"):
+        build_asyncapi(CATALOG, [], servers=[kafka, kafka])
 
 
 def test_a_channel_and_a_message_per_type(document: dict[str, Any]) -> None:
@@ -170,7 +217,6 @@ def test_the_exchange_name_is_a_parameter() -> None:
     document = build_asyncapi(CATALOG, [], exchange="other")
     for channel in document["channels"].values():
         assert channel["bindings"]["amqp"]["exchange"]["name"] == "other"
-    assert document["servers"]["broker"]["host"] == "localhost:5672"
 
 
 def test_every_ref_resolves_inside_the_document(document: dict[str, Any]) -> None:
