@@ -95,13 +95,13 @@ class Metered:
 
 def load_cases(paths: Sequence[Path]) -> list[Case]:
     """Recordings (`*.jsonl`, with a `.json` sidecar of notes) and generated worlds
-    (`*.worlds.json`, evals.families) in the paths, folders searched recursively."""
+    (`*.worlds.json`, evals.families): the files given, and those in the folders given."""
     files: list[Path] = []
     # By default: the recordings, and every family's held-out worlds.
     for path in paths or [FIXTURES, HELD_OUT]:
         if path.is_dir():
-            # A folder's recordings and world specs, and those of its folders.
-            files.extend(sorted([*path.rglob("*.jsonl"), *path.rglob(f"*{WORLDS}")]))
+            # A folder's own recordings and world specs (a cassette beside them is not one).
+            files.extend(sorted([*path.glob("*.jsonl"), *path.glob(f"*{WORLDS}")]))
         elif path.exists():
             files.append(path)
         else:

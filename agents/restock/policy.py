@@ -7,7 +7,10 @@ the arrival and the period after that comes from the demand forecast
 under the reorder point once the order is in silences the SKU. So it orders
 for the review period after the arrival (demand the stock cannot serve before
 then is lost, not owed), brings the stock back above the reorder point when
-that is worth it, and no more.
+that is worth it, and no more. Where memory found a surge ahead (a promotion,
+paydays, a season), whose timing the forecast's spread does not capture, it
+keeps the stock clear of the reorder point unless what is left lasts two more
+weeks.
 
 Max stock is the shop's declared capacity (CONTRACT.md, product.upserted): the
 order never brings the stock expected on arrival above it. Memory adjusts the
@@ -74,7 +77,12 @@ def recommend(
         runway = total(facts["forecast"], lead + REVIEW_DAYS + RUNWAY_DAYS) - total(
             facts["forecast"], lead + REVIEW_DAYS
         )
-        if outcomes.left_after_review(raised) < runway:
+        # Where memory found a pattern (a promotion, paydays, a season), its surge may come
+        # days before the forecast puts it, which the forecast's spread does not show: the
+        # stock is kept clear of the reorder point unless what is left lasts the runway.
+        # On a plain level or a trend the expected cost decides alone: clearing a reorder
+        # point set for other days is only overstock where demand is falling.
+        if forecast.get("adjustments") and outcomes.left_after_review(raised) < runway:
             raised = max(raised, outcomes.clear_of_silence(quantity, SILENCE_CAP))
         if raised > quantity:
             notes.append(
