@@ -85,9 +85,17 @@ def recommend(
         if forecast.get("adjustments") and outcomes.left_after_review(raised) < runway:
             raised = max(raised, outcomes.clear_of_silence(quantity, SILENCE_CAP))
         if raised > quantity:
-            notes.append(
-                f"raised to {raised} so the stock is back above the reorder point on arrival"
-            )
+            if outcomes.silencing(raised) <= 0.5:
+                notes.append(
+                    f"raised to {raised} so the stock is back above the reorder point on arrival"
+                )
+            else:
+                # Clearing a reorder point far above the demand would be overstock: the
+                # raise is for the week a silenced SKU goes unnoticed.
+                notes.append(
+                    f"raised to {raised} so the stock lasts the week a SKU under its reorder "
+                    "point goes unnoticed"
+                )
             quantity = raised
     room = int(trigger["max_stock"]) - math.ceil(left)
     if quantity > room:

@@ -85,14 +85,28 @@ def test_demand_the_stock_cannot_serve_before_the_arrival_is_not_ordered_for() -
 def test_an_order_that_would_leave_the_stock_under_the_reorder_point_is_raised() -> None:
     # The review period needs little, but the reorder point is high: the plain order would
     # leave the SKU under it on arrival, and no signal would come again.
-    f = facts(available=59, rate=3.0, reorder_point=60)
-    base = math.ceil(3 * 7 + 1.65 * math.sqrt(3) * 2 - (59 - 12))
+    f = facts(available=30, rate=3.0, reorder_point=30)
+    base = math.ceil(3 * 7 + 1.65 * math.sqrt(3) * 2 - (30 - 12))
     proposal = policy.recommend(f, [])
-    assert proposal.quantity > max(base, 1)
-    outcomes = Outcomes(policy.situation_of(f, 4, 59))
-    assert outcomes.silencing(proposal.quantity) <= policy.SILENCE_CAP
-    assert outcomes.silencing(max(base, 1)) > 0.5
+    assert proposal.quantity > base
+    outcomes = Outcomes(policy.situation_of(f, 4, 30))
+    assert outcomes.silencing(base) > 0.5
+    assert outcomes.silencing(proposal.quantity) < 0.5
     assert "back above the reorder point" in proposal.rationale
+
+
+def test_a_reorder_point_far_above_the_demand_is_not_bought_back_for_its_own_sake() -> None:
+    # Stock that lasts the review and the unnoticed week after it: clearing a reorder
+    # point set for other days would be overstock only.
+    lasting = facts(available=59, rate=3.0, reorder_point=60)
+    assert policy.recommend(lasting, []).quantity == textbook(lasting)
+    # Stock that does not: raised for that week, and the note says so, not that the
+    # reorder point is cleared.
+    short = facts(available=30, rate=3.0, reorder_point=60)
+    proposal = policy.recommend(short, [])
+    assert proposal.quantity > textbook(short)
+    assert Outcomes(policy.situation_of(short, 4, 30)).silencing(proposal.quantity) > 0.5
+    assert "goes unnoticed" in proposal.rationale
 
 
 def test_max_stock_is_a_ceiling_on_the_stock_expected_on_arrival() -> None:
