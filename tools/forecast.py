@@ -64,6 +64,26 @@ def spread(forecast: dict[str, Any], days: float) -> float:
     return math.sqrt(_partial(forecast["daily_sd"], days, square=True))
 
 
+def summary(forecast: dict[str, Any], lead_days: float, review_days: int) -> dict[str, Any]:
+    """The forecast as a model reads it: totals with their spread over the stretches an
+    order answers for, not day-by-day arrays (a small model loses the thread in those)."""
+
+    def stretch(days: float) -> dict[str, float]:
+        return {
+            "days": round(days, 1),
+            "units": round(total(forecast, days), 1),
+            "sd": round(spread(forecast, days), 1),
+        }
+
+    return {
+        "method": forecast["method"],
+        "history_days": forecast["history_days"],
+        "over_lead_time": stretch(lead_days),
+        "over_lead_time_and_review": stretch(lead_days + review_days),
+        "adjustments": list(forecast.get("adjustments", ())),
+    }
+
+
 def _partial(values: Sequence[float], days: float, *, square: bool) -> float:
     whole = min(int(days), len(values))
     power = 2 if square else 1

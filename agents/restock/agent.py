@@ -124,13 +124,19 @@ def build_graph(
         limit = cap(state["trigger"])
         request = ModelRequest(
             messages=(
-                ChatMessage("system", PROMPT.render(review_days="7", max_quantity=str(limit))),
+                ChatMessage(
+                    "system",
+                    PROMPT.render(review_days=str(policy.REVIEW_DAYS), max_quantity=str(limit)),
+                ),
                 ChatMessage(
                     "user",
                     "Data:\n"
                     + quote(
                         {
                             **facts,
+                            "forecast": forecast.summary(
+                                facts["forecast"], lead_days(state), policy.REVIEW_DAYS
+                            ),
                             "past_decisions": state.get("decisions", []),
                             "history": state.get("history", {}),
                             "similar_episodes": state.get("memories", []),
@@ -183,6 +189,12 @@ def build_graph(
     graph.add_edge("decide", "guard")
     graph.add_edge("guard", END)
     return graph
+
+
+def lead_days(state: RestockState) -> float:
+    """The lead time the decision works with: what deliveries showed, else the catalog's."""
+    shown = state.get("history", {}).get("lead_time", {}).get("days")
+    return float(shown if shown is not None else state["trigger"]["lead_time_days"])
 
 
 def initial_state(event: Event[Any]) -> dict[str, Any]:
