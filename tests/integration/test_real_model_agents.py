@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -222,20 +223,33 @@ async def test_an_agent_killed_while_the_model_answers_makes_no_second_completed
         agent = ServiceProcess("restock-agent", env)
         triggers = {sku: low(sku) for sku in (first, second)}
         try:
+            # Answers for the first trigger the agent asks about go through (retries
+            # too); those for the other are held at the proxy once the server has
+            # given them, so the kill lands while that call is being answered.
+            asked_first: list[str] = []
+
+            def other_trigger(body: bytes) -> bool:
+                found = re.search(rb"trigger_id\W+([0-9a-f-]{36})", body)
+                assert found is not None, "the prompt names its trigger"
+                asked_first[:] = asked_first or [found[1].decode()]
+                return found[1].decode() != asked_first[0]
+
+            proxy.hold_when(other_trigger)
             await agent.start()
             await bus.publish_many([product(sku) for sku in triggers])
             await asyncio.sleep(1.0)
             await bus.publish_many(list(triggers.values()))
-            # An answer takes seconds: kill once one answer was acted on (its suggestion
-            # is on the bus, so the agent has recorded it) and another call is at the
-            # server, being answered. Waiting only for the proxy to deliver an answer
-            # raced the agent recording it: a kill in between rightly asks again.
+            # Kill once one answer was acted on (its suggestion is on the bus, so the
+            # agent has recorded it) and another call is at the proxy. Waiting only for
+            # the proxy to deliver an answer raced the agent recording it: a kill in
+            # between rightly asks again.
             await watch.until(
                 lambda: len(watch.of_type("restock.recommended")) >= 1 and proxy.in_flight >= 1,
                 240,
                 agent,
             )
             await agent.kill()
+            proxy.release()
             assert proxy.completed < len(triggers), "every answer came before the kill"
             calls_before_restart = proxy.calls
             await agent.start()

@@ -6,6 +6,12 @@ The real server answers every request; the proxy only forwards bytes and counts:
 for the answer) and the server's own `usage` of each delivered answer. llama.cpp
 counts tokens (`/metrics`) but not answers delivered, which a test of a process
 killed mid-answer needs.
+
+`hold_when(predicate)` keeps the answers to requests whose body the predicate
+picks at the proxy until `release()`: the server has answered, the client is
+still waiting. A test that kills a client
+"while the model answers" needs that moment to last; on loaded cores two answers
+could otherwise land so close together that no call was ever seen in flight.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
@@ -33,6 +39,8 @@ class CountingProxy:
         self.usages: list[dict[str, Any]] = []
         """The `usage` of each answer delivered, as the server reported it."""
         self.in_flight = 0
+        self._hold: Callable[[bytes], bool] | None = None
+        self._released = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -40,6 +48,14 @@ class CountingProxy:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def hold_when(self, predicate: Callable[[bytes], bool]) -> None:
+        self._hold = predicate
+        self._released.clear()
+
+    def release(self) -> None:
+        self._hold = None
+        self._released.set()
 
     async def _forward(self, request: Request) -> Response:
         assert self._client is not None
@@ -55,6 +71,8 @@ class CountingProxy:
                 content=body,
                 headers={"content-type": request.headers.get("content-type", "application/json")},
             )
+            if chat and self._hold is not None and self._hold(body):
+                await self._released.wait()
         finally:
             if chat:
                 self.in_flight -= 1
@@ -84,6 +102,7 @@ class CountingProxy:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.release()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
