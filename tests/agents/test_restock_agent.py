@@ -5,6 +5,7 @@ injection, resuming) are in test_agent_contract.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,31 @@ async def test_one_suggestion_per_trigger_even_with_duplicates(tmp_path: Path) -
     a = next(s for s in suggestions if s.data.sku == "SKU-A")
     demand_ids = {e.id for e in history}
     assert set(a.data.evidence[1:]) <= demand_ids, "evidence names only events that exist"
+
+
+async def test_the_model_reads_the_forecast_as_totals_over_the_stretches_the_order_covers(
+    tmp_path: Path,
+) -> None:
+    model = ScriptedModel([proposal(5)])
+    agent = runner(model)
+    async with Shop(tmp_path, [agent.service]) as shop:
+        history = [order(f"o{d}", "SKU-A", 2, d) for d in range(7)]
+        await shop.publish([product("SKU-A"), *history, low("SKU-A", 1)])
+    [request] = model.requests
+    fenced = request.messages[-1].content
+    data = json.loads(fenced[fenced.index("<<<DATA") + 7 : fenced.index("DATA>>>")])
+    quoted = data["forecast"]
+    # No day-by-day arrays: a small model lost the thread in a prompt that long.
+    assert "daily" not in quoted
+    assert "daily_sd" not in quoted
+    lead, review = quoted["over_lead_time"], quoted["over_lead_time_and_review"]
+    assert lead["days"] == 3
+    assert review["days"] == 3 + 7
+    # Two units a day for a week: what the lead time asks is in that range, and more
+    # days ask for more.
+    assert 3 <= lead["units"] <= 12
+    assert review["units"] > lead["units"]
+    assert review["sd"] >= lead["sd"] >= 0
 
 
 async def test_malformed_model_answers_fall_back_to_the_policy(tmp_path: Path) -> None:
