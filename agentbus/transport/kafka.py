@@ -29,9 +29,10 @@ from agentbus.transport.base import (
     Subscription,
 )
 from agentbus.transport.kafka_group import GroupMember
-from agentbus.transport.kafka_names import is_pattern, subscription_regex
+from agentbus.transport.kafka_names import QUEUES_TOPIC, is_pattern, subscription_regex
 from agentbus.transport.kafka_reader import TopicReader
 from agentbus.transport.kafka_records import record_headers, record_key
+from agentbus.transport.kafka_registry import read_queues, record_queue, registry_topic
 
 TOPIC_ALREADY_EXISTS = 36
 # A pattern subscription notices topics created after it started this often.
@@ -63,7 +64,7 @@ class KafkaTransport:
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self._topics: set[str] = set()
-        self._groups: dict[str, QueueSpec] = {}
+        self._groups: dict[str, tuple[str, ...]] = {}
         self._members: list[GroupMember] = []
         self._readers: dict[str, TopicReader] = {}
         self._info = broker_info(bootstrap_servers)
@@ -103,6 +104,7 @@ class KafkaTransport:
             raise BrokerUnavailable(f"cannot connect to Kafka: {exc}") from exc
         self._admin, self._producer = admin, producer
         await self._create_topics([self.topic(t) for t in self._event_types])
+        await self._create([registry_topic(self.topic(QUEUES_TOPIC), self.replication)])
 
     def _require(self) -> tuple[AIOKafkaProducer, AIOKafkaAdminClient]:
         if self._producer is None or self._admin is None:
@@ -137,21 +139,36 @@ class KafkaTransport:
     # -- topology ----------------------------------------------------------------------
 
     async def declare(self, queues: Sequence[QueueSpec]) -> None:
+        producer, _ = self._require()
         topics: list[str] = []
         for spec in queues:
             if spec.bindings:
-                self._groups[spec.name] = spec
                 topics += [self.topic(b) for b in spec.bindings if not is_pattern(b)]
             else:
                 topics.append(self.topic(spec.name))
         await self._create_topics(topics)
+        for spec in queues:
+            if spec.bindings and self._groups.get(spec.name) != spec.bindings:
+                await record_queue(producer, self.topic(QUEUES_TOPIC), spec.name, spec.bindings)
+                self._groups[spec.name] = spec.bindings
+
+    async def _bindings(self, queue: str) -> tuple[str, ...] | None:
+        """A queue's bindings, declared here or by any other process."""
+        found = self._groups.get(queue)
+        if found is None:
+            self._groups.update(await read_queues(self.bootstrap_servers, self.topic(QUEUES_TOPIC)))
+            found = self._groups.get(queue)
+        return found
 
     async def _create_topics(self, names: Sequence[str]) -> None:
-        _, admin = self._require()
         missing = sorted(set(names) - self._topics)
-        if not missing:
-            return
-        wanted = [NewTopic(name, self.partitions, self.replication) for name in missing]
+        if missing:
+            await self._create(
+                [NewTopic(name, self.partitions, self.replication) for name in missing]
+            )
+
+    async def _create(self, wanted: list[NewTopic]) -> None:
+        _, admin = self._require()
         try:
             response = await admin.create_topics(wanted)
         except KafkaError as exc:
@@ -159,7 +176,7 @@ class KafkaTransport:
         for name, code, *_ in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise BrokerUnavailable(f"creating topic {name!r} failed: error code {code}")
-        self._topics.update(missing)
+        self._topics.update(topic.name for topic in wanted)
 
     async def _known(self, topic: str) -> bool:
         if topic in self._topics:
@@ -233,8 +250,8 @@ class KafkaTransport:
 
     async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> Subscription:
         self._require()
-        spec = self._groups.get(queue)
-        if spec is None:
+        bindings = await self._bindings(queue)
+        if bindings is None:
             raise KeyError(queue)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
@@ -250,14 +267,12 @@ class KafkaTransport:
         member = GroupMember(
             consumer, queue=queue, prefix=self.prefix, handler=handler, prefetch=prefetch
         )
-        if any(is_pattern(b) for b in spec.bindings):
+        if any(is_pattern(b) for b in bindings):
             consumer.subscribe(
-                pattern=subscription_regex(self.prefix, spec.bindings), listener=member.listener
+                pattern=subscription_regex(self.prefix, bindings), listener=member.listener
             )
         else:
-            consumer.subscribe(
-                topics=[self.topic(b) for b in spec.bindings], listener=member.listener
-            )
+            consumer.subscribe(topics=[self.topic(b) for b in bindings], listener=member.listener)
         try:
             await consumer.start()
         except KafkaError as exc:
@@ -289,9 +304,9 @@ class KafkaTransport:
 
     async def depth(self, queue: str) -> int:
         """Records the queue's group has yet to settle: its lag, over its topics."""
-        spec = self._groups.get(queue)
-        if spec is not None:
-            topics = await self._subscribed_topics(spec)
+        bindings = await self._bindings(queue)
+        if bindings is not None:
+            topics = await self._subscribed_topics(bindings)
         elif await self._known(self.topic(queue)):
             topics = [self.topic(queue)]
         else:
@@ -317,11 +332,11 @@ class KafkaTransport:
             lag += max(0, ends[tp] - start)
         return lag
 
-    async def _subscribed_topics(self, spec: QueueSpec) -> list[str]:
-        if not any(is_pattern(b) for b in spec.bindings):
-            return [self.topic(b) for b in spec.bindings if await self._known(self.topic(b))]
+    async def _subscribed_topics(self, bindings: tuple[str, ...]) -> list[str]:
+        if not any(is_pattern(b) for b in bindings):
+            return [self.topic(b) for b in bindings if await self._known(self.topic(b))]
         _, admin = self._require()
-        pattern = re.compile(subscription_regex(self.prefix, spec.bindings))
+        pattern = re.compile(subscription_regex(self.prefix, bindings))
         return [t for t in await admin.list_topics() if pattern.match(t)]
 
     async def _partition_count(self, topic: str) -> int:

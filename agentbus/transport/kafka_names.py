@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 
 DEAD_LETTER_SUFFIX = ".dlq"
+# A compacted topic that keeps each declared queue's bindings, as a broker keeps an AMQP
+# queue's: another process can consume or measure a queue it did not declare.
+QUEUES_TOPIC = "_agentbus.queues"
 
 
 def is_pattern(binding: str) -> bool:
@@ -41,8 +44,9 @@ def word_regex(pattern: str) -> str:
 
 
 def subscription_regex(prefix: str, bindings: tuple[str, ...]) -> str:
-    """One regex for every binding of a queue, under the prefix. Dead-letter topics are
-    never an event type, so a wide pattern such as `#` does not read them."""
+    """One regex for every binding of a queue, under the prefix. Dead-letter topics and the
+    queue registry are never an event type, so a wide pattern such as `#` reads neither."""
     alternatives = "|".join(f"(?:{word_regex(binding)})" for binding in bindings)
     dead = re.escape(DEAD_LETTER_SUFFIX)
-    return rf"^{re.escape(prefix)}(?!.*{dead}$)(?:{alternatives})$"
+    registry = re.escape(QUEUES_TOPIC)
+    return rf"^{re.escape(prefix)}(?!.*{dead}$)(?!{registry}$)(?:{alternatives})$"

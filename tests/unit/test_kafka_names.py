@@ -44,3 +44,10 @@ def test_several_bindings_make_one_regex() -> None:
     assert regex.match("order.created")
     assert regex.match("stock.received")
     assert not regex.match("order.cancelled")
+
+
+def test_the_queue_registry_is_never_subscribed() -> None:
+    from agentbus.transport.kafka_names import QUEUES_TOPIC
+
+    regex = re.compile(subscription_regex("shop1.", ("#",)))
+    assert not regex.match(f"shop1.{QUEUES_TOPIC}")
