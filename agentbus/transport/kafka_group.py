@@ -208,17 +208,21 @@ class GroupMember:
         if lease.revoked:
             return
         lease.holds += 1
+        self._apply_pauses()  # now, not at the next fetch: one may be waiting already
 
     def release(self, lease: _Lease) -> None:
         if lease.revoked or lease.holds == 0:
             return
         lease.holds -= 1
+        self._apply_pauses()
 
     # -- fetching ------------------------------------------------------------------------
 
     def _apply_pauses(self) -> None:
         """Pause what is held and, with the prefetch window full, everything: the fetch
         goes on (Kafka counts a member that stops asking as dead) but returns nothing."""
+        if self._cancelled:
+            return
         full = self._in_hand >= self._prefetch
         wanted = {tp for tp, lease in self._leases.items() if full or lease.holds}
         if wanted != self._paused:
@@ -252,6 +256,11 @@ class GroupMember:
                 return  # revoked or rewound meanwhile: read again from its offset
             if lease.next_offset is not None and record.offset < lease.next_offset:
                 continue
+            if lease.holds:
+                # Fetched before its partition was held: read again once it is released.
+                with contextlib.suppress(KafkaError, AssertionError):
+                    self._consumer.seek(tp, record.offset)
+                return
             lease.pending[record.offset] = None
             lease.next_offset = record.offset + 1
             self._in_hand += 1
