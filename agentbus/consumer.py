@@ -5,7 +5,11 @@ its reason code), then hand the event to a lane chosen by its subject. A lane
 handles its events one at a time in delivery order, so events of one subject
 never overtake each other while different subjects run in parallel, `concurrency`
 lanes wide. Failures follow their kind: permanent -> dead letter; transient or
-unexpected -> a delay queue, then the dead letter once attempts run out.
+unexpected -> tried again after a growing delay, then the dead letter once attempts
+run out. How it is tried again is the transport's to say (`BrokerInfo.retries`): on
+AMQP through a delay queue that the broker dead-letters back, freeing the lane; on a
+log (Kafka), which has no per-message nack, in place: the lane holds the record and
+its partition stops fetching until the record is done or the partition is revoked.
 """
 
 from __future__ import annotations
@@ -52,12 +56,21 @@ from agentbus.retry import (
 )
 from agentbus.service import Context, Route, Service
 from agentbus.telemetry import extract_context, tracer
-from agentbus.transport.base import Delivery, Message, QueueKind, QueueSpec, Subscription
+from agentbus.transport.base import (
+    Delivery,
+    LogDelivery,
+    Message,
+    QueueKind,
+    QueueSpec,
+    Subscription,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_DETAIL = 500
 UNEXPECTED = "unexpected_error"
+# How often a retry waiting in place looks whether its partition was revoked.
+STALE_CHECK = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,8 @@ class _Item:
     delivery: Delivery
     event: Event[Any]
     route: Route
+    # Handlings so far, for retries in place (queued retries count in a header).
+    attempts: int = 0
 
 
 class _Lane:
@@ -170,6 +185,7 @@ class Consumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._broker = bus.transport.broker_info
+        self._in_place = self._broker.retries == "in_place"
         self._spans = ProcessSpans(self._broker, bus.transport.exchange, self._queue)
         self._in_flight = 0
         self._drains: set[asyncio.Task[None]] = set()
@@ -198,6 +214,7 @@ class Consumer:
             kind=self.settings.queue_kind,
             delivery_limit=self.settings.delivery_limit,
             partition_group=None if self.partition is None else self.group,
+            retry_queues=not self._in_place,
         )
 
     async def start(self) -> None:
@@ -443,14 +460,20 @@ class Consumer:
     async def _fail(self, item: _Item, exc: Exception) -> None:
         self.stats.failed += 1
         self._count(item.event.type, "failed")
-        attempt = _attempt_of(item.delivery.message) + 1
+        delivery = item.delivery
+        in_place = self._in_place and isinstance(delivery, LogDelivery)
+        attempt = (item.attempts if in_place else _attempt_of(delivery.message)) + 1
         code = exc.code if isinstance(exc, ProcessingError) else UNEXPECTED
         detail = _detail(exc)
         if isinstance(exc, PermanentError) or attempt >= self.settings.retry.max_attempts:
-            await self._dead_letter(item.delivery, code, detail, attempts=attempt)
+            await self._dead_letter(delivery, code, detail, attempts=attempt)
             return
         if not isinstance(exc, ProcessingError):
             log.warning("%s: %s on %s, will retry", self.queue, detail, item.event.id)
+        if in_place:
+            assert isinstance(delivery, LogDelivery)
+            await self._retry_in_place(replace(item, attempts=attempt), delivery)
+            return
         delay_ms = self.settings.retry.delay_ms(attempt)
         headers = dict(item.delivery.message.headers)
         headers[ATTEMPT_HEADER] = attempt
@@ -466,6 +489,33 @@ class Consumer:
         self._count(item.event.type, "retried")
         self._finish(item.delivery)
 
+    async def _retry_in_place(self, item: _Item, delivery: LogDelivery) -> None:
+        """Handle the record again after the policy's delay for its attempt, holding its
+        partition meanwhile; a revoked partition ends the wait, and the record is the
+        next owner's to read again."""
+        delivery.hold()
+        try:
+            if not await self._wait_unless_stale(
+                delivery, self.settings.retry.delay(item.attempts)
+            ):
+                self._finish(delivery, acked=False)
+                return
+            self.stats.retried += 1
+            self._count(item.event.type, "retried")
+            await self._handle([item])
+        finally:
+            delivery.release()
+
+    @staticmethod
+    async def _wait_unless_stale(delivery: Delivery, seconds: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not delivery.stale:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return True
+            await asyncio.sleep(min(left, STALE_CHECK))
+        return False
+
     async def _dead_letter(
         self, delivery: Delivery, code: str, detail: str, *, attempts: int
     ) -> None:
@@ -478,6 +528,8 @@ class Consumer:
         headers[ORIGIN_QUEUE_HEADER] = self.queue
         headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)
         headers[FAILED_AT_HEADER] = datetime.now(UTC).isoformat()
+        if isinstance(delivery, LogDelivery):
+            headers.update(delivery.origin)
         # Named by the event, never by a message id the publisher's client made up.
         event_id, event_type = name_of(
             message.body,

@@ -11,6 +11,11 @@ part (both in development status; attribute names as in semantic conventions 1.4
   key and delivery tag go in `messaging.rabbitmq.*`, on RabbitMQ only;
 - `server.address` and `server.port` where there is a server; `error.type` on failure.
 
+On Kafka, their Kafka part: the destination is the topic (the transport's prefix, which
+it gives as its exchange, and the event type) on both sides, named `publish {topic}` and
+`process {topic}`; the consumer group is `messaging.consumer.group.name`, and the
+record's offset `messaging.kafka.offset`.
+
 Agent runs follow the GenAI agent conventions: an `invoke_agent {agent}` span with
 the provider, and the model requested when the agent has one.
 """
@@ -50,6 +55,10 @@ def destination(exchange: str, routing_key: str, queue: str | None = None) -> st
     return ":".join(parts) or "amq.default"
 
 
+def _kafka_topic(broker: BrokerInfo, exchange: str, routing_key: str) -> str | None:
+    return f"{exchange}{routing_key}" if broker.system == "kafka" else None
+
+
 def _server(broker: BrokerInfo, attributes: Attributes) -> Attributes:
     if broker.address is not None:
         attributes["server.address"] = broker.address
@@ -66,7 +75,7 @@ def publish_span(
     conversation_id: str | None = None,
 ) -> tuple[str, Attributes]:
     """The name and attributes of the PRODUCER span of one published event."""
-    where = destination(exchange, routing_key)
+    where = _kafka_topic(broker, exchange, routing_key) or destination(exchange, routing_key)
     attributes: Attributes = {
         "messaging.system": broker.system,
         "messaging.operation.type": "send",
@@ -93,18 +102,23 @@ class ProcessSpans:
         self._exchange = exchange
         self._queue = queue
         self._rabbitmq = broker.system == "rabbitmq"
+        self._kafka = broker.system == "kafka"
         self._by_type: dict[str, tuple[str, Attributes]] = {}
 
     def _static(self, routing_key: str) -> tuple[str, Attributes]:
         found = self._by_type.get(routing_key)
         if found is None:
-            where = destination(self._exchange, routing_key, self._queue)
+            where = _kafka_topic(self._broker, self._exchange, routing_key) or destination(
+                self._exchange, routing_key, self._queue
+            )
             attributes: Attributes = {
                 "messaging.system": self._broker.system,
                 "messaging.operation.type": "process",
                 "messaging.operation.name": "process",
                 "messaging.destination.name": where,
             }
+            if self._kafka:
+                attributes["messaging.consumer.group.name"] = f"{self._exchange}{self._queue}"
             if self._rabbitmq and routing_key:
                 attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
             found = self._by_type[routing_key] = (
@@ -127,6 +141,8 @@ class ProcessSpans:
             attributes["messaging.message.conversation_id"] = conversation_id
         if self._rabbitmq and delivery_tag:
             attributes["messaging.rabbitmq.message.delivery_tag"] = delivery_tag
+        elif self._kafka and delivery_tag is not None:
+            attributes["messaging.kafka.offset"] = delivery_tag
         return name, attributes
 
 

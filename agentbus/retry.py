@@ -1,4 +1,5 @@
-"""Retry policy: exponential backoff through per-attempt delay queues, then a dead letter."""
+"""Retry policy: exponential backoff (through per-attempt delay queues on AMQP), then a
+dead letter."""
 
 from __future__ import annotations
 
@@ -65,8 +66,10 @@ def topology(
     delivery_limit: int | None = 20,
     single_active_consumer: bool = False,
     partition_group: str | None = None,
+    retry_queues: bool = True,
 ) -> list[QueueSpec]:
     """The queues one consumer owns: its main queue, a delay queue per retry, its DLQ.
+    Without `retry_queues` (a transport that retries in place) there are no delay queues.
 
     Each delay queue holds messages for its TTL, then dead-letters them back to the
     main queue alone (through the default exchange), so a retry never reaches
@@ -86,7 +89,8 @@ def topology(
             partition_group=partition_group,
         )
     ]
-    for delay_ms in dict.fromkeys(policy.delay_ms(r) for r in range(1, policy.retries + 1)):
+    retries = policy.retries if retry_queues else 0
+    for delay_ms in dict.fromkeys(policy.delay_ms(r) for r in range(1, retries + 1)):
         specs.append(
             QueueSpec(
                 name=retry_queue(queue, delay_ms),

@@ -25,6 +25,11 @@ class Settings:
     # SQLite's units of work and checkpoints on the event loop, not in threads: for
     # offline replays, whose files nobody else uses and where hand-offs cost most.
     sqlite_on_loop: bool = False
+    # Set, it selects Kafka over AMQP_URL (the contract's Kafka binding).
+    kafka_bootstrap_servers: str | None = None
+    kafka_prefix: str = ""
+    kafka_partitions: int = 6
+    kafka_replication: int = 1
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -56,6 +61,10 @@ class Settings:
             exchange=env.get("AGENTBUS_EXCHANGE", EVENTS_EXCHANGE),
             consumer=consumer,
             partitions=_int(env, "AGENTBUS_PARTITIONS", 1),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            kafka_prefix=env.get("AGENTBUS_KAFKA_PREFIX", ""),
+            kafka_partitions=_int(env, "AGENTBUS_KAFKA_PARTITIONS", 6),
+            kafka_replication=_int(env, "AGENTBUS_KAFKA_REPLICATION", 1),
         )
 
 

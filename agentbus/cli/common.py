@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -18,6 +18,7 @@ from agentbus.envelope import EventCodec
 from agentbus.errors import AgentbusError, ConfigurationError, one_line
 from agentbus.settings import Settings
 from agentbus.transport.base import Transport
+from agentbus.transport.kafka import KafkaTransport
 from agentbus.transport.rabbitmq import RabbitTransport
 
 T = TypeVar("T")
@@ -68,11 +69,27 @@ def codec(app: Application) -> EventCodec:
     return EventCodec(app.catalog)
 
 
-def broker_transport(config: Settings, url: str | None, *, name: str) -> Transport:
-    """A RabbitMQ connection, from `--amqp-url` or `AMQP_URL`."""
+def broker_transport(
+    config: Settings, url: str | None, *, name: str, event_types: Iterable[str] = ()
+) -> Transport:
+    """The broker's connection: RabbitMQ from `--amqp-url`, else Kafka when
+    `KAFKA_BOOTSTRAP_SERVERS` is set (its topics made for `event_types`), else RabbitMQ
+    from `AMQP_URL`."""
+    if url is None and config.kafka_bootstrap_servers:
+        return KafkaTransport(
+            config.kafka_bootstrap_servers,
+            prefix=config.kafka_prefix,
+            partitions=config.kafka_partitions,
+            replication=config.kafka_replication,
+            event_types=event_types,
+            client_id=name.replace(" ", "-"),
+        )
     target = url or config.amqp_url
     if not target:
-        fail("no broker: set AMQP_URL (e.g. amqp://guest:guest@127.0.0.1:5672/) or --amqp-url")
+        fail(
+            "no broker: set KAFKA_BOOTSTRAP_SERVERS (e.g. 127.0.0.1:9092), or AMQP_URL "
+            "(e.g. amqp://guest:guest@127.0.0.1:5672/) or --amqp-url"
+        )
     if not target.startswith(("amqp://", "amqps://")):
         fail("the broker URL must start with amqp:// or amqps://")
     return RabbitTransport(target, exchange=config.exchange, connection_name=name)

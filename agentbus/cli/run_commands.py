@@ -52,7 +52,9 @@ def run(
     if not chosen:
         fail("the application registers no services")
     names = [service.name for service in chosen]
-    transport = broker_transport(config, amqp_url, name=f"agentbus run {' '.join(names)}")
+    transport = broker_transport(
+        config, amqp_url, name=f"agentbus run {' '.join(names)}", event_types=app.catalog
+    )
     service_name = "agentbus-" + "+".join(names)
     try:
         configure_tracing(service_name)

@@ -53,7 +53,7 @@ def publish(
     except RecordingError as exc:
         fail(str(exc))
     events = recording.events
-    transport = broker_transport(config, amqp_url, name="agentbus publish")
+    transport = broker_transport(config, amqp_url, name="agentbus publish", event_types=app.catalog)
     configure_tracing("agentbus-publish")
 
     async def go() -> int:
@@ -97,7 +97,7 @@ def record_command(
     """
     config = settings()
     app = application()
-    transport = broker_transport(config, amqp_url, name="agentbus record")
+    transport = broker_transport(config, amqp_url, name="agentbus record", event_types=app.catalog)
     if str(out) == "-":
         handle = sys.stdout.buffer
     else:

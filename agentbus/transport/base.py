@@ -1,7 +1,8 @@
 """The transport port: the few AMQP 0-9-1 operations the runtime needs.
 
-Two adapters implement it, RabbitMQ (`rabbitmq.py`) and in-process (`memory.py`),
-and one contract test suite runs against both.
+Three adapters implement it, RabbitMQ (`rabbitmq.py`), in-process (`memory.py`) and
+Kafka (`kafka.py`), and one contract test suite runs against all of them. Kafka has no
+per-message nack: its deliveries are `LogDelivery`s and the runtime retries them in place.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 HeaderValue = Any  # an AMQP field table value: str, int, bool, bytes, list, dict
 EVENTS_EXCHANGE = "agentbus.events"
@@ -17,6 +18,10 @@ EVENTS_EXCHANGE = "agentbus.events"
 # partitioned queue can spread events by it and keep each key on one partition.
 PARTITION_KEY_HEADER = "agentbus-key"
 QueueKind = Literal["quorum", "classic"]
+# How a failed delivery is tried again: through delay queues the broker dead-letters
+# back on expiry (AMQP), or by the consumer holding it and handling it again (a log,
+# where a record cannot be sent back without giving up the order of its partition).
+RetryMode = Literal["queues", "in_place"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,7 @@ class BrokerInfo:
     # The server, when there is one: `server.address` and `server.port` of the spans.
     address: str | None = None
     port: int | None = None
+    retries: RetryMode = "queues"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,25 @@ class Delivery(Protocol):
     async def ack(self, *, multiple: bool = False) -> None: ...
 
     async def reject(self, *, requeue: bool) -> None: ...
+
+
+@runtime_checkable
+class LogDelivery(Delivery, Protocol):
+    """A record read from a partition of a log: it stays in place when it fails.
+
+    While a consumer retries it, `hold` stops the fetching of its partition (the
+    records behind it wait; other partitions go on) and `release` lets it go on.
+    Holds nest; `stale` turns true when the partition is revoked, which ends a retry.
+    """
+
+    @property
+    def origin(self) -> Mapping[str, HeaderValue]:
+        """Where it was read (topic, partition, offset), as dead-letter headers."""
+        ...
+
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
 
 
 DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]

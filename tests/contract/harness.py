@@ -1,25 +1,32 @@
-"""One harness per transport, so the same contract tests run on both.
+"""One harness per transport, so the same contract tests run on all of them.
 
 `memory` is the in-process broker on a virtual clock; `rabbitmq` is the real
-server on 127.0.0.1 with an exchange and queues unique to the test.
+server on 127.0.0.1 with an exchange and queues unique to the test; `kafka` is the
+real broker with a topic and group prefix unique to the test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from agentbus.clock import VirtualClock
 from agentbus.transport.base import Transport
+from agentbus.transport.kafka import KafkaTransport
 from agentbus.transport.memory import InMemoryBroker, MemoryTransport
 from agentbus.transport.rabbitmq import RabbitTransport
+from tests.contract.catalog import CATALOG
 
 
 class Harness(Protocol):
     name: str
     exchange: str
+    # Whether the broker marks a message delivered before as redelivered (AMQP does;
+    # a Kafka record carries no such flag).
+    flags_redelivery: bool
 
     def connect(self) -> Transport: ...
 
@@ -40,6 +47,7 @@ class Harness(Protocol):
 
 class MemoryHarness:
     name = "memory"
+    flags_redelivery = True
 
     def __init__(self) -> None:
         self.clock = VirtualClock()
@@ -68,6 +76,7 @@ class MemoryHarness:
 
 class RabbitHarness:
     name = "rabbitmq"
+    flags_redelivery = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -119,6 +128,92 @@ class RabbitHarness:
             for name in listing.split():
                 if name == self.exchange or name.startswith(f"{self.exchange}."):
                     await channel.exchange_delete(name)
+
+
+class KafkaHarness:
+    name = "kafka"
+    flags_redelivery = False
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.run = uuid.uuid4().hex[:10]
+        self.prefix = f"agentbus.test.{self.run}."
+        self.exchange = self.prefix
+        self.transports: list[KafkaTransport] = []
+
+    def connect(self) -> Transport:
+        transport = KafkaTransport(
+            self.bootstrap,
+            prefix=self.prefix,
+            # The platform creates a topic per type of the application's catalog.
+            event_types=CATALOG,
+            client_id=f"test-{self.run}",
+            metadata_max_age_ms=2000,
+        )
+        self.transports.append(transport)
+        return transport
+
+    async def advance(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def queue(self, label: str) -> str:
+        return label  # the transport puts the run's prefix before groups and topics
+
+    async def drop_connections(self, transport: Transport) -> None:
+        # Kafka's counterpart of a dropped AMQP channel is a rebalance: another member
+        # joins each group of the run and leaves again, and every member loses (then
+        # gets back) its partitions on the way, with whatever it held unsettled.
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            groups = [
+                g[0] for g in await admin.list_consumer_groups() if g[0].startswith(self.prefix)
+            ]
+        finally:
+            await admin.close()
+        assert groups, "no consumer group of this run is active"
+        for group in groups:
+            intruder = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False
+            )
+            intruder.subscribe(pattern=f"^{re.escape(self.prefix)}.*")
+            await intruder.start()
+            try:
+                deadline = asyncio.get_running_loop().time() + 20
+                while not intruder.assignment():
+                    assert asyncio.get_running_loop().time() < deadline, "no rebalance happened"
+                    await intruder.getmany(timeout_ms=100)
+            finally:
+                await intruder.stop()
+
+    async def cleanup(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.protocol.admin import DeleteGroupsRequest
+
+        for transport in self.transports:
+            await transport.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
+            if topics:
+                await admin.delete_topics(topics)
+            groups = [
+                g[0] for g in await admin.list_consumer_groups() if g[0].startswith(self.prefix)
+            ]
+            for group in groups:
+                # aiokafka's admin client has no call for it: the request goes as the
+                # protocol defines it, to the group's coordinator.
+                node = await admin.find_coordinator(group)
+                await admin._send_request_to_node(node, DeleteGroupsRequest([group]))
+        finally:
+            await admin.close()
 
 
 async def _test_queues(run: str) -> list[str]:

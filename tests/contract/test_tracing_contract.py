@@ -60,10 +60,14 @@ async def test_publish_process_publish_process_is_one_trace(
     assert low.correlationid == order.id
     exchange = bus.transport.exchange
     finished = spans.finished()
-    publish_order = one(finished, f"publish {exchange}:order.created", order.id)
-    process_order = one(finished, f"process {exchange}:order.created:{first.queue}", order.id)
-    publish_low = one(finished, f"publish {exchange}:inventory.low", low.id)
-    process_low = one(finished, f"process {exchange}:inventory.low:{second.queue}", low.id)
+    publish_order = one(finished, publish_name(harness, exchange, "order.created"), order.id)
+    process_order = one(
+        finished, process_name(harness, exchange, "order.created", first.queue), order.id
+    )
+    publish_low = one(finished, publish_name(harness, exchange, "inventory.low"), low.id)
+    process_low = one(
+        finished, process_name(harness, exchange, "inventory.low", second.queue), low.id
+    )
 
     chain = [publish_order, process_order, publish_low, process_low]
     assert len({span.context.trace_id for span in chain}) == 1
@@ -78,6 +82,19 @@ async def test_publish_process_publish_process_is_one_trace(
         check_process(process, producer, harness, exchange, routing_key, queue)
 
 
+def publish_name(harness: Harness, exchange: str, routing_key: str) -> str:
+    if harness.name == "kafka":
+        # kafka.md: the destination is the topic, the span `{operation} {topic}`.
+        return f"publish {exchange}{routing_key}"
+    return f"publish {exchange}:{routing_key}"
+
+
+def process_name(harness: Harness, exchange: str, routing_key: str, queue: str) -> str:
+    if harness.name == "kafka":
+        return f"process {exchange}{routing_key}"
+    return f"process {exchange}:{routing_key}:{queue}"
+
+
 def check_common(span: ReadableSpan, harness: Harness) -> dict[str, Any]:
     attributes = dict(span.attributes or {})
     # messaging-spans.md, Required: messaging.system and messaging.operation.name.
@@ -90,6 +107,13 @@ def check_common(span: ReadableSpan, harness: Harness) -> dict[str, Any]:
         broker = urlsplit(getattr(harness, "url"))  # noqa: B009 - the RabbitMQ harness's
         assert attributes["server.address"] == broker.hostname
         assert attributes["server.port"] == (broker.port or 5672)
+    elif harness.name == "kafka":
+        # kafka.md: messaging.system MUST be "kafka"; the bootstrap server names the broker.
+        assert attributes["messaging.system"] == "kafka"
+        host, _, port = getattr(harness, "bootstrap").split(",")[0].rpartition(":")  # noqa: B009
+        assert attributes["server.address"] == host
+        assert attributes["server.port"] == int(port)
+        assert not any(name.startswith("messaging.rabbitmq.") for name in attributes)
     else:
         # The in-process broker is not RabbitMQ, and has no server to name.
         assert attributes["messaging.system"] == "in_process"
@@ -116,7 +140,7 @@ def check_publish(span: ReadableSpan, harness: Harness, exchange: str, routing_k
     assert attributes["messaging.operation.name"] == "publish"
     # rabbitmq.md, messaging.destination.name Required: `{exchange}:{routing key}` on the
     # producer side; span name SHOULD be `{messaging.operation.name} {destination}`.
-    assert attributes["messaging.destination.name"] == f"{exchange}:{routing_key}"
+    assert span.name == publish_name(harness, exchange, routing_key)
     assert span.name == f"publish {attributes['messaging.destination.name']}"
     if harness.name == "rabbitmq":
         # rabbitmq.md: messaging.rabbitmq.destination.routing_key Conditionally Required
@@ -139,7 +163,7 @@ def check_process(
     assert attributes["messaging.operation.name"] == "process"
     # rabbitmq.md: `{exchange}:{routing key}:{queue}` on the consumer side; span name
     # `{messaging.operation.name} {destination}`.
-    assert attributes["messaging.destination.name"] == f"{exchange}:{routing_key}:{queue}"
+    assert span.name == process_name(harness, exchange, routing_key, queue)
     assert span.name == f"process {attributes['messaging.destination.name']}"
     # messaging-spans.md: a process span SHOULD link to the message's creation context
     # (here the publish span, whose context the message carries), and MAY have it as parent.
@@ -152,6 +176,10 @@ def check_process(
         tag = attributes["messaging.rabbitmq.message.delivery_tag"]
         assert isinstance(tag, int)
         assert tag >= 1
+    if harness.name == "kafka":
+        # kafka.md: messaging.consumer.group.name and messaging.kafka.offset when available.
+        assert attributes["messaging.consumer.group.name"] == f"{exchange}{queue}"
+        assert isinstance(attributes["messaging.kafka.offset"], int)
 
 
 async def test_a_failed_process_span_says_why(harness: Harness, spans: SpanRecorder) -> None:

@@ -1,4 +1,4 @@
-"""The transport contract: the same tests on the in-process broker and on RabbitMQ."""
+"""The transport contract: the same tests on the in-process broker, RabbitMQ and Kafka."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from agentbus.bus import Bus
 from agentbus.consumer import Consumer, ConsumerSettings
 from agentbus.deadletters import list_dead_letters
-from agentbus.envelope import CONTENT_TYPE, Event, EventCodec
+from agentbus.envelope import CONTENT_TYPE, Event, EventCodec, name_of
 from agentbus.errors import PermanentError, TransientError, Unroutable
 from agentbus.partitions import FileRoster, PartitionedConsumer
 from agentbus.retry import RetryPolicy
@@ -93,7 +93,8 @@ async def test_unacked_message_is_redelivered_after_its_consumer_dies(harness: H
     event = sample("order.created", "k1", 1)
     await publisher.publish(event)
     await eventually(lambda: len(held) == 1, harness)
-    assert not held[0].redelivered
+    if harness.flags_redelivery:
+        assert not held[0].redelivered
     await doomed.abort()
 
     survivor = harness.connect()
@@ -106,9 +107,14 @@ async def test_unacked_message_is_redelivered_after_its_consumer_dies(harness: H
 
     await survivor.consume(queue, take, prefetch=1)
     await eventually(lambda: len(redelivered) == 1, harness)
-    assert redelivered[0].redelivered
-    assert redelivered[0].message.message_id == event.id
-    assert redelivered[0].message.body == held[0].message.body
+    if harness.flags_redelivery:
+        assert redelivered[0].redelivered
+    again = redelivered[0].message
+    # Named by the event in it, as the contract names events, not by a broker property.
+    assert name_of(again.body, content_type=again.content_type, headers=again.headers)[0] == (
+        event.id
+    )
+    assert again.body == held[0].message.body
 
 
 def recording_service(
@@ -345,7 +351,7 @@ async def test_graceful_stop_finishes_and_acks_in_flight(harness: Harness) -> No
     assert sorted(finished) == [0, 1, 2, 3]
     await bus.publish(sample("order.created", "after", 9))  # queued, nobody consuming
     await eventually(lambda: True, harness)
-    await asyncio.sleep(0.2 if harness.name == "rabbitmq" else 0)
+    await asyncio.sleep(0 if harness.name == "memory" else 0.2)
     assert await bus.transport.depth(service.queue) == 1, "acked messages came back"
 
 
@@ -390,6 +396,11 @@ async def test_partitioned_consumers_share_a_queue_and_keep_each_keys_order(
     is handled by one member at a time, in order; when one member leaves, the
     other takes its partitions over and nothing is lost or reordered. (What the
     leaving member held unacked comes again, as after a crash: an inbox drops it.)"""
+    if harness.name == "kafka":
+        pytest.skip(
+            "Kafka spreads a topic's partitions over the members of a group by itself: "
+            "queue partitions (AGENTBUS_PARTITIONS) are how RabbitMQ gets the same"
+        )
     service = Service(harness.queue("parted"))
     seen: dict[str, list[int]] = defaultdict(list)
     applied: set[str] = set()
