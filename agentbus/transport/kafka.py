@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -31,7 +32,13 @@ from agentbus.transport.base import (
 from agentbus.transport.kafka_group import GroupMember
 from agentbus.transport.kafka_names import QUEUES_TOPIC, is_pattern, subscription_regex
 from agentbus.transport.kafka_reader import TopicReader
-from agentbus.transport.kafka_records import record_headers, record_key
+from agentbus.transport.kafka_records import (
+    ORIGINAL_OFFSET_HEADER,
+    ORIGINAL_PARTITION_HEADER,
+    ORIGINAL_TOPIC_HEADER,
+    record_headers,
+    record_key,
+)
 from agentbus.transport.kafka_registry import read_queues, record_queue, registry_topic
 
 TOPIC_ALREADY_EXISTS = 36
@@ -222,7 +229,14 @@ class KafkaTransport:
         return outcomes
 
     async def send_to_queue(self, queue: str, message: Message) -> None:
-        sent = await self._send(self.topic(queue), message)
+        """Into a topic of its own (a dead-letter queue), or back to a consumer group:
+        a group has no topic of its own, so a record sent back to one (a redrive) goes to
+        the topic it was first read from, keyed as it was. Every other group reading that
+        topic gets it again too, and drops it as an event it has already seen."""
+        topic = self.topic(queue)
+        if await self._bindings(queue) is not None:
+            topic, message = _sent_back(message)
+        sent = await self._send(topic, message)
         if isinstance(sent, Exception):
             raise sent
         try:
@@ -356,6 +370,20 @@ class KafkaTransport:
             await consumer.start()
             self._offsets = consumer
         return self._offsets
+
+
+def _sent_back(message: Message) -> tuple[str, Message]:
+    """The topic a dead letter came from, and the record as it was before it failed."""
+    origin = message.headers.get(ORIGINAL_TOPIC_HEADER)
+    if not isinstance(origin, str) or not origin:
+        raise Unroutable("the record does not say which topic it was read from")
+    headers = {k: v for k, v in message.headers.items() if k not in _ORIGIN_HEADERS}
+    return origin, replace(message, headers=headers)
+
+
+_ORIGIN_HEADERS = frozenset(
+    {ORIGINAL_TOPIC_HEADER, ORIGINAL_PARTITION_HEADER, ORIGINAL_OFFSET_HEADER}
+)
 
 
 def broker_info(bootstrap_servers: str) -> BrokerInfo:

@@ -267,6 +267,7 @@ class GroupMember:
             message = to_message(
                 record.value,
                 record.headers or (),
+                key=record.key,
                 routing_key=tp.topic.removeprefix(self._prefix),
                 event_type=tp.topic.removeprefix(self._prefix),
             )

@@ -76,6 +76,7 @@ class TopicReader:
                     message = to_message(
                         record.value,
                         record.headers or (),
+                        key=record.key,
                         routing_key=self.queue,
                         event_type=None,
                     )

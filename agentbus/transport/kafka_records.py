@@ -72,9 +72,12 @@ def to_message(
     *,
     routing_key: str,
     event_type: str | None,
+    key: bytes | None = None,
 ) -> Message:
     """The message a record carries. `event_type` is what its topic says the event is
-    (None for topics that are not one event type, such as dead letters)."""
+    (None for topics that are not one event type, such as dead letters). A record's key
+    that no header repeats (a producer other than the bus) is kept as the ordering key,
+    so that a dead letter, and a redrive of it, lands on the partition of its key."""
     content_type: str | None = None
     read: dict[str, HeaderValue] = {}
     for wire, raw in headers:
@@ -84,6 +87,10 @@ def to_message(
             continue
         name = _RUNTIME_NAMES.get(wire, wire)
         read[name] = _from_bytes(name, raw)
+    if key is not None and PARTITION_KEY_HEADER not in read:
+        text = _text_or_bytes(key)
+        if isinstance(text, str):
+            read[PARTITION_KEY_HEADER] = text
     return Message(
         body=value or b"",
         routing_key=routing_key,

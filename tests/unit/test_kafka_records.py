@@ -57,3 +57,17 @@ def test_binary_mode_attributes_and_undecodable_headers_pass_through() -> None:
     assert back.headers["odd"] == b"\xff"
     assert back.content_type == "application/json"
     assert back.type == "order.created"
+
+
+def test_a_record_key_no_header_repeats_becomes_the_ordering_key_of_its_dead_letter() -> None:
+    # A producer other than the bus keys its records but sets no header of ours.
+    back = to_message(b"{}", [], routing_key="order.created", event_type=None, key=b"order-9")
+    assert record_key(back) == b"order-9"
+    ours = to_message(
+        b"{}",
+        [(PARTITION_KEY_HEADER, b"order-7")],
+        routing_key="order.created",
+        event_type=None,
+        key=b"order-9",
+    )
+    assert ours.headers[PARTITION_KEY_HEADER] == "order-7"
