@@ -59,6 +59,7 @@ from agentbus.telemetry import extract_context, tracer
 from agentbus.transport.base import (
     Delivery,
     LogDelivery,
+    LogPartition,
     Message,
     QueueKind,
     QueueSpec,
@@ -224,7 +225,10 @@ class Consumer:
     async def subscribe(self) -> None:
         """Consume the queue (declared already)."""
         self._subscription = await self.bus.transport.consume(
-            self.queue, self._on_delivery, prefetch=self.settings.prefetch
+            self.queue,
+            self._on_delivery,
+            prefetch=self.settings.prefetch,
+            positions=self.service.positions,
         )
 
     async def hand_over(self) -> None:
@@ -371,6 +375,8 @@ class Consumer:
             {item.event.id: span for item, span in zip(batch, spans, strict=True)},
             time_of_cause=self.settings.event_time == "cause",
         )
+        if self.service.positions is not None:
+            context.positions = _positions(batch)
         route = batch[0].route
         try:
             with trace.use_span(spans[0], end_on_exit=False):
@@ -564,6 +570,20 @@ class Consumer:
         with contextlib.suppress(BrokerUnavailable):
             await delivery.reject(requeue=True)
         self._finish(delivery, acked=False)
+
+
+def _positions(batch: Sequence[_Item]) -> dict[LogPartition, int]:
+    """Where each log partition of the batch resumes once the batch has taken effect.
+    Taken before the handler runs: records settled meanwhile only make it more cautious."""
+    applied: dict[LogPartition, tuple[LogDelivery, set[int]]] = {}
+    for item in batch:
+        delivery = item.delivery
+        if isinstance(delivery, LogDelivery):
+            found = applied.get(delivery.log_partition)
+            if found is None:
+                found = applied[delivery.log_partition] = (delivery, set())
+            found[1].add(delivery.delivery_tag)
+    return {where: delivery.resume_at(offsets) for where, (delivery, offsets) in applied.items()}
 
 
 def _attempt_of(message: Message) -> int:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from agentbus.envelope import Event, derived_id, new_event
 from agentbus.telemetry import inject_headers
+from agentbus.transport.base import LogPartition, PositionStore
 
 if TYPE_CHECKING:
     from agentbus.bus import Bus
@@ -44,6 +45,9 @@ class Context:
         # that time follows the recording, not the machine running it.
         self.time_of_cause = time_of_cause
         self.emitted: list[Event[Any]] = []
+        # Where each log partition of the batch is to be read from once the batch has
+        # taken effect: stored with the effects by a service that keeps its positions.
+        self.positions: dict[LogPartition, int] = {}
         self._ranks: dict[tuple[str, str], int] = {}
         self._spans = spans or {}
 
@@ -141,6 +145,9 @@ class Service:
     ready_checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Events committed but not yet published, for the outbox backlog gauge.
     backlog: Callable[[], Awaitable[int]] | None = None
+    # Where the service stores the positions it reached in a log, with its effects
+    # (each handler then saves `Context.positions` in its transaction).
+    positions: PositionStore | None = None
 
     def __post_init__(self) -> None:
         if not self.queue:

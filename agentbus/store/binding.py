@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from agentbus.envelope import Event
 from agentbus.errors import ConfigurationError
 from agentbus.service import Context, Service, ServiceEnv
-from agentbus.store.database import Database, Transaction, open_database
+from agentbus.store.database import Database, Transaction, open_database, stored_positions
 from agentbus.store.migrations import Migration
 from agentbus.store.relay import OutboxRelay
 
@@ -91,6 +91,8 @@ class StoreBinding:
         return decorate
 
     def _route(self, event_types: Sequence[str]) -> None:
+        # Its handler stores the positions the runtime gives it with the batch's effects.
+        self.service.positions = self
         for event_type in event_types:
             if event_type not in self.service.routes:
                 self.service.handles_batch(event_type, max_batch=self.max_batch)(self._handler)
@@ -127,6 +129,11 @@ class StoreBinding:
 
     async def _database_answers(self) -> None:
         await self.database.read(lambda connection: connection.execute(sa.text("SELECT 1")))
+
+    async def stored_positions(
+        self, group: str, partitions: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], int]:
+        return await self.database.read(lambda c: stored_positions(c, group, partitions))
 
     async def _backlog(self) -> int:
         return 0 if self._relay is None else await self._relay.backlog()
@@ -176,3 +183,4 @@ class StoreBinding:
         if batch_apply is not None:
             batch_apply(tx, run, ctx)
         tx.stage(ctx.emitted)
+        tx.advance(ctx.positions)

@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from agentbus.errors import ConfigurationError, one_line
 from agentbus.store import tables
 from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
 from agentbus.store.worker import Job, LoopWorker, SerialWorker
+from agentbus.transport.base import LogPartition
 
 T = TypeVar("T")
 _WRITE = "write"
@@ -123,6 +124,28 @@ class Transaction:
             ],
         )
 
+    def advance(self, positions: Mapping[LogPartition, int]) -> None:
+        """Store where each partition is to be read from next. A position never moves
+        back: a batch that took its position before another batch of the partition
+        committed may commit after it, and every position stored is one below which
+        all records have taken effect, so the greater is as safe and wastes less."""
+        if not positions:
+            return
+        now = datetime.now(UTC)
+        self.connection.execute(
+            self.once(_advance, _advance),
+            [
+                {
+                    "consumer_group": where.group,
+                    "topic": where.topic,
+                    "partition": where.partition,
+                    "next_offset": offset,
+                    "updated_at": now,
+                }
+                for where, offset in positions.items()
+            ],
+        )
+
     @property
     def sqlite(self) -> sqlite3.Connection | None:
         """SQLite's own connection, inside this transaction; None on other databases.
@@ -194,6 +217,30 @@ def _end_read(connection: sa.Connection) -> None:
 
 def _claim(tx: Transaction) -> Any:
     return tx.insert(tables.inbox).on_conflict_do_nothing().returning(tables.inbox.c.event_id)
+
+
+def _advance(tx: Transaction) -> Any:
+    table = tables.offsets
+    insert = tx.insert(table)
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.consumer_group, table.c.topic, table.c.partition],
+        set_={"next_offset": insert.excluded.next_offset, "updated_at": insert.excluded.updated_at},
+        where=table.c.next_offset < insert.excluded.next_offset,
+    )
+
+
+def stored_positions(
+    connection: sa.Connection, group: str, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The positions stored for a group's partitions (those that have one)."""
+    table = tables.offsets
+    wanted = set(partitions)
+    rows = connection.execute(
+        sa.select(table.c.topic, table.c.partition, table.c.next_offset).where(
+            table.c.consumer_group == group
+        )
+    )
+    return {(t, p): o for t, p, o in rows if (t, p) in wanted}
 
 
 def _stage(tx: Transaction) -> Any:

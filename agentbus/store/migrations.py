@@ -115,6 +115,7 @@ PLATFORM: tuple[Migration, ...] = (
     Migration("agentbus", 1, "inbox and outbox", _create_outbox_v1),
     Migration("agentbus", 2, "outbox rows remember being unroutable", _outbox_unroutable),
     Migration("agentbus", 3, "outbox rows name their cause", _outbox_causation),
+    Migration("agentbus", 4, "positions reached in logs", create_tables(tables.offsets)),
 )
 
 LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations

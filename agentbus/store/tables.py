@@ -1,4 +1,5 @@
-"""The platform's own tables: the inbox (applied event ids) and the outbox."""
+"""The platform's own tables: the inbox (applied event ids), the outbox, and the positions
+reached in logs."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ outbox = sa.Table(
     sa.Column("unroutable_since", sa.DateTime(timezone=True), nullable=True),
     # The event that caused this one: `agentbus explain` follows causes through it.
     sa.Column("causation_id", sa.String(256), nullable=True),
+)
+
+# Where a consumer group is to read each partition of a log from: written in the
+# transaction that applies the records before it, so effects and position never part.
+offsets = sa.Table(
+    "agentbus_offsets",
+    metadata,
+    sa.Column("consumer_group", sa.String(255), primary_key=True),
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("next_offset", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 

@@ -8,9 +8,9 @@ per-message nack: its deliveries are `LogDelivery`s and the runtime retries them
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 HeaderValue = Any  # an AMQP field table value: str, int, bool, bytes, list, dict
 EVENTS_EXCHANGE = "agentbus.events"
@@ -102,6 +102,14 @@ class Delivery(Protocol):
     async def reject(self, *, requeue: bool) -> None: ...
 
 
+class LogPartition(NamedTuple):
+    """One partition of a log as one consumer group reads it, named as the broker names it."""
+
+    group: str
+    topic: str
+    partition: int
+
+
 @runtime_checkable
 class LogDelivery(Delivery, Protocol):
     """A record read from a partition of a log: it stays in place when it fails.
@@ -116,9 +124,34 @@ class LogDelivery(Delivery, Protocol):
         """Where it was read (topic, partition, offset), as dead-letter headers."""
         ...
 
+    @property
+    def log_partition(self) -> LogPartition: ...
+
+    def resume_at(self, applied: Collection[int]) -> int:
+        """Where its partition is to be read from again once the records at `applied`
+        (this one's offset among them) have taken effect: the first record delivered and
+        not yet settled that is not among them, else the one after the last read. Every
+        record before it is settled or among `applied`, so storing it with their effects
+        never skips a record; what follows it may be read twice, and is dropped then."""
+        ...
+
     def hold(self) -> None: ...
 
     def release(self) -> None: ...
+
+
+class PositionStore(Protocol):
+    """Where a consumer keeps the positions it has reached in a log, with its effects.
+
+    On assignment a log transport reads a partition from the position stored here
+    (when there is one) rather than from the offsets committed to the broker.
+    """
+
+    async def stored_positions(
+        self, group: str, partitions: Sequence[tuple[str, int]]
+    ) -> Mapping[tuple[str, int], int]:
+        """The stored position of each (topic, partition) that has one."""
+        ...
 
 
 DeliveryHandler = Callable[[Delivery], Coroutine[Any, Any, None]]
@@ -173,8 +206,16 @@ class Transport(Protocol):
         ...
 
     async def consume(
-        self, queue: str, handler: DeliveryHandler, *, prefetch: int
-    ) -> Subscription: ...
+        self,
+        queue: str,
+        handler: DeliveryHandler,
+        *,
+        prefetch: int,
+        positions: PositionStore | None = None,
+    ) -> Subscription:
+        """Deliver the queue's messages to `handler`. `positions` is for a log, whose
+        readers keep their own place; a queue broker, which keeps it, ignores it."""
+        ...
 
     async def get(self, queue: str) -> Delivery | None:
         """Take one message without a consumer, unsettled; None when the queue is empty."""

@@ -26,6 +26,7 @@ from agentbus.transport.base import (
     Delivery,
     DeliveryHandler,
     Message,
+    PositionStore,
     QueueSpec,
     Subscription,
 )
@@ -262,7 +263,14 @@ class KafkaTransport:
 
     # -- consuming ---------------------------------------------------------------------
 
-    async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> Subscription:
+    async def consume(
+        self,
+        queue: str,
+        handler: DeliveryHandler,
+        *,
+        prefetch: int,
+        positions: PositionStore | None = None,
+    ) -> Subscription:
         self._require()
         bindings = await self._bindings(queue)
         if bindings is None:
@@ -279,7 +287,13 @@ class KafkaTransport:
             max_poll_records=max(1, prefetch),
         )
         member = GroupMember(
-            consumer, queue=queue, prefix=self.prefix, handler=handler, prefetch=prefetch
+            consumer,
+            queue=queue,
+            group=self.group(queue),
+            prefix=self.prefix,
+            handler=handler,
+            prefetch=prefetch,
+            positions=positions,
         )
         if any(is_pattern(b) for b in bindings):
             consumer.subscribe(

@@ -5,6 +5,10 @@ the committed offset is the first one not yet settled, so a record finished earl
 waits for the ones before it, as AMQP's `ack(multiple=True)` does. What a partition
 held when it was revoked (or rewound) turns stale: the next owner reads it again from
 the committed offset, and consumers drop what they have already applied.
+
+A consumer that stores its positions with its effects (a `PositionStore`) is read from
+there instead: on assignment each partition waits, paused, until its stored position
+is known and sought; the offsets committed to Kafka then only show the group's lag.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -20,7 +24,13 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from agentbus.errors import BrokerUnavailable
-from agentbus.transport.base import DeliveryHandler, HeaderValue, Message
+from agentbus.transport.base import (
+    DeliveryHandler,
+    HeaderValue,
+    LogPartition,
+    Message,
+    PositionStore,
+)
 from agentbus.transport.kafka_records import (
     ORIGINAL_OFFSET_HEADER,
     ORIGINAL_PARTITION_HEADER,
@@ -41,7 +51,16 @@ class _Lease:
     """A partition as this member holds it, from its assignment (or a rewind) until
     it is revoked. Deliveries made under a revoked lease are stale."""
 
-    __slots__ = ("committed", "holds", "next_offset", "pending", "revoked", "tp")
+    __slots__ = (
+        "committed",
+        "dropped_from",
+        "holds",
+        "loading",
+        "next_offset",
+        "pending",
+        "revoked",
+        "tp",
+    )
 
     def __init__(self, tp: TopicPartition, committed: int | None = None) -> None:
         self.tp = tp
@@ -51,6 +70,10 @@ class _Lease:
         self.committed = committed
         self.holds = 0
         self.revoked = False
+        # Until its stored position is known: nothing is delivered, and the first record
+        # fetched meanwhile is where to read from if no position was stored.
+        self.loading = False
+        self.dropped_from: int | None = None
 
     def position(self) -> int | None:
         """The offset to commit: the first not settled, else the one after the last read."""
@@ -80,6 +103,19 @@ class _KafkaDelivery:
     @property
     def stale(self) -> bool:
         return self._lease.revoked
+
+    @property
+    def log_partition(self) -> LogPartition:
+        tp = self._lease.tp
+        return LogPartition(self._member.group, tp.topic, tp.partition)
+
+    def resume_at(self, applied: Collection[int]) -> int:
+        lease = self._lease
+        for offset in lease.pending:
+            if offset not in applied:
+                return offset
+        assert lease.next_offset is not None  # set when this record was delivered
+        return lease.next_offset
 
     @property
     def origin(self) -> Mapping[str, HeaderValue]:
@@ -114,7 +150,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._member.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._member.assigned(assigned)
+        await self._member.assigned(assigned)
 
 
 class GroupMember:
@@ -125,12 +161,16 @@ class GroupMember:
         consumer: AIOKafkaConsumer,
         *,
         queue: str,
+        group: str,
         prefix: str,
         handler: DeliveryHandler,
         prefetch: int,
+        positions: PositionStore | None = None,
     ) -> None:
         self._consumer = consumer
         self._queue = queue
+        self.group = group
+        self._positions = positions
         self._prefix = prefix
         self._handler = handler
         self._prefetch = max(1, prefetch)
@@ -151,9 +191,35 @@ class GroupMember:
 
     # -- rebalancing ---------------------------------------------------------------------
 
-    def assigned(self, assigned: set[TopicPartition]) -> None:
-        for tp in assigned:
-            self._leases[tp] = _Lease(tp)
+    async def assigned(self, assigned: set[TopicPartition]) -> None:
+        leases = {tp: _Lease(tp) for tp in assigned}
+        self._leases.update(leases)
+        if self._positions is None or not leases:
+            return
+        for lease in leases.values():
+            lease.loading = True
+        self._apply_pauses()
+        try:
+            stored = await self._positions.stored_positions(
+                self.group, [(tp.topic, tp.partition) for tp in leases]
+            )
+        except Exception as exc:
+            # The offsets committed to Kafka are safe to read from too: they never pass
+            # a record that is not settled, only lag behind the stored ones.
+            log.warning(
+                "%s: stored positions unreadable (%s); reading from Kafka's", self.group, exc
+            )
+            stored = {}
+        for tp, lease in leases.items():
+            if self._leases.get(tp) is not lease:
+                continue  # revoked meanwhile
+            start = stored.get((tp.topic, tp.partition), lease.dropped_from)
+            if start is not None:
+                lease.next_offset = start
+                with contextlib.suppress(KafkaError, AssertionError):
+                    self._consumer.seek(tp, start)
+            lease.loading = False
+        self._apply_pauses()
 
     async def revoked(self, revoked: set[TopicPartition]) -> None:
         offsets = {}
@@ -224,7 +290,7 @@ class GroupMember:
         if self._cancelled:
             return
         full = self._in_hand >= self._prefetch
-        wanted = {tp for tp, lease in self._leases.items() if full or lease.holds}
+        wanted = {tp for tp, lease in self._leases.items() if full or lease.holds or lease.loading}
         if wanted != self._paused:
             resume = self._paused - wanted
             if resume:
@@ -254,6 +320,11 @@ class GroupMember:
         for record in records:
             if self._cancelled or lease is None or self._leases.get(tp) is not lease:
                 return  # revoked or rewound meanwhile: read again from its offset
+            if lease.loading:
+                # Fetched before the partition was paused to learn its stored position.
+                if lease.dropped_from is None:
+                    lease.dropped_from = record.offset
+                return
             if lease.next_offset is not None and record.offset < lease.next_offset:
                 continue
             if lease.holds:

@@ -24,6 +24,7 @@ from agentbus.transport.base import (
     Delivery,
     DeliveryHandler,
     Message,
+    PositionStore,
     QueueSpec,
     Subscription,
     partition_of,
@@ -393,7 +394,14 @@ class MemoryTransport:
         self._check()
         self.broker.to_queue(queue, message)
 
-    async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> Subscription:
+    async def consume(
+        self,
+        queue: str,
+        handler: DeliveryHandler,
+        *,
+        prefetch: int,
+        positions: PositionStore | None = None,
+    ) -> Subscription:
         self._check()
         target = self.broker.queues.get(queue)
         if target is None:

@@ -36,6 +36,7 @@ from agentbus.transport.base import (
     Delivery,
     DeliveryHandler,
     Message,
+    PositionStore,
     QueueSpec,
     Subscription,
     describe,
@@ -319,7 +320,14 @@ class RabbitTransport:
         except (aiormq.exceptions.AMQPError, RuntimeError, ConnectionError) as exc:
             raise BrokerUnavailable(f"publish failed: {_safe(exc)}") from exc
 
-    async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> Subscription:
+    async def consume(
+        self,
+        queue: str,
+        handler: DeliveryHandler,
+        *,
+        prefetch: int,
+        positions: PositionStore | None = None,
+    ) -> Subscription:
         connection, _, _ = self._require()
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=prefetch)

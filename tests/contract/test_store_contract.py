@@ -28,7 +28,7 @@ from agentbus.store import (
     tables,
 )
 from agentbus.store.migrations import create_tables
-from agentbus.transport.base import PARTITION_KEY_HEADER, Delivery, QueueSpec
+from agentbus.transport.base import PARTITION_KEY_HEADER, Delivery, LogPartition, QueueSpec
 from agentbus.transport.memory import InMemoryBroker
 from tests.contract.catalog import CATALOG, MODELS, sample
 from tests.contract.harness import MemoryHarness, eventually
@@ -202,6 +202,7 @@ async def test_migrations_are_versioned_and_rerunnable(database: Database) -> No
         ("agentbus", 1),
         ("agentbus", 2),
         ("agentbus", 3),
+        ("agentbus", 4),
         ("summer", 1),
     ]
     assert await database.migrate(MIGRATIONS) == []
@@ -244,7 +245,11 @@ async def test_an_existing_database_is_upgraded_in_place(database: Database) -> 
 
     await database.run(stage_v1)
     upgraded = await database.migrate(MIGRATIONS)
-    assert [(m.component, m.version) for m in upgraded][:2] == [("agentbus", 2), ("agentbus", 3)]
+    assert [(m.component, m.version) for m in upgraded][:3] == [
+        ("agentbus", 2),
+        ("agentbus", 3),
+        ("agentbus", 4),
+    ]
 
     def read(connection: sa.Connection) -> list[Any]:
         return list(connection.execute(sa.select(tables.outbox)).all())
@@ -426,3 +431,47 @@ async def test_inbox_and_outbox_rows_read_back_with_their_times_and_fields(
         shapes = {re.sub(r"\d", "9", text) for text in written}
         assert len(written) == 5
         assert len(shapes) == 1, written
+
+
+async def test_a_log_position_commits_with_the_effects_of_its_batch_or_not_at_all(
+    database: Database,
+) -> None:
+    holder: list[StoreBinding] = []
+    service = summer(holder)
+    store = holder[0]
+    await store.attach(database, None)
+    assert service.positions is store
+    handler = service.routes["order.created"].handler
+    p0 = LogPartition("shop.summer", "shop.order.created", 0)
+    p1 = LogPartition("shop.summer", "shop.order.created", 1)
+
+    def context(positions: dict[LogPartition, int]) -> Context:
+        ctx = Context(service.name, service.source)
+        ctx.positions = positions
+        return ctx
+
+    good = sample("order.created", "a", 1)
+    await handler([good], context({p0: 8}))
+    poisoned = context({p0: 12, p1: 3})
+    with pytest.raises(PermanentError):
+        await handler(
+            [sample("order.created", "b", 2), sample("order.created", "poison", 3)], poisoned
+        )
+    # Rolled back with the batch: neither the first event's effect nor either position.
+    assert await read_totals(database) == {"a": (1, 1)}
+    partitions = [(p0.topic, 0), (p1.topic, 1), (p1.topic, 2)]
+    assert await store.stored_positions("shop.summer", partitions) == {(p0.topic, 0): 8}
+
+    # A batch whose position was taken before an earlier-committed one's never moves it back.
+    await handler([sample("order.created", "c", 4)], context({p0: 5, p1: 3}))
+    assert await store.stored_positions("shop.summer", partitions) == {
+        (p0.topic, 0): 8,
+        (p1.topic, 1): 3,
+    }
+    await handler([sample("order.created", "d", 5)], context({p0: 9}))
+    assert (await store.stored_positions("shop.summer", partitions))[(p0.topic, 0)] == 9
+    # Another group keeps positions of its own, and a duplicate still moves the position.
+    await handler([good], context({LogPartition("other", p0.topic, 0): 2, p0: 10}))
+    assert await store.stored_positions("other", partitions) == {(p0.topic, 0): 2}
+    assert (await store.stored_positions("shop.summer", partitions))[(p0.topic, 0)] == 10
+    assert (await read_totals(database))["a"] == (1, 1)
