@@ -375,7 +375,8 @@ class Consumer:
             {item.event.id: span for item, span in zip(batch, spans, strict=True)},
             time_of_cause=self.settings.event_time == "cause",
         )
-        if self.service.positions is not None:
+        if self._in_place and self.service.positions is not None:
+            # Only a log has positions: queue brokers pay nothing for them.
             context.positions = _positions(batch)
         route = batch[0].route
         try:
