@@ -1,6 +1,7 @@
 """docker-compose.yml, checked by reading it (no Docker engine here): every service
 runs a real `agentbus run` service, sets only variables something reads, reports
-health on the port it serves, and sends traces to the Jaeger in the file."""
+health on the port it serves, and sends traces to the Jaeger in the file. The shop runs
+on RabbitMQ by default and, in the `kafka` profile, a second time on a Kafka broker."""
 
 from __future__ import annotations
 
@@ -34,12 +35,29 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+SHOPS = ("rabbitmq", "kafka")
+
+
+def ours(compose: dict[str, Any], shop: str = "rabbitmq") -> dict[str, dict[str, Any]]:
+    """The application's services of one shop: the default one (no profile) on
+    RabbitMQ, or the `kafka` profile's."""
+    wanted = [] if shop == "rabbitmq" else [shop]
+    return {
+        name: spec
+        for name, spec in compose["services"].items()
+        if spec.get("image", "").startswith("agentbus") and spec.get("profiles", []) == wanted
+    }
+
+
+def every_one_of_ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: spec
         for name, spec in compose["services"].items()
         if spec.get("image", "").startswith("agentbus")
     }
+
+
+BROKER_VARIABLE = {"rabbitmq": "AMQP_URL", "kafka": "KAFKA_BOOTSTRAP_SERVERS"}
 
 
 def names_the_code_reads() -> set[str]:
@@ -62,8 +80,11 @@ def otel_names() -> set[str]:
     }
 
 
-def test_every_application_service_runs_and_runs_a_real_service(compose: dict[str, Any]) -> None:
-    services = ours(compose)
+@pytest.mark.parametrize("shop", SHOPS)
+def test_every_application_service_runs_and_runs_a_real_service(
+    compose: dict[str, Any], shop: str
+) -> None:
+    services = ours(compose, shop)
     commands = {name: spec["command"] for name, spec in services.items()}
     for name, command in commands.items():
         assert command[0] == "run", name
@@ -72,23 +93,28 @@ def test_every_application_service_runs_and_runs_a_real_service(compose: dict[st
     assert deployed == set(app.services), "every service of the application is deployed"
 
 
-def test_every_variable_set_is_one_that_is_read(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("shop", SHOPS)
+def test_every_variable_set_is_one_that_is_read(compose: dict[str, Any], shop: str) -> None:
     readable = names_the_code_reads() | otel_names()
-    for name, spec in ours(compose).items():
+    for name, spec in ours(compose, shop).items():
         unknown = set(spec["environment"]) - readable
         assert not unknown, f"{name} sets variables nothing reads: {sorted(unknown)}"
         environment = spec["environment"]
-        for variable in ("AMQP_URL", "DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        for variable in (BROKER_VARIABLE[shop], "DATABASE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"):
             assert variable in environment, (name, variable)
         assert environment["OTEL_SERVICE_NAME"] == name
         assert environment["OTEL_TRACES_EXPORTER"] == "otlp"
 
 
-def test_urls_point_at_services_of_the_file(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("shop", SHOPS)
+def test_urls_point_at_services_of_the_file(compose: dict[str, Any], shop: str) -> None:
     services = compose["services"]
-    for name, spec in ours(compose).items():
+    for name, spec in ours(compose, shop).items():
         environment = spec["environment"]
-        for variable in ("AMQP_URL", "DATABASE_URL", "QDRANT_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        urls = ["DATABASE_URL", "QDRANT_URL", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        if shop == "rabbitmq":
+            urls.append("AMQP_URL")
+        for variable in urls:
             host = urlparse(environment[variable]).hostname
             assert host in services, (name, variable, host)
         otlp = urlparse(environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
@@ -100,7 +126,7 @@ def test_urls_point_at_services_of_the_file(compose: dict[str, Any]) -> None:
 
 
 def test_health_checks_ask_the_port_the_service_serves(compose: dict[str, Any]) -> None:
-    for name, spec in ours(compose).items():
+    for name, spec in every_one_of_ours(compose).items():
         port = spec["environment"]["AGENTBUS_METRICS_PORT"]
         probe = " ".join(spec["healthcheck"]["test"])
         assert f":{port}/readyz" in probe, name
@@ -118,7 +144,7 @@ def test_health_checks_ask_the_port_the_service_serves(compose: dict[str, Any]) 
     }
     expected = {
         f"{name}:{spec['environment']['AGENTBUS_METRICS_PORT']}"
-        for name, spec in ours(compose).items()
+        for name, spec in every_one_of_ours(compose).items()
     }
     assert targets == expected
 
@@ -222,3 +248,55 @@ def test_partitioned_services_have_the_broker_plugin_and_are_scraped_per_replica
         for name in sd["names"]
     }
     assert partitioned <= resolved, "each replica is scraped, not one of them"
+
+
+def test_the_kafka_profile_runs_the_shop_on_its_own_kraft_broker_and_stores(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    kafka_shop, rabbit_shop = ours(compose, "kafka"), ours(compose)
+    assert set(every_one_of_ours(compose)) == set(kafka_shop) | set(rabbit_shop)
+    broker = services["kafka"]
+    assert broker["image"].startswith("apache/kafka:")
+    assert broker["profiles"] == ["kafka"]
+    settings = broker["environment"]
+    # KRaft, one node as broker and controller; no ZooKeeper anywhere in the file.
+    assert set(settings["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert settings["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{settings['KAFKA_NODE_ID']}@kafka:9093"
+    assert not any("zookeeper" in str(spec.get("image", "")) for spec in services.values())
+    # Topics are the platform's to declare: an event type without one is unroutable.
+    assert settings["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    advertised = dict(
+        listener.split("://") for listener in settings["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    )
+    for name, spec in kafka_shop.items():
+        environment = spec["environment"]
+        assert environment["KAFKA_BOOTSTRAP_SERVERS"] == advertised["PLAINTEXT"], name
+        # Without AMQP_URL nothing can fall back to RabbitMQ; the topics' partitions, not
+        # AGENTBUS_PARTITIONS (AMQP's hash exchange), spread the work.
+        assert "AMQP_URL" not in environment, name
+        assert "AGENTBUS_PARTITIONS" not in environment, name
+        assert spec["depends_on"]["kafka"]["condition"] == "service_healthy", name
+        assert "rabbitmq-users" not in spec["depends_on"], name
+        for dependency in spec["depends_on"]:
+            assert services[dependency].get("profiles", ["kafka"]) == ["kafka"], (name, dependency)
+        # State of its own: the two shops never write each other's schemas or collections.
+        database = urlparse(environment["DATABASE_URL"])
+        assert database.hostname in services
+        for other in rabbit_shop.values():
+            assert urlparse(other["environment"]["DATABASE_URL"]).path != database.path, name
+            assert other["environment"]["QDRANT_URL"] != environment["QDRANT_URL"], name
+        qdrant = urlparse(environment["QDRANT_URL"]).hostname
+        assert services[qdrant]["profiles"] == ["kafka"], name
+    made = " ".join(services["kafka-database"]["command"])
+    name_of_database = urlparse(kafka_shop["orders-kafka"]["environment"]["DATABASE_URL"]).path
+    assert f"CREATE DATABASE {name_of_database[1:]}" in made
+    # Scaled out by the partitions of its topics: more partitions than members.
+    scaled = {n: s for n, s in kafka_shop.items() if s.get("deploy", {}).get("replicas", 1) > 1}
+    assert scaled, "the Kafka shop shows scaling out too"
+    for name, spec in scaled.items():
+        partitions = int(spec["environment"]["AGENTBUS_KAFKA_PARTITIONS"])
+        assert partitions >= spec["deploy"]["replicas"], name
+    # Host ports are not taken twice when both shops run.
+    published = [port.split(":")[0] for spec in services.values() for port in spec.get("ports", [])]
+    assert len(published) == len(set(published))
