@@ -235,7 +235,9 @@ class KafkaTransport:
         the topic it was first read from, keyed as it was. Every other group reading that
         topic gets it again too, and drops it as an event it has already seen."""
         topic = self.topic(queue)
-        if await self._bindings(queue) is not None:
+        # A topic first: dead letters come this way one by one, and looking a group up
+        # reads the whole queue registry.
+        if not await self._known(topic) and await self._bindings(queue) is not None:
             topic, message = _sent_back(message)
         sent = await self._send(topic, message)
         if isinstance(sent, Exception):
