@@ -47,6 +47,7 @@ import qdrant_edge as qe
 
 from agentbus.errors import ConfigurationError
 from agentbus.memory.base import Hit, Point, Where
+from agentbus.store.lease import FileLease
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,24 @@ class _Collection:
     floor: int = 0
 
 
+def _claim(path: Path) -> FileLease:
+    """Hold the store's folder for this process, or refuse at once.
+
+    The engine locks each shard only when it is first loaded, so a second process
+    used to start fine and then fail every write with `WouldBlock`, retrying and
+    dead-lettering its triggers. A lock on the folder, which dies with its holder,
+    turns that into one line at start."""
+    path.mkdir(parents=True, exist_ok=True)
+    owner = FileLease(path / ".owner")
+    if not owner.acquire():
+        raise ConfigurationError(
+            f"the embedded vector store {path.resolve()} is open in another process: run the "
+            "services that use it in one process (e.g. `agentbus run memory restock-agent`) "
+            "or point them all at a Qdrant server with QDRANT_URL"
+        )
+    return owner
+
+
 class EdgeStore:
     """Collections as qdrant-edge shards under `path`, indexed in the background.
 
@@ -133,6 +152,7 @@ class EdgeStore:
 
     def __init__(self, path: Path, *, indexing_threshold_kb: int = 10_000) -> None:
         self.path = path
+        self._owner = _claim(path)
         self.indexing_threshold_kb = indexing_threshold_kb
         self._collections: dict[str, _Collection] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentbus-vectors")
@@ -424,3 +444,4 @@ class EdgeStore:
             child.terminate()  # its copy is discarded; the live shard has every write
         await self._call(self._close_all)
         self._executor.shutdown(wait=True)
+        self._owner.release()
