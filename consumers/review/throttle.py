@@ -13,8 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-ACCOUNT_FAILURES = 5
-ADDRESS_FAILURES = 20
+ACCOUNT_FAILURES = 10
+ADDRESS_FAILURES = 50
 WINDOW_S = 900.0
 _MAX_TRACKED = 10_000  # keys kept at most, so a flood of names cannot grow memory without end
 
