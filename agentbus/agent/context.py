@@ -169,7 +169,7 @@ class RunContext:
     ) -> None:
         """Token usage and cost, on the span and in the metrics."""
         usage = response.usage
-        cost = price(response.model, usage.input_tokens, usage.output_tokens)
+        cost = price(response.model, usage.input_tokens, usage.output_tokens, response.provider)
         span.set_attribute("gen_ai.response.model", response.model)
         span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)

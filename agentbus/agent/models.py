@@ -11,7 +11,8 @@ from agentbus.llm import CassetteModel, Model, openai_model_from_env
 
 def model_from_env() -> Model | None:
     """`AGENTBUS_MODEL`: `policy` (offline, the default without OPENAI_API_KEY), `openai`,
-    `cassette:PATH` (strict replay) or `record:PATH` (OpenAI, answers recorded).
+    `cassette:PATH` (strict replay), `record:PATH` (OpenAI, answers recorded) or
+    `langchain:PROVIDER:MODEL` (any LangChain chat model; the langchain extra).
 
     None means the agent's own offline policy decides.
     """
@@ -23,10 +24,15 @@ def model_from_env() -> Model | None:
     if choice == "openai":
         return openai_model_from_env()
     kind, _, path = choice.partition(":")
+    if kind == "langchain":
+        from agentbus.llm.langchain_model import langchain_model
+
+        return langchain_model(path)
     if kind == "cassette" and path:
         return CassetteModel(Path(path), mode="replay")
     if kind == "record" and path:
         return CassetteModel(Path(path), inner=openai_model_from_env(), mode="record")
     raise ConfigurationError(
-        f"AGENTBUS_MODEL={choice!r}: use policy, openai, cassette:PATH or record:PATH"
+        f"AGENTBUS_MODEL={choice!r}: use policy, openai, cassette:PATH, record:PATH "
+        "or langchain:PROVIDER:MODEL"
     )

@@ -1,9 +1,12 @@
-"""What model calls cost, from a price table in configuration.
+"""What model calls cost: the maintained price table of `genai-prices`, unless
+configuration says otherwise.
 
 `AGENTBUS_MODEL_PRICES` is JSON: `{"model": [input, output]}` in US dollars per
-million tokens. A model missing from the table costs 0 (an offline policy, a
-local model); a dated snapshot (`gpt-4o-mini-2024-07-18`) falls back to the
-price of the longest listed name it starts with (`gpt-4o-mini`).
+million tokens, and it wins for the models it lists (a negotiated rate, a
+self-hosted model); a dated snapshot (`gpt-4o-mini-2024-07-18`) falls back to the
+price of the longest listed name it starts with (`gpt-4o-mini`). Other models
+are priced by `genai-prices`, with the provider when the adapter knows it; one
+it does not know (an offline policy, a local model) costs 0.
 """
 
 from __future__ import annotations
@@ -12,19 +15,39 @@ import json
 import os
 from functools import lru_cache
 
+from genai_prices import Usage as PricedUsage
+from genai_prices import calc_price
+
 from agentbus.errors import ConfigurationError
 
 PRICES_VARIABLE = "AGENTBUS_MODEL_PRICES"
 
 
-def price(model: str, input_tokens: int, output_tokens: int) -> float:
-    """US dollars for a call of `model` with these token counts."""
+def price(model: str, input_tokens: int, output_tokens: int, provider: str | None = None) -> float:
+    """US dollars for a call of `model` (of `provider`, when known) with these token counts."""
     table = _table(os.environ.get(PRICES_VARIABLE, ""))
     rates = table.get(model)
     if rates is None:
         prefixes = [name for name in table if model.startswith(name)]
-        rates = table[max(prefixes, key=len)] if prefixes else (0.0, 0.0)
-    return (input_tokens * rates[0] + output_tokens * rates[1]) / 1e6
+        if prefixes:
+            rates = table[max(prefixes, key=len)]
+    if rates is not None:
+        return (input_tokens * rates[0] + output_tokens * rates[1]) / 1e6
+    return _listed_price(model, input_tokens, output_tokens, provider)
+
+
+def _listed_price(model: str, input_tokens: int, output_tokens: int, provider: str | None) -> float:
+    if not model or (input_tokens == 0 and output_tokens == 0):
+        return 0.0
+    try:
+        found = calc_price(
+            PricedUsage(input_tokens=input_tokens, output_tokens=output_tokens),
+            model_ref=model,
+            provider_id=provider,
+        )
+    except LookupError:
+        return 0.0  # not a model the table lists: a local one, or a policy
+    return float(found.total_price)
 
 
 @lru_cache(maxsize=4)

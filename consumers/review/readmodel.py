@@ -86,6 +86,17 @@ notices = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
 )
 
+# A sign-in with an outdated hash leaves its argon2id successor here; `replaces`
+# names the configured hash it stands for, so a new configured hash wins again.
+password_upgrades = sa.Table(
+    "review_password_upgrades",
+    metadata,
+    sa.Column("user_name", sa.String(200), primary_key=True),
+    sa.Column("replaces", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(400), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
 MIGRATIONS = (
     Migration(
         NAME,
@@ -93,7 +104,27 @@ MIGRATIONS = (
         "suggestions, context events, audit log, notices",
         create_tables(suggestions, context_events, audit, notices),
     ),
+    Migration(
+        NAME, 2, "argon2id successors of outdated password hashes", create_tables(password_upgrades)
+    ),
 )
+
+
+def password_upgrades_of(connection: sa.Connection) -> dict[str, tuple[str, str]]:
+    rows = connection.execute(sa.select(password_upgrades)).all()
+    return {row.user_name: (row.replaces, row.hash) for row in rows}
+
+
+def store_password_upgrade(
+    connection: sa.Connection, user: str, replaces: str, new_hash: str
+) -> None:
+    table = password_upgrades
+    connection.execute(sa.delete(table).where(table.c.user_name == user))
+    connection.execute(
+        sa.insert(table).values(
+            user_name=user, replaces=replaces, hash=new_hash, at=datetime.now(UTC)
+        )
+    )
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -129,8 +129,11 @@ class ReviewConsole:
         auth = self._auth or AuthConfig.from_env()
         if auth.open_to_nobody:
             raise ConfigurationError(
-                "the review console needs REVIEW_USERS (name:scrypt-hash pairs) or REVIEW_TOKEN"
+                "the review console needs REVIEW_USERS (name:hash pairs) or REVIEW_TOKEN"
             )
+        auth.upgrades.update(
+            await self.store.database.run(lambda tx: readmodel.password_upgrades_of(tx.connection))
+        )
         self.console = Console(
             database=lambda: self.store.database,
             wake_relay=self.store.relay.wake,

@@ -36,6 +36,7 @@ from agentbus.store import Database, Transaction
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from consumers.review import readmodel
 from consumers.review.auth import AuthConfig, csrf_matches, new_csrf_token
+from consumers.review.throttle import SignInThrottle
 from events import RestockApproved, RestockRejected
 
 HERE = Path(__file__).parent
@@ -78,6 +79,7 @@ class Console:
     codec: EventCodec
     auth: AuthConfig
     changes: Changes = field(default_factory=Changes)
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
     # Tests park a decision here to make two reviewers collide; None in service.
     before_decision: Callable[[], Awaitable[None]] | None = None
 
@@ -191,11 +193,34 @@ def build_app(console: Console) -> Starlette:
                 "invalid or missing CSRF token", status_code=403, media_type="text/plain"
             )
         name = str(form.get("user", "")).strip()[:200]
-        user = await asyncio.to_thread(console.auth.check, name, str(form.get("password", "")))
+        password = str(form.get("password", ""))
         target = _safe_next(str(form.get("next", "")))
+        # The client as the socket shows it: a forwarded header is the client's to forge.
+        address = request.client.host if request.client else "?"
+        wait = console.throttle.retry_after(name, address)
+        if wait is not None:
+            await _audit(console, name or "?", "sign_in_throttled")
+            page = render(
+                request,
+                "login.html",
+                429,
+                error="Too many failed sign-ins: try again later.",
+                next=target,
+            )
+            page.headers["Retry-After"] = str(wait)
+            return page
+        user = await asyncio.to_thread(console.auth.check, name, password)
         if user is None:
+            console.throttle.failed(name, address)
             await _audit(console, name or "?", "sign_in_failed")
             return render(request, "login.html", 401, error="Wrong name or password.", next=target)
+        console.throttle.succeeded(name)
+        upgraded = await asyncio.to_thread(console.auth.upgrade, user, password)
+        if upgraded is not None:
+            replaces, new_hash = upgraded
+            await console.database().run(
+                lambda tx: readmodel.store_password_upgrade(tx.connection, user, replaces, new_hash)
+            )
         request.session.clear()  # a fresh session (and CSRF token) on sign-in
         request.session.update(
             user=user,

@@ -228,7 +228,7 @@ async def test_text_from_events_is_escaped_and_secrets_stay_out(
     for text in [*pages, caplog.text]:
         assert TOKEN not in text
         assert PASSWORDS["alice"] not in text
-        assert "scrypt$" not in text
+        assert "$argon2id$" not in text
     headers = (await alice.client.get("/")).headers
     assert "default-src 'self'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY"
