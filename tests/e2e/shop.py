@@ -26,7 +26,7 @@ from agentbus.settings import Settings
 from agentbus.store import Database, open_database
 from agentbus.transport.base import Delivery, QueueSpec
 from agentbus.transport.memory import InMemoryBroker, MemoryTransport
-from consumers import inventory, notifications, orders, payments
+from consumers import inventory, notifications, orders, payments, shipping
 from consumers.notifications.mailer import Email, Mailer
 from events import (
     CATALOG,
@@ -159,6 +159,7 @@ class EventFactory:
 class Shop:
     """The four deterministic services on one in-memory broker.
 
+    `shipping_delay` adds the shipping service with that handling delay (seconds).
     `with_payments=False` leaves the gateway out: an order then stays pending after its
     reservation, which is the only way to look at that state deterministically;
     the test plays the gateway with `EventFactory.authorized` / `payment_failed`.
@@ -171,6 +172,7 @@ class Shop:
         with_payments: bool = True,
         payment_limit: Decimal | None = None,
         mailer: Mailer | None = None,
+        shipping_delay: float | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.codec = EventCodec(CATALOG)
@@ -187,6 +189,8 @@ class Shop:
         if with_payments:
             services.append(payments.build(limit=payment_limit))
         services.append(notifications.build(mailer=self.mailer))
+        if shipping_delay is not None:
+            services.append(shipping.build(delay=shipping_delay))
         self.host = Host(self.bus, services, self.settings)
         self.seen: list[Event[Any]] = []
         self.published: list[Event[Any]] = []
