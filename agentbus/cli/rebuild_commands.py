@@ -56,9 +56,14 @@ def rebuild_command(
         events = [recorded.event for recorded in read_recording(file, events_codec)]
     except RecordingError as exc:
         fail(str(exc))
+    built = app.service(service)
+    if not built.rebuildable:
+        fail(
+            f"{service} cannot be rebuilt: its state does not come from its events alone, "
+            "or it acts outside its database"
+        )
     live = _live_database(service, events_codec, config) if check else None
     target = _fresh_folder(into)
-    built = app.service(service)
 
     async def go() -> tuple[Rebuilt, list[str] | None]:
         try:

@@ -44,6 +44,7 @@ HANDLED = (
 def build() -> Service:
     service = Service(
         NAME,
+        rebuildable=True,
         description="Stock per SKU, all-or-nothing reservations, low-stock signals.",
         # Reservations read stock of several SKUs: apply in the queue's order, in
         # batches, so that outcomes follow the order events were published in.

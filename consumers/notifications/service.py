@@ -75,7 +75,9 @@ def mailer_from_env(data_dir: Path) -> Mailer:
 
 def build(mailer: Mailer | None = None) -> Service:
     service = Service(
-        NAME, description="Emails customers about order outcomes and reviewers about suggestions."
+        NAME,
+        rebuildable=True,
+        description="Emails customers about their orders and reviewers about suggestions.",
     )
     store = StoreBinding(service, MIGRATIONS)
     sender = Sender(store, mailer)

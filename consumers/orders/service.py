@@ -43,6 +43,7 @@ MIGRATIONS = (Migration(NAME, 1, "orders", create_tables(orders)),)
 def build() -> Service:
     service = Service(
         NAME,
+        rebuildable=True,
         description="Order life cycle: pending, then confirmed or rejected with a reason.",
         publishes=("order.confirmed", "order.rejected"),
     )

@@ -57,6 +57,7 @@ def build(delay: float | None = None) -> Service:
     handling = timedelta(seconds=delay_from_env() if delay is None else delay)
     service = Service(
         NAME,
+        rebuildable=True,
         description=f"Prepares confirmed orders for shipment after {handling.total_seconds():g}s; "
         "refunds a cancellation that comes first, refuses one that comes later.",
         publishes=("shipment.prepared", "payment.refunded", "order.cancellation_refused"),

@@ -122,6 +122,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> No
 def test_bad_input_is_one_line(recorded: tuple[Path, Path], tmp_path: Path) -> None:
     data, recording = recorded
     _one_line_error(agentbus("rebuild", "warehouse", str(recording), data=data), "warehouse")
+    _one_line_error(agentbus("rebuild", "review", str(recording), data=data), "cannot be rebuilt")
     missing = tmp_path / "missing.jsonl"
     _one_line_error(agentbus("rebuild", "inventory", str(missing), data=data), "missing.jsonl")
     broken = tmp_path / "broken.jsonl"
