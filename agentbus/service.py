@@ -136,6 +136,9 @@ class Service:
     # A batching service keeps a batch in flight while the next one arrives, so it
     # wants a deeper window than the consumer default.
     prefetch: int | None = None
+    # Its state comes from the events it consumes alone, and under settings that say
+    # `rebuilding` it starts nothing outside its database: `agentbus rebuild` may run it.
+    rebuildable: bool = False
     routes: dict[str, Route] = field(default_factory=dict)
     startup: list[Startup] = field(default_factory=list)
     shutdown: list[Shutdown] = field(default_factory=list)

@@ -30,6 +30,10 @@ class Settings:
     kafka_prefix: str = ""
     kafka_partitions: int = 6
     kafka_replication: int = 1
+    # Rebuilding a service's state from a recording: a service then has no effect
+    # outside its database (no mail sent) and makes no decisions on a timer, since its
+    # state must come from the recorded events alone.
+    rebuilding: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

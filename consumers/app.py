@@ -6,7 +6,16 @@ from agentbus.agent import read_suggestions
 from agentbus.app import Application, StateView
 from agents import restock, substitute
 from agents.registry import restock_agent, substitute_agent
-from consumers import inventory, memory, notifications, orders, payments, purchasing, review
+from consumers import (
+    inventory,
+    memory,
+    notifications,
+    orders,
+    payments,
+    purchasing,
+    review,
+    shipping,
+)
 from consumers.demo import run_demo
 from evals.run import run_eval
 from events import CATALOG
@@ -19,6 +28,7 @@ app = Application(
         "orders": orders.build,
         "payments": payments.build,
         "notifications": notifications.build,
+        "shipping": shipping.build,
         "purchasing": purchasing.build,
         "memory": memory.build,
         restock.NAME: restock_agent,
@@ -30,6 +40,7 @@ app = Application(
             "inventory", inventory.read_state, "{sku: {on_hand, reserved, available}}"
         ),
         "orders": StateView("orders", orders.read_state, "{order_id: {status, reason}}"),
+        "shipping": StateView("shipping", shipping.read_state, "{order_id: {status, shipment_id}}"),
     },
     suggestions=(
         StateView(restock.NAME, read_suggestions, "restock suggestions"),

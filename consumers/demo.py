@@ -29,7 +29,16 @@ from agentbus.transport.memory import InMemoryBroker
 from agentbus.transport.rabbitmq import RabbitTransport
 from agents import restock
 from agents.registry import restock_agent, substitute_agent
-from consumers import inventory, memory, notifications, orders, payments, purchasing
+from consumers import (
+    inventory,
+    memory,
+    notifications,
+    orders,
+    payments,
+    purchasing,
+    shipping,
+)
+from consumers.notifications.service import ORDER_NEWS
 from evals import actors
 from evals.simulator import ShopSimulation
 from events import CATALOG
@@ -68,6 +77,8 @@ async def run_demo(options: DemoOptions) -> int:
         orders.build(),
         payments.build(),
         notifications.build(),
+        # No handling delay: the demo's days pass in moments, and each one settles.
+        shipping.build(delay=0.0),
         purchasing.build(),
         memory.build(),
         restock_agent(),
@@ -195,7 +206,9 @@ async def _summary(
         ],
         "purchase_orders": seen.get("purchase_order.created", 0),
         "substitutes_suggested": seen.get("substitute.suggested", 0),
-        "emails_queued": seen.get("order.confirmed", 0) + seen.get("order.rejected", 0),
+        "shipments_prepared": seen.get("shipment.prepared", 0),
+        "refunds": seen.get("payment.refunded", 0),
+        "emails_queued": sum(seen.get(t, 0) for t in ORDER_NEWS),
         "seconds": round(elapsed, 2),
     }
 
@@ -216,7 +229,8 @@ def _print_summary(console: Console, summary: dict[str, Any], data_dir: Any) -> 
         ideas.add_row(row["sku"], str(row["quantity"]), row["urgency"], status, row["rationale"])
     console.print(Group(outcomes, stock, flow, ideas))
     console.print(
-        f"{summary['input_events']} input events, {summary['low_stock_events']} low-stock "
+        f"{summary['input_events']} input events, {summary['shipments_prepared']} shipments "
+        f"prepared, {summary['low_stock_events']} low-stock "
         f"signals, {summary['substitutes_suggested']} substitute suggestion(s) for orders out "
         f"of stock, in {summary['seconds']}s. State is kept in {data_dir}: try "
         f"AGENTBUS_DATA={data_dir} agentbus state inventory"

@@ -23,6 +23,12 @@ from events.restock import (
     RestockRecommended,
     RestockRejected,
 )
+from events.shipping import (
+    InventoryReturned,
+    OrderCancellationRefused,
+    PaymentRefunded,
+    ShipmentPrepared,
+)
 from events.stock import InventoryAdjusted, StockReceived
 from events.substitutes import Substitute, SubstituteSuggested
 
@@ -34,6 +40,8 @@ __all__ = [
     "InventoryReleased",
     "InventoryReservationFailed",
     "InventoryReserved",
+    "InventoryReturned",
+    "OrderCancellationRefused",
     "OrderCancelled",
     "OrderConfirmed",
     "OrderCreated",
@@ -41,12 +49,14 @@ __all__ = [
     "OrderRejected",
     "PaymentAuthorized",
     "PaymentFailed",
+    "PaymentRefunded",
     "ProductUpserted",
     "PurchaseOrderCreated",
     "ReservedLine",
     "RestockApproved",
     "RestockRecommended",
     "RestockRejected",
+    "ShipmentPrepared",
     "Shortage",
     "StockReceived",
     "Substitute",
@@ -91,4 +101,8 @@ CATALOG: Mapping[str, type[EventData]] = _catalog(
     RestockRejected,
     PurchaseOrderCreated,
     SubstituteSuggested,
+    ShipmentPrepared,
+    PaymentRefunded,
+    InventoryReturned,
+    OrderCancellationRefused,
 )

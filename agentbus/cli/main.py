@@ -12,6 +12,7 @@ from agentbus.cli import (
     dlq_commands,
     eval_commands,
     explain_commands,
+    rebuild_commands,
     run_commands,
     scaffold_commands,
     state_commands,
@@ -34,6 +35,7 @@ suggestion_commands.register(app)
 eval_commands.register(app)
 explain_commands.register(app)
 scaffold_commands.register(app)
+rebuild_commands.register(app)
 app.add_typer(dlq_commands.app, name="dlq")
 
 

@@ -58,6 +58,11 @@ class Transaction:
     def dialect(self) -> str:
         return self.connection.dialect.name
 
+    @property
+    def codec(self) -> EventCodec:
+        """How events are written: for a service that keeps one to act on later."""
+        return self._codec
+
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that knows ON CONFLICT, for the dialect in use."""
         if self.dialect == "postgresql":

@@ -37,7 +37,8 @@ class Product:
 
 @dataclass(slots=True)
 class Reservation:
-    """held -> committed | released; `failed` (short) and `refused` (rejected first) are final."""
+    """held -> committed (-> returned) | released; `failed` (short) and `refused`
+    (rejected first) are final."""
 
     order_id: str
     status: str
@@ -167,6 +168,18 @@ class Inventory:
             self.level(sku).reserved -= quantity
             self.changed_levels.add(sku)
         reservation.status = "released"
+        self.changed_reservations.add(order_id)
+        return dict(reservation.lines)
+
+    def take_back(self, order_id: str) -> dict[str, int] | None:
+        """Committed goods return to on_hand, once; None when nothing was committed."""
+        reservation = self.reservations.get(order_id)
+        if reservation is None or reservation.status != "committed":
+            return None
+        for sku, quantity in reservation.lines.items():
+            self.level(sku).on_hand += quantity
+            self.changed_levels.add(sku)
+        reservation.status = "returned"
         self.changed_reservations.add(order_id)
         return dict(reservation.lines)
 

@@ -25,6 +25,7 @@ from events import (
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
+    InventoryReturned,
 )
 
 NAME = "inventory"
@@ -36,12 +37,14 @@ HANDLED = (
     "order.cancelled",
     "order.confirmed",
     "order.rejected",
+    "payment.refunded",
 )
 
 
 def build() -> Service:
     service = Service(
         NAME,
+        rebuildable=True,
         description="Stock per SKU, all-or-nothing reservations, low-stock signals.",
         # Reservations read stock of several SKUs: apply in the queue's order, in
         # batches, so that outcomes follow the order events were published in.
@@ -52,6 +55,7 @@ def build() -> Service:
             "inventory.reservation_failed",
             "inventory.released",
             "inventory.low",
+            "inventory.returned",
         ),
     )
     store = StoreBinding(service, MIGRATIONS, max_batch=256)
@@ -125,6 +129,17 @@ def apply(inventory: Inventory, event: Event[Any], ctx: Context) -> None:
                 ),
                 cause=event,
             )
+    elif event.type == "payment.refunded":
+        # Shipping stopped the shipment: the committed goods go back on the shelf.
+        returned = inventory.take_back(data.order_id)
+        if returned is not None:
+            ctx.emit(
+                InventoryReturned(
+                    order_id=data.order_id,
+                    lines=[{"sku": sku, "quantity": q} for sku, q in returned.items()],
+                ),
+                cause=event,
+            )
 
 
 def signal(ctx: Context, cause: Event[Any], lows: list[LowStock]) -> None:
@@ -151,7 +166,12 @@ def _skus_and_orders(events: Sequence[Event[Any]]) -> tuple[set[str], set[str]]:
         if event.type == "order.created":
             orders.add(data.order_id)
             skus.update(line.sku for line in data.lines)
-        elif event.type in ("order.confirmed", "order.rejected", "order.cancelled"):
+        elif event.type in (
+            "order.confirmed",
+            "order.rejected",
+            "order.cancelled",
+            "payment.refunded",
+        ):
             orders.add(data.order_id)
         else:
             skus.add(data.sku)
@@ -166,7 +186,8 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
         rows = connection.execute(_RESERVATIONS, {"orders": list(order_ids)})
         for row in rows:
             inventory.reservations[row.order_id] = Reservation(row.order_id, row.status)
-        held = [o for o, r in inventory.reservations.items() if r.status == "held"]
+        # A committed order's lines are wanted when its goods come back.
+        held = [o for o, r in inventory.reservations.items() if r.status in ("held", "committed")]
         if held:
             for row in connection.execute(_LINES, {"orders": held}):
                 inventory.reservations[row.order_id].lines[row.sku] = row.quantity
@@ -314,8 +335,9 @@ def save(tx: Transaction, inventory: Inventory) -> None:
         lines = [
             {"order_id": o, "sku": sku, "quantity": q}
             for o in sorted(inventory.changed_reservations)
+            # Whatever the status: a reservation made and settled within one batch
+            # keeps its lines as one settled over two does (a rebuild compares them).
             for sku, q in inventory.reservations[o].lines.items()
-            if inventory.reservations[o].status == "held"
         ]
         if lines:
             connection.execute(tx.once(_new_lines, _new_lines), lines)

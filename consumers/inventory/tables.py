@@ -29,7 +29,7 @@ stock = sa.Table(
     sa.Column("reserved", sa.Integer, nullable=False),
 )
 
-# One row per order: held -> committed | released; refused (rejected before it
+# One row per order: held -> committed (-> returned) | released; refused (rejected before it
 # arrived) and failed (short) are final too.
 reservations = sa.Table(
     "reservations",

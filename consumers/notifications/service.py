@@ -1,4 +1,5 @@
-"""The notifications service: emails for order outcomes and for every suggestion.
+"""The notifications service: emails for order outcomes, shipments and refunds, and for
+every suggestion.
 
 Applying an event writes its email into the service's own table, keyed by the
 event id, in the transaction that claims the event in the inbox: a redelivered
@@ -28,6 +29,7 @@ from consumers.notifications.mailer import Email, FolderMailer, Mailer, SmtpMail
 
 NAME = "notifications"
 SUGGESTIONS = ("restock.recommended", "substitute.suggested")
+ORDER_NEWS = ("order.confirmed", "order.rejected", "shipment.prepared", "payment.refunded")
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -73,7 +75,9 @@ def mailer_from_env(data_dir: Path) -> Mailer:
 
 def build(mailer: Mailer | None = None) -> Service:
     service = Service(
-        NAME, description="Emails customers about order outcomes and reviewers about suggestions."
+        NAME,
+        rebuildable=True,
+        description="Emails customers about their orders and reviewers about suggestions.",
     )
     store = StoreBinding(service, MIGRATIONS)
     sender = Sender(store, mailer)
@@ -89,8 +93,8 @@ def build(mailer: Mailer | None = None) -> Service:
             .on_conflict_do_nothing(index_elements=[order_customers.c.order_id])
         )
 
-    @store.applies("order.confirmed", "order.rejected")
-    def order_outcome(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(*ORDER_NEWS)
+    def order_news(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         order_id = event.data.order_id
         row = (
             tx.connection.execute(
@@ -101,12 +105,7 @@ def build(mailer: Mailer | None = None) -> Service:
         ).first()
         if row is None:
             return  # cancelled before it was placed: no customer to write to
-        if event.type == "order.confirmed":
-            subject = f"Your order {order_id} is confirmed"
-            body = f"Thank you. Order {order_id} is confirmed and will be shipped."
-        else:
-            subject = f"Your order {order_id} could not be completed"
-            body = f"Order {order_id} was not completed (reason: {event.data.reason})."
+        subject, body = order_email(event)
         queue_email(tx, Email(event.id, customer_address(row.customer_id), subject, body))
 
     @store.applies(*SUGGESTIONS)
@@ -114,6 +113,33 @@ def build(mailer: Mailer | None = None) -> Service:
         queue_email(tx, suggestion_email(event))
 
     return service
+
+
+def order_email(event: Event[Any]) -> tuple[str, str]:
+    """Subject and body of what a customer is told about their order."""
+    data = event.data
+    order_id = data.order_id
+    if event.type == "order.confirmed":
+        return (
+            f"Your order {order_id} is confirmed",
+            f"Thank you. Order {order_id} is confirmed and will be shipped.",
+        )
+    if event.type == "order.rejected":
+        return (
+            f"Your order {order_id} could not be completed",
+            f"Order {order_id} was not completed (reason: {data.reason}).",
+        )
+    if event.type == "shipment.prepared":
+        items = ", ".join(f"{line.quantity} x {line.sku}" for line in data.lines)
+        return (
+            f"Your order {order_id} is ready to ship",
+            f"Order {order_id} has been prepared for shipment {data.shipment_id}: {items}.",
+        )
+    return (
+        f"Your order {order_id} is refunded",
+        f"Order {order_id} was cancelled before it shipped; "
+        f"{data.amount:.2f} {data.currency} has been refunded.",
+    )
 
 
 def suggestion_email(event: Event[Any]) -> Email:
@@ -167,6 +193,8 @@ class Sender:
         self._wake.set()
 
     async def start(self, env: ServiceEnv) -> None:
+        if env.settings.rebuilding:
+            return  # the emails are state to rebuild, not mail to send again
         if self.mailer is None:
             self.mailer = mailer_from_env(env.settings.data_dir)
         self._stopping = False

@@ -1,8 +1,10 @@
 """The orders service: the life cycle of an order as a choreographed saga.
 
 pending -> confirmed (payment authorized) or rejected with a reason: out_of_stock,
-payment_failed, cancelled or invalid. It is the one place that decides an
-order's outcome; inventory commits or releases by following that decision.
+payment_failed, cancelled or invalid; confirmed -> refunded (reason cancelled) when
+shipping refunds a cancellation that reached it before the shipment was prepared.
+It is the one place that decides an order's outcome up to confirmation; inventory
+commits or releases by following that decision.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from events import (
     OrderRejected,
     PaymentAuthorized,
     PaymentFailed,
+    PaymentRefunded,
 )
 
 NAME = "orders"
@@ -40,6 +43,7 @@ MIGRATIONS = (Migration(NAME, 1, "orders", create_tables(orders)),)
 def build() -> Service:
     service = Service(
         NAME,
+        rebuildable=True,
         description="Order life cycle: pending, then confirmed or rejected with a reason.",
         publishes=("order.confirmed", "order.rejected"),
     )
@@ -84,6 +88,13 @@ def build() -> Service:
             return
         update(tx, data.order_id, "confirmed", None)
         ctx.emit(OrderConfirmed(order_id=data.order_id), cause=event)
+
+    @store.applies("payment.refunded")
+    def refunded(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        data: PaymentRefunded = event.data
+        # Shipping refunds only a cancellation of a confirmed order, so that is the reason.
+        if status_of(tx, data.order_id) == "confirmed":
+            update(tx, data.order_id, "refunded", "cancelled")
 
     return service
 

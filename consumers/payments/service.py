@@ -57,6 +57,7 @@ def build(limit: Decimal | None = None) -> Service:
     cap = limit_from_env() if limit is None else limit
     service = Service(
         NAME,
+        rebuildable=True,
         description=f"Simulated gateway: totals above {cap} fail with limit_exceeded.",
         publishes=("payment.authorized", "payment.failed"),
     )

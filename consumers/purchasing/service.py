@@ -42,6 +42,7 @@ MIGRATIONS = (
 def build() -> Service:
     service = Service(
         NAME,
+        rebuildable=True,
         description="Turns each approved restock into one purchase order.",
         publishes=("purchase_order.created",),
     )

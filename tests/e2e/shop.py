@@ -24,9 +24,9 @@ from agentbus.envelope import Event, EventCodec, new_event
 from agentbus.host import Host
 from agentbus.settings import Settings
 from agentbus.store import Database, open_database
-from agentbus.transport.base import Delivery, QueueSpec
-from agentbus.transport.memory import InMemoryBroker, MemoryTransport
-from consumers import inventory, notifications, orders, payments
+from agentbus.transport.base import Delivery, QueueSpec, Transport
+from agentbus.transport.memory import InMemoryBroker
+from consumers import inventory, notifications, orders, payments, shipping
 from consumers.notifications.mailer import Email, Mailer
 from events import (
     CATALOG,
@@ -159,6 +159,7 @@ class EventFactory:
 class Shop:
     """The four deterministic services on one in-memory broker.
 
+    `shipping_delay` adds the shipping service with that handling delay (seconds).
     `with_payments=False` leaves the gateway out: an order then stays pending after its
     reservation, which is the only way to look at that state deterministically;
     the test plays the gateway with `EventFactory.authorized` / `payment_failed`.
@@ -171,11 +172,17 @@ class Shop:
         with_payments: bool = True,
         payment_limit: Decimal | None = None,
         mailer: Mailer | None = None,
+        shipping_delay: float | None = None,
+        transport: Transport | None = None,
+        queue_prefix: str = "",
     ) -> None:
         self.data_dir = data_dir
         self.codec = EventCodec(CATALOG)
-        self.broker = InMemoryBroker()
-        self.transport: MemoryTransport = self.broker.connect()
+        # Another transport (a real broker) runs the same rules over the wire; the
+        # prefix keeps its queues apart from any other run's on that broker.
+        self.transport: Transport = transport or InMemoryBroker().connect()
+        self.prefix = queue_prefix
+        self.observer = f"{queue_prefix}{OBSERVER}"
         self.bus = Bus(self.transport, self.codec)
         self.mailer: Mailer = mailer if mailer is not None else RecordingMailer()
         base = Settings.from_env(
@@ -187,6 +194,10 @@ class Shop:
         if with_payments:
             services.append(payments.build(limit=payment_limit))
         services.append(notifications.build(mailer=self.mailer))
+        if shipping_delay is not None:
+            services.append(shipping.build(delay=shipping_delay))
+        for service in services:
+            service.queue = f"{queue_prefix}{service.name}"
         self.host = Host(self.bus, services, self.settings)
         self.seen: list[Event[Any]] = []
         self.published: list[Event[Any]] = []
@@ -208,9 +219,9 @@ class Shop:
         await self.transport.start()
         # Declared before the services start, so that nothing they publish is missed.
         await self.transport.declare(
-            [QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True)]
+            [QueueSpec(self.observer, bindings=("#",), kind="classic", transient=True)]
         )
-        await self.transport.consume(OBSERVER, self._observe, prefetch=1024)
+        await self.transport.consume(self.observer, self._observe, prefetch=1024)
         await self.host.start()
 
     async def stop(self) -> None:
@@ -242,14 +253,14 @@ class Shop:
 
     async def redeliver(self, event: Event[Any], queue: str) -> None:
         """Put a copy of an event straight into one service's queue, as a redelivery does."""
-        await self.transport.send_to_queue(queue, self.bus.to_message(event))
+        await self.transport.send_to_queue(self.prefix + queue, self.bus.to_message(event))
         await self.settle()
 
     async def settle(self) -> None:
         await self.host.settle(interval=0.01, stable=3, timeout=30)
         # The observer is no service of the host: wait for it to have read everything.
         for _ in range(1000):
-            if not await self.transport.depth(OBSERVER):
+            if not await self.transport.depth(self.observer):
                 break
             await asyncio.sleep(0.005)
         await asyncio.sleep(0)
@@ -279,7 +290,7 @@ class Shop:
         return state
 
     async def dead_letters(self, queue: str = "inventory") -> list[DeadLetter]:
-        return await list_dead_letters(self.transport, [queue])
+        return await list_dead_letters(self.transport, [self.prefix + queue])
 
     # -- what went over the bus -----------------------------------------------------------
 

@@ -45,6 +45,11 @@ def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path
     assert orders.get("confirmed", 0) > 0
     assert any(outcome.startswith("rejected (") for outcome in orders), orders
     assert summary["low_stock_events"] > 0
+    # Every confirmed order ships unless a cancellation stopped it in time (none can with
+    # no handling delay), and none ships twice.
+    shipped = summary["shipments_prepared"]
+    assert shipped == summary["events_on_bus"]["order.confirmed"] - summary["refunds"]
+    assert shipped > 0
     assert orders.get("rejected (out_of_stock)", 0) > 0
     assert summary["substitutes_suggested"] >= 1, "the second agent answered an out-of-stock order"
     assert summary["suggestions"], "the agent suggested restocks"

@@ -93,6 +93,10 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
             "trigger_event_id",
         },
     ),
+    "shipment.prepared": ("order_id", {"shipment_id", "order_id", "lines"}),
+    "payment.refunded": ("order_id", {"order_id", "amount", "currency", "reason"}),
+    "inventory.returned": ("order_id", {"order_id", "lines"}),
+    "order.cancellation_refused": ("order_id", {"order_id", "reason"}),
 }
 
 # Only the fields the contract marks "or null" may be left out.
@@ -192,6 +196,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "model": "policy",
         "trigger_event_id": "e-2",
     },
+    "shipment.prepared": {
+        "shipment_id": "sh-1",
+        "order_id": "o-1",
+        "lines": [{"sku": "A-1", "quantity": 2}],
+    },
+    "payment.refunded": {
+        "order_id": "o-1",
+        "amount": 39.98,
+        "currency": "EUR",
+        "reason": "cancelled",
+    },
+    "inventory.returned": {"order_id": "o-1", "lines": [{"sku": "A-1", "quantity": 2}]},
+    "order.cancellation_refused": {"order_id": "o-1", "reason": "shipped"},
 }
 
 Path = tuple[str | int, ...]
@@ -333,6 +350,7 @@ EDGES_ACCEPTED: list[tuple[str, Path, Any]] = [
     ("restock.recommended", ("urgency",), "low"),
     ("restock.approved", ("note",), None),
     ("order.rejected", ("reason",), "invalid"),
+    ("inventory.returned", ("lines",), []),
 ]
 
 
@@ -350,6 +368,8 @@ QUANTITY_FIELDS: list[tuple[str, Path]] = [
     ("order.created", ("lines", 0, "quantity")),
     ("inventory.reserved", ("lines", 0, "quantity")),
     ("inventory.released", ("lines", 0, "quantity")),
+    ("shipment.prepared", ("lines", 0, "quantity")),
+    ("inventory.returned", ("lines", 0, "quantity")),
     ("inventory.reservation_failed", ("shortages", 0, "requested")),
     ("restock.recommended", ("quantity",)),
     ("restock.approved", ("quantity",)),
@@ -372,6 +392,7 @@ MONEY_FIELDS: list[tuple[str, Path]] = [
     ("order.created", ("lines", 0, "unit_price")),
     ("payment.authorized", ("amount",)),
     ("payment.failed", ("amount",)),
+    ("payment.refunded", ("amount",)),
 ]
 NOT_MONEY = [1.999, 0.001, -0.01, "19.99", True, None, math.nan, math.inf, 10**13]
 
@@ -411,6 +432,11 @@ VIOLATIONS: list[tuple[str, Path, Any]] = [
     ("inventory.reservation_failed", ("shortages",), []),
     ("order.rejected", ("reason",), "bored"),
     ("order.rejected", ("reason",), "Out_Of_Stock"),
+    ("order.cancellation_refused", ("reason",), "cancelled"),
+    ("order.cancellation_refused", ("reason",), "Shipped"),
+    ("shipment.prepared", ("lines",), []),
+    ("shipment.prepared", ("shipment_id",), ""),
+    ("payment.refunded", ("currency",), "eur"),
     ("restock.recommended", ("urgency",), "critical"),
     ("restock.recommended", ("confidence",), 1.5),
     ("restock.recommended", ("confidence",), -0.1),
