@@ -24,7 +24,12 @@ from events.restock import (
     RestockRejected,
 )
 from events.stock import InventoryAdjusted, StockReceived
-from events.substitutes import Substitute, SubstituteSuggested
+from events.substitutes import (
+    Substitute,
+    SubstituteAccepted,
+    SubstituteDismissed,
+    SubstituteSuggested,
+)
 
 __all__ = [
     "CATALOG",
@@ -50,6 +55,8 @@ __all__ = [
     "Shortage",
     "StockReceived",
     "Substitute",
+    "SubstituteAccepted",
+    "SubstituteDismissed",
     "SubstituteSuggested",
 ]
 
@@ -91,4 +98,6 @@ CATALOG: Mapping[str, type[EventData]] = _catalog(
     RestockRejected,
     PurchaseOrderCreated,
     SubstituteSuggested,
+    SubstituteAccepted,
+    SubstituteDismissed,
 )

@@ -93,6 +93,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
             "trigger_event_id",
         },
     ),
+    "substitute.accepted": ("order_id", {"suggestion_id", "order_id", "sku", "reviewer", "note"}),
+    "substitute.dismissed": ("order_id", {"suggestion_id", "order_id", "reviewer", "reason"}),
 }
 
 # Only the fields the contract marks "or null" may be left out.
@@ -100,6 +102,7 @@ OPTIONAL = {
     ("stock.received", "purchase_order_id"),
     ("order.created", "note"),
     ("restock.approved", "note"),
+    ("substitute.accepted", "note"),
 }
 
 EXAMPLES: dict[str, dict[str, Any]] = {
@@ -191,6 +194,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "agent": "substitute",
         "model": "policy",
         "trigger_event_id": "e-2",
+    },
+    "substitute.accepted": {
+        "suggestion_id": "s-1",
+        "order_id": "o-1",
+        "sku": "A-2",
+        "reviewer": "ana",
+        "note": None,
+    },
+    "substitute.dismissed": {
+        "suggestion_id": "s-1",
+        "order_id": "o-1",
+        "reviewer": "ana",
+        "reason": "the customer wants a refund",
     },
 }
 
