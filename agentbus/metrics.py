@@ -58,6 +58,7 @@ class Instruments:
     agent_runs: metrics.Counter
     suggestions: metrics.Counter
     published: metrics.Counter
+    http_duration: metrics.Histogram
 
 
 _override: metrics.MeterProvider | None = None
@@ -170,6 +171,12 @@ def _create(meter: metrics.Meter) -> Instruments:
             "agentbus.outbox.published",
             unit="{event}",
             description="Events the outbox relay published with confirms",
+        ),
+        http_duration=meter.create_histogram(
+            "http.server.request.duration",
+            unit="s",
+            description="Time to answer an HTTP request, by method, route and status",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         ),
     )
 

@@ -141,6 +141,9 @@ class Service:
     ready_checks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Events committed but not yet published, for the outbox backlog gauge.
     backlog: Callable[[], Awaitable[int]] | None = None
+    # Serves /metrics on its own HTTP port (an API): the Prometheus reader is wanted
+    # even without a separate metrics port.
+    serves_metrics: bool = False
 
     def __post_init__(self) -> None:
         if not self.queue:

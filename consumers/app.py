@@ -6,7 +6,7 @@ from agentbus.agent import read_suggestions
 from agentbus.app import Application, StateView
 from agents import restock, substitute
 from agents.registry import restock_agent, substitute_agent
-from consumers import inventory, memory, notifications, orders, payments, purchasing, review
+from consumers import api, inventory, memory, notifications, orders, payments, purchasing, review
 from consumers.demo import run_demo
 from evals.run import run_eval
 from events import CATALOG
@@ -24,6 +24,7 @@ app = Application(
         restock.NAME: restock_agent,
         substitute.NAME: substitute_agent,
         review.NAME: review.build,
+        api.NAME: api.build,
     },
     states={
         "inventory": StateView(
