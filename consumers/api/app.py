@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal, cast
 
-from fastapi import Body, FastAPI, Header, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
@@ -67,6 +67,7 @@ class ApiContext:
 
 def build_app(api: ApiContext) -> FastAPI:
     app = FastAPI(
+        dependencies=[Depends(_known_query_only)],
         title="agentbus shop API",
         version="1",
         description="Orders, catalog, stock and decisions on agents' suggestions. "
@@ -390,6 +391,21 @@ def build_app(api: ApiContext) -> FastAPI:
     app.add_middleware(Guards, tokens=api.tokens)
     app.add_middleware(TracedRequests)
     return app
+
+
+async def _known_query_only(request: Request) -> None:
+    """A query parameter the route does not take is a mistake to say, not to ignore."""
+    known: set[str] = set()
+    pending = [getattr(request.scope.get("route"), "dependant", None)]
+    while pending:
+        dependant = pending.pop()
+        if dependant is not None:
+            known.update(param.alias for param in dependant.query_params)
+            pending.extend(dependant.dependencies)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        names = ", ".join(repr(name[:50]) for name in unknown[:5])
+        raise ProblemError(422, f"unknown query parameter {names}")
 
 
 def refused(detail: str) -> Answer:

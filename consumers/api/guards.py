@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,6 +42,12 @@ class Guards:
                 await answer(scope, receive, send)
                 return
             scope.setdefault("state", {})["client"] = client
+        repeated = _repeated_query(scope)
+        if repeated is not None:
+            await problem(422, f"query parameter {repeated!r} may be given once only")(
+                scope, receive, send
+            )
+            return
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
@@ -69,6 +76,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return bytes(value).decode("latin-1")
+    return None
+
+
+def _repeated_query(scope: Scope) -> str | None:
+    """A query parameter given twice: every parameter here is one value, and taking
+    the last of several would answer a question the client did not ask."""
+    raw = bytes(scope.get("query_string", b"")).decode("latin-1")
+    seen: set[str] = set()
+    for name, _ in parse_qsl(raw, keep_blank_values=True):
+        if name in seen:
+            return name[:100]
+        seen.add(name)
     return None
 
 
