@@ -58,7 +58,6 @@ class Instruments:
     agent_runs: metrics.Counter
     suggestions: metrics.Counter
     published: metrics.Counter
-    http_duration: metrics.Histogram
 
 
 _override: metrics.MeterProvider | None = None
@@ -73,6 +72,11 @@ def use_meter_provider(provider: metrics.MeterProvider | None) -> None:
     global _override
     _override = provider
     _instruments.clear()
+
+
+def meter_provider() -> metrics.MeterProvider:
+    """The provider agentbus records with: the override, else the global one."""
+    return _override or metrics.get_meter_provider()
 
 
 def instruments() -> Instruments:
@@ -171,12 +175,6 @@ def _create(meter: metrics.Meter) -> Instruments:
             "agentbus.outbox.published",
             unit="{event}",
             description="Events the outbox relay published with confirms",
-        ),
-        http_duration=meter.create_histogram(
-            "http.server.request.duration",
-            unit="s",
-            description="Time to answer an HTTP request, by method, route and status",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         ),
     )
 

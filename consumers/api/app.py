@@ -13,13 +13,14 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
+from opentelemetry.trace import Span
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel
 
 from agentbus.envelope import Event, EventCodec, derived_id, new_event
-from agentbus.http_telemetry import TracedRequests, current_traceparent
+from agentbus.metrics import meter_provider
 from agentbus.store import Database, Transaction
-from agentbus.telemetry import extract_context
+from agentbus.telemetry import current_traceparent, extract_context, tracer_provider
 from consumers.api import projections, schemas
 from consumers.api.auth import Tokens
 from consumers.api.guards import Guards
@@ -68,6 +69,17 @@ class ApiContext:
 def build_app(api: ApiContext) -> FastAPI:
     app = FastAPI(
         dependencies=[Depends(_known_query_only)],
+        # FastAPI's own OpenTelemetry: a SERVER span per request, child of the client's
+        # traceparent, and the HTTP request metrics. Events a handler emits carry that
+        # span as their traceparent, so the request and what it caused are one trace.
+        # No spans per dependency, and no logs of validation failures (they quote
+        # what clients sent: customers' notes).
+        telemetry={
+            "tracer_provider": tracer_provider(),
+            "meter_provider": meter_provider(),
+            "operation_spans": False,
+            "logs": False,
+        },
         title="agentbus shop API",
         version="1",
         description="Orders, catalog, stock and decisions on agents' suggestions. "
@@ -77,14 +89,18 @@ def build_app(api: ApiContext) -> FastAPI:
     Approval = schemas.approval_request(api.reviewing.decisions)
 
     async def write(
-        request: Request, key: str | None, body: BaseModel | None, work: Callable[..., Answer]
+        request: Request,
+        key: str | None,
+        body: BaseModel | None,
+        work: Callable[[Transaction, Writing], Answer],
     ) -> JSONResponse:
         checked = checked_key(key)
-        client: str = request.state.client
+        # Taken here: the work runs in the database's thread, outside the request's context.
+        writing = Writing(request.state.client, checked, trace.get_current_span())
         dumped = None if body is None else body.model_dump(mode="json")
         print_ = fingerprint(request.method, request.url.path, dumped)
         answer = await run_once(
-            api.database(), client, checked, print_, lambda tx: work(tx, client, checked)
+            api.database(), writing.client, checked, print_, lambda tx: work(tx, writing)
         )
         if not answer.replayed:
             api.wake_relay()
@@ -94,15 +110,12 @@ def build_app(api: ApiContext) -> FastAPI:
             answer.body, status_code=answer.status, headers=headers, media_type=media_type
         )
 
-    def made(data: BaseModel, client: str, key: str, cause: Event[Any] | None = None) -> Event[Any]:
+    def made(data: BaseModel, writing: Writing) -> Event[Any]:
         event_type: str = getattr(data, "event_type")  # noqa: B009 - a catalog ClassVar
         event = new_event(
-            data, source=SOURCE, cause=cause, id=derived_id(NAME, client, key, event_type)
+            data, source=SOURCE, id=derived_id(NAME, writing.client, writing.key, event_type)
         )
-        traceparent = current_traceparent()
-        if traceparent is None:
-            return event
-        return event.model_copy(update={"traceparent": traceparent})
+        return writing.traced(event)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -121,7 +134,7 @@ def build_app(api: ApiContext) -> FastAPI:
         if len(set(skus)) != len(skus):
             raise ProblemError(422, "each SKU may appear on one line only")
 
-        def work(tx: Transaction, client: str, key: str) -> Answer:
+        def work(tx: Transaction, writing: Writing) -> Answer:
             prices = projections.prices(tx.connection, skus)
             unknown = [sku for sku in skus if sku not in prices]
             if unknown:
@@ -129,7 +142,7 @@ def build_app(api: ApiContext) -> FastAPI:
             total = sum((prices[line.sku] * line.quantity for line in order.lines), Decimal(0))
             if total > MAX_MONEY:
                 raise ProblemError(422, f"the order's total exceeds {MAX_MONEY}")
-            order_id = derived_id(NAME, client, key, "order")
+            order_id = derived_id(NAME, writing.client, writing.key, "order")
             data = OrderCreated(
                 order_id=order_id,
                 customer_id=order.customer_id,
@@ -140,7 +153,7 @@ def build_app(api: ApiContext) -> FastAPI:
                 currency=order.currency,
                 note=order.note,
             )
-            emit(tx, made(data, client, key))
+            emit(tx, made(data, writing))
             accepted = schemas.OrderAccepted(order_id=order_id, status="pending", total=total)
             return Answer(202, accepted.model_dump(mode="json"))
 
@@ -181,11 +194,11 @@ def build_app(api: ApiContext) -> FastAPI:
     ) -> JSONResponse:
         """Ask for an order to be cancelled; emits `order.cancelled`."""
 
-        def work(tx: Transaction, client: str, key: str) -> Answer:
+        def work(tx: Transaction, writing: Writing) -> Answer:
             found = projections.order(tx.connection, order_id)
             if found is None:
                 raise ProblemError(404, f"no order {order_id!r}")
-            event = made(OrderCancelled(order_id=order_id, reason=cancel.reason), client, key)
+            event = made(OrderCancelled(order_id=order_id, reason=cancel.reason), writing)
             if found["correlation_id"]:
                 # The cancellation belongs to the order's business flow.
                 event = event.model_copy(update={"correlationid": found["correlation_id"]})
@@ -208,8 +221,8 @@ def build_app(api: ApiContext) -> FastAPI:
     ) -> JSONResponse:
         """Add or change a product; emits `product.upserted`."""
 
-        def work(tx: Transaction, client: str, key: str) -> Answer:
-            event = made(ProductUpserted(sku=sku, **product.model_dump()), client, key)
+        def work(tx: Transaction, writing: Writing) -> Answer:
+            event = made(ProductUpserted(sku=sku, **product.model_dump()), writing)
             emit(tx, event)
             return Answer(202, schemas.Accepted(event_id=event.id).model_dump())
 
@@ -227,8 +240,8 @@ def build_app(api: ApiContext) -> FastAPI:
     ) -> JSONResponse:
         """Record goods received; emits `stock.received`."""
 
-        def work(tx: Transaction, client: str, key: str) -> Answer:
-            event = made(StockReceived(**receipt.model_dump()), client, key)
+        def work(tx: Transaction, writing: Writing) -> Answer:
+            event = made(StockReceived(**receipt.model_dump()), writing)
             emit(tx, event)
             return Answer(202, schemas.Accepted(event_id=event.id).model_dump())
 
@@ -287,11 +300,11 @@ def build_app(api: ApiContext) -> FastAPI:
         text: str | None,
         changes: dict[str, Any],
     ) -> JSONResponse:
-        def work(tx: Transaction, client: str, key: str) -> Answer:
+        def work(tx: Transaction, writing: Writing) -> Answer:
             row = readmodel.one(tx.connection, suggestion_id)
             if row is None:
                 raise ProblemError(404, f"no suggestion {suggestion_id!r}")
-            reviewer = f"api:{client}"
+            reviewer = f"api:{writing.client}"
             if row["status"] != "pending":
                 readmodel.log(
                     tx.connection, reviewer, "decision_refused", suggestion_id, "decided already"
@@ -301,11 +314,8 @@ def build_app(api: ApiContext) -> FastAPI:
                 data = api.reviewing.decide(row, verb, reviewer, text=text, changes=changes)
             except DecisionInvalid as exc:
                 raise ProblemError(422, str(exc)) from None
-            event = deciding.decision_event(api.codec, row, data, service=NAME)
-            traceparent = current_traceparent()
-            if traceparent is not None:
-                event = event.model_copy(update={"traceparent": traceparent})
-                _link_to_suggestion(row)
+            event = writing.traced(deciding.decision_event(api.codec, row, data, service=NAME))
+            _link_to_suggestion(writing.span, row)
             approved = verb == "approve"
             if not deciding.commit(tx, row, event, reviewer, approved=approved):
                 return refused("the suggestion was decided already")
@@ -389,7 +399,6 @@ def build_app(api: ApiContext) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(Guards, tokens=api.tokens)
-    app.add_middleware(TracedRequests)
     return app
 
 
@@ -413,14 +422,31 @@ def refused(detail: str) -> Answer:
     return Answer(409, body.model_dump(mode="json", exclude_none=True))
 
 
-def _link_to_suggestion(row: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class Writing:
+    """Who writes under which key, in which request's span."""
+
+    client: str
+    key: str
+    span: Span
+
+    def traced(self, event: Event[Any]) -> Event[Any]:
+        """The event, carrying the request's span as its traceparent."""
+        with trace.use_span(self.span, end_on_exit=False):
+            traceparent = current_traceparent()
+        if traceparent is None:
+            return event
+        return event.model_copy(update={"traceparent": traceparent})
+
+
+def _link_to_suggestion(span: Span, row: dict[str, Any]) -> None:
     """The request's span links to the suggestion's trace: the decision has two causes."""
     traceparent = row.get("traceparent")
     if not isinstance(traceparent, str):
         return
     suggested = trace.get_current_span(extract_context({}, traceparent)).get_span_context()
     if suggested.is_valid:
-        trace.get_current_span().add_link(suggested, {"agentbus.link": "suggestion"})
+        span.add_link(suggested, {"agentbus.link": "suggestion"})
 
 
 def _documented(document: dict[str, Any]) -> dict[str, Any]:
