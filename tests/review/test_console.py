@@ -26,6 +26,7 @@ from consumers.review import ReviewConsole
 from consumers.review.auth import AuthConfig, hash_password
 from events import RestockRecommended
 from tests.agents.harness import Shop, product
+from tests.api.shop import substitute_suggestion
 
 PASSWORDS = {"alice": "correct horse battery", "bob": "staple of the batteries"}
 TOKEN = "token-for-scripts-0123456789"
@@ -161,6 +162,36 @@ async def test_an_approval_with_an_edited_quantity_becomes_one_purchase_order(
     assert len(shop.of_type("restock.approved")) == 1
     history = (await alice.client.get("/history")).text
     assert purchase.data.purchase_order_id in history
+
+
+async def test_a_substitute_suggestion_is_accepted_in_the_browser_once(
+    console: tuple[Shop, ReviewConsole],
+) -> None:
+    shop, review = console
+    await shop.publish([substitute_suggestion(1)])
+    alice = Browserless(base(review))
+    await alice.sign_in("alice", PASSWORDS["alice"])
+    page = (await alice.client.get("/suggestions/sub-1")).text
+    assert 'name="sku"' in page
+    assert 'name="quantity"' not in page
+    not_offered = await alice.decide("sub-1", "approve", sku="SKU-Z")
+    assert not_offered.status_code == 422
+    assert "not among the substitutes" in not_offered.text
+    done = await alice.decide("sub-1", "approve", sku="SKU-C", note="the customer agreed")
+    assert done.status_code == 303, done.text
+    again = await alice.decide("sub-1", "reject", reason="changed my mind")
+    assert again.status_code == 409
+    await shop.host.settle(interval=0.02, stable=3, timeout=30)
+    [accepted] = shop.of_type("substitute.accepted")
+    assert (accepted.data.suggestion_id, accepted.data.sku, accepted.data.reviewer) == (
+        "sub-1",
+        "SKU-C",
+        "alice",
+    )
+    assert accepted.causationid == "substitute-suggestion-1"
+    assert shop.of_type("substitute.dismissed") == []
+    audit = (await alice.client.get("/audit")).text
+    assert "decision_refused" in audit
 
 
 async def test_two_reviewers_at_the_same_moment_make_one_decision(
