@@ -47,6 +47,7 @@ class ReviewConsole:
         self.bind = os.environ.get("REVIEW_BIND", "127.0.0.1")
         self.public_url = os.environ.get("REVIEW_PUBLIC_URL", "").rstrip("/")
         self.webhook_url = os.environ.get("REVIEW_WEBHOOK_URL") or None
+        self.webhook_secret = os.environ.get("REVIEW_WEBHOOK_SECRET", "")
         self.console: Console | None = None
         self.server: AppServer | None = None
         self.sender: WebhookSender | None = None
@@ -121,6 +122,17 @@ class ReviewConsole:
             raise ConfigurationError(
                 "the review console needs REVIEW_USERS (name:scrypt-hash pairs) or REVIEW_TOKEN"
             )
+        if self.webhook_url:
+            if not self.webhook_secret:
+                raise ConfigurationError(
+                    "REVIEW_WEBHOOK_URL needs REVIEW_WEBHOOK_SECRET: every post is signed"
+                )
+            try:
+                self.sender = WebhookSender(
+                    self.store.database, self.webhook_url, self.webhook_secret
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"REVIEW_WEBHOOK_SECRET: {exc}") from None
         self.console = Console(
             database=lambda: self.store.database,
             wake_relay=self.store.relay.wake,
@@ -133,8 +145,7 @@ class ReviewConsole:
         )
         await self.server.start()
         self.port = self.server.port
-        if self.webhook_url:
-            self.sender = WebhookSender(self.store.database, self.webhook_url)
+        if self.sender is not None:
             await self.sender.start()
 
     async def _stop(self) -> None:
