@@ -18,13 +18,15 @@ from pydantic import BaseModel
 from agentbus.store import Transaction
 from agentbus.telemetry import extract_context
 from consumers.api import schemas
-from consumers.api.context import KEY_PATTERN, ApiContext, IdempotencyKey, SuggestionId
+from consumers.api.context import ApiContext, IdempotencyKey, SuggestionId
 from consumers.api.idempotency import Answer
 from consumers.api.problems import ProblemError, documented
 from consumers.api.tables import NAME
 from consumers.api.writes import Writing, refused, write
 from consumers.review import deciding, readmodel
 from consumers.review.deciding import DecisionInvalid
+
+ANY_KEY = r"^[^\x00-\x1f\x7f]*$"
 
 
 def router(api: ApiContext) -> APIRouter:
@@ -37,10 +39,12 @@ def router(api: ApiContext) -> APIRouter:
         responses=documented(401, 422),
     )
     async def list_suggestions(
-        status: Literal["pending", "approved", "rejected"] | None = None,
-        agent: Annotated[str | None, Query(max_length=200, pattern=KEY_PATTERN)] = None,
+        # Empty means any, as in `?status=&agent=`.
+        status: Literal["pending", "approved", "rejected", ""] | None = None,
+        agent: Annotated[str | None, Query(max_length=200, pattern=ANY_KEY)] = None,
     ) -> list[schemas.SuggestionView]:
-        """Every agent's suggestions seen, newest first, with their review status."""
+        """Every agent's suggestions seen, newest first, with their review status;
+        `status` and `agent` filter when given."""
         filters = readmodel.Filters(status=status or "", agent=agent or "")
         rows = await api.database().read(lambda c: readmodel.listing(c, filters))
         return [

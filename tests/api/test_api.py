@@ -228,6 +228,13 @@ async def test_a_restock_suggestion_is_decided_once_with_an_audit_row(shop: ApiS
         assert purchase.data.quantity == 42
         decided = (await client.get("/suggestions", params={"status": "approved"})).json()
         assert [s["id"] for s in decided] == ["rec-1"]
+        assert (await client.get("/suggestions", params={"status": "pending"})).json() == []
+        # Empty filters, as the contract writes the query, mean any.
+        everything = (await client.get("/suggestions?status=&agent=")).json()
+        assert [s["id"] for s in everything] == ["rec-1"]
+        theirs = await client.get("/suggestions", params={"agent": "restock-agent"})
+        assert [s["agent"] for s in theirs.json()] == ["restock-agent"]
+        assert (await client.get("/suggestions", params={"agent": "nobody"})).json() == []
     audit = await shop.api.store.database.read(_audit)
     assert [row[:2] for row in audit] == [("approved", "rec-1"), ("decision_refused", "rec-1")]
 
