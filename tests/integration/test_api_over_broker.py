@@ -134,8 +134,10 @@ async def test_orders_over_http_with_repeated_keys_give_one_priced_order_each(
                 }
             await asyncio.sleep(1.0)  # a duplicate would have arrived by now
         finally:
-            await connection.close()
             codes = [await process.stop() for process in processes]
+            await delete_queues(amqp_url, (*SERVICES, OBSERVER))
+            await (await connection.channel()).exchange_delete(exchange)
+            await connection.close()
     assert codes == [0] * len(SERVICES), "each drained and exited 0"
     assert sorted(e.data.order_id for e in created) == sorted(order_ids)
     for event in created:
