@@ -74,6 +74,11 @@ def use_meter_provider(provider: metrics.MeterProvider | None) -> None:
     _instruments.clear()
 
 
+def meter_provider() -> metrics.MeterProvider:
+    """The provider agentbus records with: the override, else the global one."""
+    return _override or metrics.get_meter_provider()
+
+
 def instruments() -> Instruments:
     provider = _override or metrics.get_meter_provider()
     found = _instruments.get(id(provider))

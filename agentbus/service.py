@@ -151,6 +151,9 @@ class Service:
     # Where the service stores the positions it reached in a log, with its effects
     # (each handler then saves `Context.positions` in its transaction).
     positions: PositionStore | None = None
+    # Serves /metrics on its own HTTP port (an API): the Prometheus reader is wanted
+    # even without a separate metrics port.
+    serves_metrics: bool = False
 
     def __post_init__(self) -> None:
         if not self.queue:

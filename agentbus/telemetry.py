@@ -48,6 +48,22 @@ def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
     _tracers.clear()
 
 
+def tracer_provider() -> trace.TracerProvider:
+    """The provider agentbus traces with: the override, else the global one."""
+    return _override or trace.get_tracer_provider()
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the span in progress, if it records one: what an event
+    made now carries, so that its publish and handling join this trace."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier: dict[str, Any] = {}
+    inject_headers(carrier)
+    found = carrier.get("traceparent")
+    return found if isinstance(found, str) else None
+
+
 def tracer() -> trace.Tracer:
     provider = _override or trace.get_tracer_provider()
     key = id(provider)

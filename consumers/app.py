@@ -7,6 +7,7 @@ from agentbus.app import Application, StateView
 from agents import restock, substitute
 from agents.registry import restock_agent, substitute_agent
 from consumers import (
+    api,
     inventory,
     memory,
     notifications,
@@ -34,6 +35,7 @@ app = Application(
         restock.NAME: restock_agent,
         substitute.NAME: substitute_agent,
         review.NAME: review.build,
+        api.NAME: api.build,
     },
     states={
         "inventory": StateView(

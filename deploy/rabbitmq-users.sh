@@ -10,7 +10,7 @@ API="${RABBITMQ_API:-http://rabbitmq:15672/api}"
 ADMIN="${RABBITMQ_ADMIN:-guest:guest}"
 EXCHANGE='agentbus\\.events'
 
-for service in inventory orders payments notifications shipping purchasing memory restock-agent substitute-agent review; do
+for service in inventory orders payments notifications shipping purchasing memory restock-agent substitute-agent review api; do
   variable="$(echo "$service" | tr 'a-z-' 'A-Z_')_AMQP_PASSWORD"
   password="$(printenv "$variable" || true)"
   if [ -z "$password" ]; then

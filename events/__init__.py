@@ -30,7 +30,12 @@ from events.shipping import (
     ShipmentPrepared,
 )
 from events.stock import InventoryAdjusted, StockReceived
-from events.substitutes import Substitute, SubstituteSuggested
+from events.substitutes import (
+    Substitute,
+    SubstituteAccepted,
+    SubstituteDismissed,
+    SubstituteSuggested,
+)
 
 __all__ = [
     "CATALOG",
@@ -60,6 +65,8 @@ __all__ = [
     "Shortage",
     "StockReceived",
     "Substitute",
+    "SubstituteAccepted",
+    "SubstituteDismissed",
     "SubstituteSuggested",
 ]
 
@@ -105,4 +112,6 @@ CATALOG: Mapping[str, type[EventData]] = _catalog(
     PaymentRefunded,
     InventoryReturned,
     OrderCancellationRefused,
+    SubstituteAccepted,
+    SubstituteDismissed,
 )

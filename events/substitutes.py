@@ -7,9 +7,9 @@ from typing import Annotated
 from pydantic import Field
 
 from events.base import EventData, Part
-from events.types import Count, Id, LongText, Name, Score, Sku
+from events.types import Count, Id, LongText, Name, Note, Score, ShortText, Sku
 
-__all__ = ["Substitute", "SubstituteSuggested"]
+__all__ = ["Substitute", "SubstituteAccepted", "SubstituteDismissed", "SubstituteSuggested"]
 
 
 class Substitute(Part):
@@ -32,3 +32,25 @@ class SubstituteSuggested(EventData):
     agent: Name
     model: Name
     trigger_event_id: Id
+
+
+class SubstituteAccepted(EventData):
+    event_type = "substitute.accepted"
+    subject_field = "order_id"
+
+    suggestion_id: Id
+    order_id: Id
+    # The substitute chosen, one of those suggested.
+    sku: Sku
+    reviewer: Name
+    note: Note | None = None
+
+
+class SubstituteDismissed(EventData):
+    event_type = "substitute.dismissed"
+    subject_field = "order_id"
+
+    suggestion_id: Id
+    order_id: Id
+    reviewer: Name
+    reason: ShortText

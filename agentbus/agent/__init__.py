@@ -6,6 +6,7 @@ against: modules under `agents/` import nothing else from the platform.
 """
 
 from agentbus.agent.context import Decision, RunContext, evidence_known
+from agentbus.agent.decisions import DecisionInvalid, Decisions
 from agentbus.agent.prompts import Prompt, quote
 from agentbus.agent.queries import known_event_ids, past_decisions
 from agentbus.agent.runtime import Agent, AgentRuntimeOptions, agent_service, read_suggestions
@@ -14,6 +15,8 @@ __all__ = [
     "Agent",
     "AgentRuntimeOptions",
     "Decision",
+    "DecisionInvalid",
+    "Decisions",
     "Prompt",
     "RunContext",
     "agent_service",

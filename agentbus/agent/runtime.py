@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from agentbus.agent import tables
 from agentbus.agent.checkpoints import Checkpoints
 from agentbus.agent.context import POLICY, RunContext, book_usage
+from agentbus.agent.decisions import Decisions
 from agentbus.agent.nodes import trace_nodes
 from agentbus.conventions import invoke_agent_attributes
 from agentbus.envelope import Event
@@ -59,6 +60,8 @@ class Agent:
     accepts: Callable[[Event[Any]], bool] | None = None
     # Decision events that close a suggestion awaiting review: type -> field with its id.
     closes: Mapping[str, str] = field(default_factory=dict)
+    # What approving and rejecting a suggestion emit; its two events close it too.
+    decisions: Decisions | None = None
     migrations: Sequence[Migration] = ()
     project: Callable[[StoreBinding], None] | None = None
     coalesce_window: float = 0.0
@@ -95,8 +98,14 @@ class AgentRunner:
         self.runs_started = 0
         if agent.project is not None:
             agent.project(self.store)
-        for event_type, id_field in agent.closes.items():
-            self.store.applies(event_type)(self._closer(id_field))
+        closes = dict(agent.closes)
+        approvals = {t for t in closes if t.endswith(".approved")}
+        if agent.decisions is not None:
+            approved, rejected = agent.decisions.event_types
+            closes[approved] = closes[rejected] = agent.decisions.id_field
+            approvals.add(approved)
+        for event_type, id_field in closes.items():
+            self.store.applies(event_type)(self._closer(id_field, event_type in approvals))
         self.service.handles(*agent.triggers)(self._on_trigger)
         self.service.on_startup(self._start)
         self.service.on_shutdown(self._stop)
@@ -332,12 +341,14 @@ class AgentRunner:
         )
         tx.stage([suggestion])
 
-    def _closer(self, id_field: str) -> Callable[[Transaction, Event[Any], Context], None]:
+    def _closer(
+        self, id_field: str, approves: bool
+    ) -> Callable[[Transaction, Event[Any], Context], None]:
         agent = self.agent.name
+        status = "approved" if approves else "rejected"
 
         def close(tx: Transaction, event: Event[Any], ctx: Context) -> None:
             suggestion_id = getattr(event.data, id_field)
-            status = "approved" if event.type.endswith(".approved") else "rejected"
             instruments().suggestions.add(1, {"gen_ai.agent.name": agent, "status": status})
             tx.execute(
                 sa.update(tables.suggestions)

@@ -58,7 +58,10 @@ def run(
     service_name = "agentbus-" + "+".join(names)
     try:
         configure_tracing(service_name)
-        meters = configure_metrics(service_name, prometheus=metrics_port is not None)
+        meters = configure_metrics(
+            service_name,
+            prometheus=metrics_port is not None or any(s.serves_metrics for s in chosen),
+        )
     except ConfigurationError as exc:
         fail(str(exc))
 

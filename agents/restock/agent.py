@@ -20,6 +20,7 @@ from agentbus.agent import Agent, Prompt, RunContext, evidence_known, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.restock import history, policy
+from agents.restock.decisions import DECISIONS
 from agents.restock.projection import MIGRATIONS, project
 from agents.restock.proposal import MAX_EVIDENCE, MAX_RATIONALE, RestockProposal
 from events import RestockRecommended
@@ -231,7 +232,7 @@ def declaration(offline: OfflinePolicy = policy.recommend, *, remember: bool = T
         build_graph=graph_factory(offline, remember=remember),
         initial_state=initial_state,
         suggest=suggest,
-        closes={"restock.approved": "recommendation_id", "restock.rejected": "recommendation_id"},
+        decisions=DECISIONS,
         migrations=MIGRATIONS,
         project=project,
         token_budget_per_hour=int(os.environ.get("RESTOCK_TOKEN_BUDGET", "200000")),

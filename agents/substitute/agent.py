@@ -19,6 +19,7 @@ from langgraph.graph import END, START, StateGraph
 from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
+from agents.substitute.decisions import DECISIONS
 from agents.substitute.projection import MIGRATIONS, project
 from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
 from events import Substitute, SubstituteSuggested
@@ -181,6 +182,7 @@ def declaration() -> Agent:
         build_graph=build_graph,
         initial_state=initial_state,
         suggest=suggest,
+        decisions=DECISIONS,
         migrations=MIGRATIONS,
         project=project,
         token_budget_per_hour=int(os.environ.get("SUBSTITUTE_TOKEN_BUDGET", "100000")),

@@ -3,13 +3,15 @@
 A notice row is written in the transaction that records the suggestion, so a
 redelivered suggestion writes none. The sender posts each due notice with an
 `Idempotency-Key` (the suggestion id) and marks it sent; a failed post is tried
-again later, with backoff, up to `MAX_ATTEMPTS`.
+again later, with backoff, up to `MAX_ATTEMPTS`. Posts are signed (Standard
+Webhooks, `consumers.review.signing`), so a receiver can tell them from forgeries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 
 from agentbus.store import Database, Transaction
 from consumers.review.readmodel import notices
+from consumers.review.signing import key_of, sign
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -33,9 +36,11 @@ def notice_text(kind: str, data: Any, link: str) -> str:
 
 
 class WebhookSender:
-    def __init__(self, database: Database, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, database: Database, url: str, secret: str, *, timeout: float = 10.0) -> None:
+        key_of(secret)  # a secret that cannot sign is said at start, not at the first post
         self.database = database
         self.url = url
+        self.secret = secret
         self._client = httpx.AsyncClient(timeout=timeout)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -78,11 +83,14 @@ class WebhookSender:
         failed = 0
         for row in await self.database.read(due):
             try:
-                response = await self._client.post(
-                    self.url,
-                    json={"text": row.text},
-                    headers={"Idempotency-Key": row.suggestion_id},
-                )
+                # Signed as sent: the receiver checks these very bytes.
+                body = json.dumps({"text": row.text}, separators=(",", ":")).encode()
+                headers = {
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": row.suggestion_id,
+                    **sign(self.secret, str(row.suggestion_id), body),
+                }
+                response = await self._client.post(self.url, content=body, headers=headers)
                 ok = response.is_success
             except httpx.HTTPError as exc:
                 log.warning("review webhook: %s", type(exc).__name__)

@@ -27,7 +27,7 @@ suggestions = sa.Table(
     metadata,
     sa.Column("suggestion_id", sa.String(200), primary_key=True),
     sa.Column("event_id", sa.String(256), nullable=False),
-    sa.Column("kind", sa.String(20), nullable=False),  # restock | substitute
+    sa.Column("kind", sa.String(20), nullable=False),  # the suggestion type's first word
     sa.Column("agent", sa.String(200), nullable=False),
     sa.Column("subject", sa.String(200), nullable=False),
     sa.Column("sku", sa.String(100), nullable=False),
@@ -130,6 +130,11 @@ def store_password_upgrade(
 def _trace_id(traceparent: str | None) -> str | None:
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def kind_of(suggestion_type: str) -> str:
+    """The console's short name for a suggestion type: `restock`, `substitute`."""
+    return suggestion_type.split(".", 1)[0]
 
 
 def suggestion_id_of(event: Event[Any]) -> str:
@@ -323,6 +328,7 @@ def _row(row: Any) -> dict[str, Any]:
     found = dict(row)
     envelope = json.loads(found["envelope"])
     found["data"] = envelope.get("data", {})
+    found["type"] = envelope.get("type")
     found["traceparent"] = envelope.get("traceparent")
     found["correlationid"] = envelope.get("correlationid")
     return found

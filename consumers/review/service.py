@@ -11,8 +11,10 @@ from agentbus.errors import ConfigurationError
 from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import StoreBinding, Transaction
+from agents.registry import DECISIONS
 from consumers.review import readmodel
 from consumers.review.auth import AuthConfig
+from consumers.review.deciding import Reviewing
 from consumers.review.notify import WebhookSender, notice_text
 from consumers.review.web import Console, build_app
 from events import CATALOG
@@ -32,10 +34,11 @@ class ReviewConsole:
     """The service, its database, its web server and its webhook sender."""
 
     def __init__(self, auth: AuthConfig | None = None, *, port: int | None = None) -> None:
+        self.reviewing = Reviewing(DECISIONS)
         self.service = Service(
             NAME,
             description="Review console: people approve or reject suggestions in a browser.",
-            publishes=("restock.approved", "restock.rejected"),
+            publishes=self.reviewing.decision_types,
         )
         self.store = StoreBinding(self.service, readmodel.MIGRATIONS)
         self.codec = EventCodec(CATALOG)
@@ -44,6 +47,7 @@ class ReviewConsole:
         self.bind = os.environ.get("REVIEW_BIND", "127.0.0.1")
         self.public_url = os.environ.get("REVIEW_PUBLIC_URL", "").rstrip("/")
         self.webhook_url = os.environ.get("REVIEW_WEBHOOK_URL") or None
+        self.webhook_secret = os.environ.get("REVIEW_WEBHOOK_SECRET", "")
         self.console: Console | None = None
         self.server: AppServer | None = None
         self.sender: WebhookSender | None = None
@@ -54,9 +58,9 @@ class ReviewConsole:
     def _project(self) -> None:
         store = self.store
 
-        @store.applies("restock.recommended", "substitute.suggested")
+        @store.applies(*self.reviewing.suggestion_types)
         def suggested(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-            kind = "restock" if event.type == "restock.recommended" else "substitute"
+            kind = readmodel.kind_of(event.type)
             envelope = self.codec.encode(event).decode()
             if readmodel.record_suggestion(tx, event, kind, envelope) and self.webhook_url:
                 suggestion_id = readmodel.suggestion_id_of(event)
@@ -72,22 +76,9 @@ class ReviewConsole:
                     .on_conflict_do_nothing(index_elements=[readmodel.notices.c.suggestion_id])
                 )
 
-        @store.applies("restock.approved", "restock.rejected")
+        @store.applies(*self.reviewing.decision_types)
         def decided(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-            # Decisions made elsewhere (another console, a script) close the suggestion
-            # here too; the console's own find it closed already.
-            data = event.data
-            approved = event.type == "restock.approved"
-            readmodel.settle(
-                tx,
-                data.recommendation_id,
-                "approved" if approved else "rejected",
-                reviewer=data.reviewer,
-                quantity=data.quantity if approved else None,
-                note=data.note if approved else data.reason,
-                at=event.time,
-                event_id=event.id,
-            )
+            self.reviewing.settle_from(tx, event)
 
         @store.applies("inventory.low")
         def low(tx: Transaction, event: Event[Any], ctx: Context) -> None:
@@ -134,19 +125,30 @@ class ReviewConsole:
         auth.upgrades.update(
             await self.store.database.run(lambda tx: readmodel.password_upgrades_of(tx.connection))
         )
+        if self.webhook_url:
+            if not self.webhook_secret:
+                raise ConfigurationError(
+                    "REVIEW_WEBHOOK_URL needs REVIEW_WEBHOOK_SECRET: every post is signed"
+                )
+            try:
+                self.sender = WebhookSender(
+                    self.store.database, self.webhook_url, self.webhook_secret
+                )
+            except ValueError as exc:
+                raise ConfigurationError(f"REVIEW_WEBHOOK_SECRET: {exc}") from None
         self.console = Console(
             database=lambda: self.store.database,
             wake_relay=self.store.relay.wake,
             codec=self.codec,
             auth=auth,
+            reviewing=self.reviewing,
         )
         self.server = AppServer(
             build_app(self.console), self.port, bind=self.bind, what="the review console"
         )
         await self.server.start()
         self.port = self.server.port
-        if self.webhook_url:
-            self.sender = WebhookSender(self.store.database, self.webhook_url)
+        if self.sender is not None:
             await self.sender.start()
 
     async def _stop(self) -> None:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from pydantic import ValidationError
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -31,16 +31,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentbus.envelope import Event, EventCodec, derived_id, new_event
-from agentbus.store import Database, Transaction
+from agentbus.envelope import Event, EventCodec
+from agentbus.store import Database
 from agentbus.telemetry import extract_context, inject_headers, tracer
-from consumers.review import readmodel
+from consumers.review import deciding, readmodel
 from consumers.review.auth import AuthConfig, csrf_matches, new_csrf_token
+from consumers.review.deciding import DecisionInvalid
 from consumers.review.throttle import SignInThrottle
-from events import RestockApproved, RestockRejected
 
 HERE = Path(__file__).parent
-SOURCE = "/services/review"
 SESSION_HOURS = 8
 
 
@@ -78,6 +77,7 @@ class Console:
     wake_relay: Callable[[], None]
     codec: EventCodec
     auth: AuthConfig
+    reviewing: deciding.Reviewing
     changes: Changes = field(default_factory=Changes)
     throttle: SignInThrottle = field(default_factory=SignInThrottle)
     # Tests park a decision here to make two reviewers collide; None in service.
@@ -275,21 +275,18 @@ def build_app(console: Console) -> Starlette:
         row = await console.database().read(lambda c: readmodel.one(c, suggestion_id))
         if row is None:
             return render(request, "missing.html", 404, suggestion_id=suggestion_id)
-        if row["kind"] != "restock":
-            return Response(
-                "only restock suggestions are decided here",
-                status_code=400,
-                media_type="text/plain",
-            )
         try:
-            data = _decision(row, verb, user, form)
-        except (ValueError, ValidationError) as exc:
+            data = _decision(console.reviewing, row, verb, user, form)
+        except DecisionInvalid as exc:
             found = await console.database().read(lambda c: _detail(c, suggestion_id))
-            return render(request, "suggestion.html", 422, **(found or {}), error=_problem(exc))
+            return render(request, "suggestion.html", 422, **(found or {}), error=str(exc))
         if console.before_decision is not None:
             await console.before_decision()
         event = _decision_event(console.codec, row, data)
-        won = await console.database().run(lambda tx: _commit(tx, row, event, user))
+        approved = verb == "approve"
+        won = await console.database().run(
+            lambda tx: deciding.commit(tx, row, event, user, approved=approved)
+        )
         if not won:
             found = await console.database().read(lambda c: _detail(c, suggestion_id))
             return render(
@@ -368,50 +365,26 @@ def _safe_next(target: str | None) -> str:
     return target if not parsed.scheme and not parsed.netloc else "/"
 
 
-def _problem(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    return str(exc)
-
-
 def _decision(
-    row: dict[str, Any], verb: str, user: str, form: Any
-) -> RestockApproved | RestockRejected:
+    reviewing: deciding.Reviewing, row: dict[str, Any], verb: str, user: str, form: Any
+) -> BaseModel:
     if verb == "approve":
-        raw = str(form.get("quantity", "")).strip()
-        try:
-            quantity = int(raw) if raw else int(row["data"]["quantity"])
-        except ValueError:
-            raise ValueError(f"quantity must be a whole number, not {raw[:20]!r}") from None
+        changes = {
+            name: str(form.get(name, "")).strip()
+            for name in reviewing.changeable(row)
+            if str(form.get(name, "")).strip()
+        }
         note = str(form.get("note", "")).strip() or None
-        return RestockApproved(
-            recommendation_id=row["suggestion_id"],
-            sku=row["sku"],
-            quantity=quantity,
-            reviewer=user,
-            note=note,
-        )
-    if verb == "reject":
-        reason = str(form.get("reason", "")).strip()
-        if not reason:
-            raise ValueError("say why the suggestion is rejected")
-        return RestockRejected(
-            recommendation_id=row["suggestion_id"], sku=row["sku"], reviewer=user, reason=reason
-        )
-    raise ValueError(f"unknown action {verb[:20]!r}")
+        return reviewing.decide(row, verb, user, text=note, changes=changes, as_text=True)
+    return reviewing.decide(row, verb, user, text=str(form.get("reason", "")).strip())
 
 
-def _decision_event(
-    codec: EventCodec, row: dict[str, Any], data: RestockApproved | RestockRejected
-) -> Event[Any]:
+def _decision_event(codec: EventCodec, row: dict[str, Any], data: BaseModel) -> Event[Any]:
     """The decision, caused by the suggestion, in the suggestion's trace."""
-    cause = codec.decode(row["envelope"].encode())
-    event = new_event(
-        data, source=SOURCE, cause=cause, id=derived_id("review", row["suggestion_id"], "decision")
-    )
-    parent = extract_context({}, cause.traceparent)
+    event = deciding.decision_event(codec, row, data, service="review")
+    parent = extract_context({}, event_traceparent(row))
     with tracer().start_as_current_span(
-        f"review {data.event_type}", context=parent, kind=SpanKind.SERVER
+        f"review {event.type}", context=parent, kind=SpanKind.SERVER
     ):
         carrier: dict[str, Any] = {}
         inject_headers(carrier)
@@ -421,30 +394,9 @@ def _decision_event(
     return event
 
 
-def _commit(tx: Transaction, row: dict[str, Any], event: Event[Any], user: str) -> bool:
-    data = event.data
-    approved = isinstance(data, RestockApproved)
-    won = readmodel.settle(
-        tx,
-        row["suggestion_id"],
-        "approved" if approved else "rejected",
-        reviewer=user,
-        quantity=data.quantity if approved else None,
-        note=(data.note if approved else data.reason),
-        at=datetime.now(UTC),
-        event_id=event.id,
-    )
-    if not won:
-        readmodel.log(
-            tx.connection, user, "decision_refused", row["suggestion_id"], "decided already"
-        )
-        return False
-    tx.stage([event])
-    detail = f"quantity {data.quantity}" if approved else f"reason: {data.reason}"
-    readmodel.log(
-        tx.connection, user, "approved" if approved else "rejected", row["suggestion_id"], detail
-    )
-    return True
+def event_traceparent(row: dict[str, Any]) -> str | None:
+    found = row.get("traceparent")
+    return found if isinstance(found, str) else None
 
 
 def _detail(connection: sa.Connection, suggestion_id: str) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@ The restock agent, purchasing and the review console run as `agentbus run`
 processes. The reviewer signs in, watches a suggestion appear without reloading,
 edits its quantity and approves; `restock.approved` and then
 `purchase_order.created` must cross the broker. A second suggestion is rejected
-with a reason. Every page is checked with axe-core (labels, contrast and the rest
+with a reason, and a substitute agent's suggestion accepted with the substitute
+chosen. Every page is checked with axe-core (labels, contrast and the rest
 of its rules) at desktop and phone width. Screenshots go to `.artifacts/review/`.
 """
 
@@ -25,6 +26,7 @@ from agentbus.envelope import Event, EventCodec
 from agentbus.transport.rabbitmq import RabbitTransport
 from consumers.review.auth import hash_password
 from events import CATALOG
+from tests.api.shop import substitute_suggestion
 from tests.integration.chaos import ServiceProcess, exclusive_queues
 from tests.support.broker import delete_queues, low, product
 
@@ -92,7 +94,7 @@ async def test_a_reviewer_approves_and_rejects_in_the_browser(
             connection = await aio_pika.connect(amqp_url)
             channel = await connection.channel()
             queue = await channel.declare_queue(OBSERVER, auto_delete=True)
-            for key in ("restock.*", "purchase_order.created"):
+            for key in ("restock.*", "purchase_order.created", "substitute.*"):
                 await queue.bind(exchange, routing_key=key)
 
             async def observe(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -153,6 +155,18 @@ async def test_a_reviewer_approves_and_rejects_in_the_browser(
                 await expect(page.locator("#status")).to_contain_text("rejected by dana")
                 await page.screenshot(path=str(ARTIFACTS / "5-rejected.png"), full_page=True)
 
+                # Another agent's suggestion is decided the same way, with its own choice.
+                await bus.publish(substitute_suggestion(1))
+                await page.goto(f"{site}/")
+                offered = page.get_by_role("link", name="SKU-A")
+                await expect(offered).to_be_visible(timeout=30_000)
+                await offered.click()
+                await expect(page.get_by_role("heading", name="Substitutes: SKU-A")).to_be_visible()
+                await accessible(page, "substitute suggestion")
+                await page.get_by_label("Substitute to offer").select_option("SKU-C")
+                await page.get_by_role("button", name="Approve").click()
+                await expect(page.locator("#status")).to_contain_text("approved by dana")
+
                 phone = await browser.new_page(viewport=PHONE)
                 await phone.context.add_cookies(await page.context.cookies())
                 for path, label in (("/", "phone list"), ("/history", "phone decisions")):
@@ -165,7 +179,7 @@ async def test_a_reviewer_approves_and_rejects_in_the_browser(
                 await browser.close()
 
             async with asyncio.timeout(30):
-                while not any(e.type == "restock.rejected" for e in seen):  # noqa: ASYNC110
+                while not {"restock.rejected", "substitute.accepted"} <= {e.type for e in seen}:  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
             await connection.close()
         finally:
@@ -197,6 +211,12 @@ async def test_a_reviewer_approves_and_rejects_in_the_browser(
     )
     assert types.count("restock.approved") == 1
     assert types.count("purchase_order.created") == 1
+    [accepted] = [e for e in seen if e.type == "substitute.accepted"]
+    assert (accepted.data.suggestion_id, accepted.data.sku, accepted.data.reviewer) == (
+        "sub-1",
+        "SKU-C",
+        "dana",
+    )
     for shot in (
         "1-empty",
         "2-suggestion-arrived",

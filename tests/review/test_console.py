@@ -8,6 +8,7 @@ Suggestions are published as events, as an agent would publish them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -19,14 +20,19 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from agentbus.envelope import Event, new_event
+from agentbus.errors import ConfigurationError
 from consumers import purchasing
 from consumers.review import ReviewConsole
 from consumers.review.auth import AuthConfig, hash_password
+from consumers.review.signing import SignatureInvalid, verify
 from events import RestockRecommended
 from tests.agents.harness import Shop, product
+from tests.api.shop import substitute_suggestion
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a shared webhook key of 32 bytes").decode()
 PASSWORDS = {"alice": "correct horse battery", "bob": "staple of the batteries"}
 TOKEN = "token-for-scripts-0123456789"
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -163,6 +169,36 @@ async def test_an_approval_with_an_edited_quantity_becomes_one_purchase_order(
     assert purchase.data.purchase_order_id in history
 
 
+async def test_a_substitute_suggestion_is_accepted_in_the_browser_once(
+    console: tuple[Shop, ReviewConsole],
+) -> None:
+    shop, review = console
+    await shop.publish([substitute_suggestion(1)])
+    alice = Browserless(base(review))
+    await alice.sign_in("alice", PASSWORDS["alice"])
+    page = (await alice.client.get("/suggestions/sub-1")).text
+    assert 'name="sku"' in page
+    assert 'name="quantity"' not in page
+    not_offered = await alice.decide("sub-1", "approve", sku="SKU-Z")
+    assert not_offered.status_code == 422
+    assert "not among the substitutes" in not_offered.text
+    done = await alice.decide("sub-1", "approve", sku="SKU-C", note="the customer agreed")
+    assert done.status_code == 303, done.text
+    again = await alice.decide("sub-1", "reject", reason="changed my mind")
+    assert again.status_code == 409
+    await shop.host.settle(interval=0.02, stable=3, timeout=30)
+    [accepted] = shop.of_type("substitute.accepted")
+    assert (accepted.data.suggestion_id, accepted.data.sku, accepted.data.reviewer) == (
+        "sub-1",
+        "SKU-C",
+        "alice",
+    )
+    assert accepted.causationid == "substitute-suggestion-1"
+    assert shop.of_type("substitute.dismissed") == []
+    audit = (await alice.client.get("/audit")).text
+    assert "decision_refused" in audit
+
+
 async def test_two_reviewers_at_the_same_moment_make_one_decision(
     console: tuple[Shop, ReviewConsole],
 ) -> None:
@@ -249,12 +285,15 @@ class Hook:
 
     def __init__(self) -> None:
         self.posts: list[tuple[dict[str, Any], str | None]] = []
+        self.signed: list[tuple[dict[str, str], bytes]] = []
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 hook.posts.append((json.loads(body), self.headers.get("Idempotency-Key")))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                hook.signed.append((headers, body))
                 self.send_response(200)
                 self.end_headers()
 
@@ -274,6 +313,7 @@ async def test_each_new_suggestion_is_announced_once_on_the_webhook(
 ) -> None:
     hook = Hook()
     monkeypatch.setenv("REVIEW_WEBHOOK_URL", hook.url)
+    monkeypatch.setenv("REVIEW_WEBHOOK_SECRET", WEBHOOK_SECRET)
     monkeypatch.setenv("REVIEW_PUBLIC_URL", "https://review.example.com")
     review = ReviewConsole(auth(), port=0)
     try:
@@ -290,3 +330,25 @@ async def test_each_new_suggestion_is_announced_once_on_the_webhook(
     text = hook.posts[0][0]["text"]
     assert "restock 30 x SKU-A" in text
     assert "https://review.example.com/suggestions/rec-" in text
+    for headers, body in hook.signed:
+        verify(WEBHOOK_SECRET, headers, body)  # the receiver's check, as documented
+        # and the reference implementation's, from the secret as it is
+        assert Webhook(WEBHOOK_SECRET).verify(body, headers) == json.loads(body)
+        assert headers["webhook-id"] == headers["idempotency-key"]
+        with pytest.raises(SignatureInvalid):
+            verify(WEBHOOK_SECRET, headers, body.replace(b"SKU-A", b"SKU-Z"))
+        with pytest.raises(SignatureInvalid):
+            verify("whsec_" + base64.b64encode(b"another key").decode(), headers, body)
+        with pytest.raises(SignatureInvalid):
+            verify(WEBHOOK_SECRET, headers, body, now=int(headers["webhook-timestamp"]) + 301)
+
+
+async def test_a_webhook_without_a_secret_to_sign_with_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVIEW_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.delenv("REVIEW_WEBHOOK_SECRET", raising=False)
+    review = ReviewConsole(auth(), port=0)
+    with pytest.raises(ConfigurationError, match="REVIEW_WEBHOOK_SECRET"):
+        async with Shop(tmp_path, [review.service]):
+            pass

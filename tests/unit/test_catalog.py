@@ -97,6 +97,8 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
     "payment.refunded": ("order_id", {"order_id", "amount", "currency", "reason"}),
     "inventory.returned": ("order_id", {"order_id", "lines"}),
     "order.cancellation_refused": ("order_id", {"order_id", "reason"}),
+    "substitute.accepted": ("order_id", {"suggestion_id", "order_id", "sku", "reviewer", "note"}),
+    "substitute.dismissed": ("order_id", {"suggestion_id", "order_id", "reviewer", "reason"}),
 }
 
 # Only the fields the contract marks "or null" may be left out.
@@ -104,6 +106,7 @@ OPTIONAL = {
     ("stock.received", "purchase_order_id"),
     ("order.created", "note"),
     ("restock.approved", "note"),
+    ("substitute.accepted", "note"),
 }
 
 EXAMPLES: dict[str, dict[str, Any]] = {
@@ -209,6 +212,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "inventory.returned": {"order_id": "o-1", "lines": [{"sku": "A-1", "quantity": 2}]},
     "order.cancellation_refused": {"order_id": "o-1", "reason": "shipped"},
+    "substitute.accepted": {
+        "suggestion_id": "s-1",
+        "order_id": "o-1",
+        "sku": "A-2",
+        "reviewer": "ana",
+        "note": None,
+    },
+    "substitute.dismissed": {
+        "suggestion_id": "s-1",
+        "order_id": "o-1",
+        "reviewer": "ana",
+        "reason": "the customer wants a refund",
+    },
 }
 
 Path = tuple[str | int, ...]

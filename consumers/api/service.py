@@ -1,0 +1,107 @@
+"""`agentbus run api`: the HTTP API and the consumer of the events it answers from,
+in one process, on one database."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy as sa
+
+from agentbus.envelope import Event, EventCodec
+from agentbus.errors import ConfigurationError
+from agentbus.ops import AppServer
+from agentbus.service import Context, Service, ServiceEnv
+from agentbus.store import StoreBinding, Transaction
+from agents.registry import DECISIONS
+from consumers.api.app import ApiContext, build_app
+from consumers.api.auth import Tokens
+from consumers.api.projections import APPLIERS
+from consumers.api.tables import MIGRATIONS, NAME
+from consumers.review import readmodel
+from consumers.review.deciding import Reviewing
+from events import CATALOG
+
+WRITES = ("order.created", "order.cancelled", "product.upserted", "stock.received")
+
+
+class HttpApi:
+    """The service, its database and its web server."""
+
+    def __init__(self, tokens: Tokens | None = None, *, port: int | None = None) -> None:
+        self.reviewing = Reviewing(DECISIONS)
+        self.service = Service(
+            NAME,
+            description="HTTP API: orders, catalog, stock and decisions on suggestions.",
+            publishes=(*WRITES, *self.reviewing.decision_types),
+            serves_metrics=True,
+        )
+        self.store = StoreBinding(self.service, MIGRATIONS)
+        self.codec = EventCodec(CATALOG)
+        self._tokens = tokens
+        self.port = port if port is not None else _port()
+        self.bind = os.environ.get("AGENTBUS_API_BIND", "127.0.0.1")
+        self.server: AppServer | None = None
+        self._project()
+        self.service.on_startup(self._start)
+        self.service.on_shutdown(self._stop)
+
+    def _project(self) -> None:
+        store = self.store
+        for event_type, apply in APPLIERS.items():
+            store.applies(event_type)(_as_applier(apply))
+
+        @store.applies(*self.reviewing.suggestion_types)
+        def suggested(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            envelope = self.codec.encode(event).decode()
+            readmodel.record_suggestion(tx, event, readmodel.kind_of(event.type), envelope)
+
+        @store.applies(*self.reviewing.decision_types)
+        def decided(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+            self.reviewing.settle_from(tx, event)
+
+    def context(self) -> ApiContext:
+        return ApiContext(
+            database=lambda: self.store.database,
+            wake_relay=lambda: self.store.relay.wake(),
+            codec=self.codec,
+            tokens=self._tokens or Tokens.from_env(),
+            reviewing=self.reviewing,
+            ready=self._ready,
+        )
+
+    async def _ready(self) -> None:
+        await self.store.database.read(lambda c: c.execute(sa.text("SELECT 1")))
+
+    async def _start(self, env: ServiceEnv) -> None:
+        app = build_app(self.context())
+        self.server = AppServer(app, self.port, bind=self.bind, what="the API")
+        await self.server.start()
+        self.port = self.server.port
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+
+def _as_applier(apply: Any) -> Any:
+    def applier(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        apply(tx, event)
+
+    return applier
+
+
+def _port() -> int:
+    raw = os.environ.get("AGENTBUS_API_PORT", "")
+    try:
+        port = int(raw) if raw else 8080
+    except ValueError:
+        raise ConfigurationError(f"AGENTBUS_API_PORT must be a port number, not {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"AGENTBUS_API_PORT must be a port number, not {raw!r}")
+    return port
+
+
+def build() -> Service:
+    return HttpApi().service
