@@ -250,6 +250,9 @@ async def record(
             return
         line, skipped = recorded_line(delivery.message, codec, prefix)
         out.write(line + b"\n")
+        # Out of our buffer before the broker forgets it: a recorder killed after the
+        # ack would otherwise lose what it acked, and a reader of the file sees it now.
+        out.flush()
         if skipped is None:
             summary.written += 1
         else:
