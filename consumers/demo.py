@@ -38,6 +38,7 @@ from consumers import (
     purchasing,
     shipping,
 )
+from consumers.demo_api import DemoApi
 from consumers.notifications.service import ORDER_NEWS
 from evals import actors
 from evals.simulator import ShopSimulation
@@ -72,6 +73,7 @@ async def run_demo(options: DemoOptions) -> int:
         await delivery.ack()
 
     await transport.consume(OBSERVER, observe, prefetch=256)
+    web = DemoApi()
     services = [
         inventory.build(),
         orders.build(),
@@ -85,6 +87,7 @@ async def run_demo(options: DemoOptions) -> int:
         substitute_agent(),
         actors.reviewer(),
         actors.supplier(),
+        web.api.service,
     ]
     host = Host(bus, services, settings)
     simulation = ShopSimulation()
@@ -92,9 +95,10 @@ async def run_demo(options: DemoOptions) -> int:
     recorder = TraceRecorder() if options.trace else None
     started = time.perf_counter()
     with recorder or contextlib.nullcontext():
-        await _run(host, bus, transport, events, seen, console)
+        front = await _run(host, bus, transport, events, seen, console, web)
     elapsed = time.perf_counter() - started
     summary = await _summary(settings, codec, seen, elapsed, len(events))
+    summary["api"] = front
     shown = _one_trace(recorder, summary) if recorder else None
     if options.as_json:
         if shown is not None:
@@ -127,7 +131,8 @@ async def _run(
     events: list[Any],
     seen: Counter[str],
     console: Console,
-) -> None:
+    web: DemoApi,
+) -> dict[str, Any]:
     await host.start()
     try:
         with Live(_status(seen, 0, len(events), host), console=console, transient=True) as live:
@@ -144,6 +149,13 @@ async def _run(
                 live.update(_status(seen, len(events), len(events), host))
                 await asyncio.sleep(0.1)
             await task
+            # Then a few orders through the front door, priced by the API's catalog.
+            skus = sorted({e.data.sku for e in events if e.type == "product.upserted"})
+            front = await web.place_orders(skus)
+            await host.settle(timeout=120)
+            ids = [str(order["order_id"]) for order in front["placed"]]
+            front["statuses"] = await web.statuses(ids)
+            return front
     finally:
         await host.stop()
         await transport.close()
@@ -228,6 +240,12 @@ def _print_summary(console: Console, summary: dict[str, Any], data_dir: Any) -> 
         status = row["status"] + (f": {row['decision']}" if row["decision"] else "")
         ideas.add_row(row["sku"], str(row["quantity"]), row["urgency"], status, row["rationale"])
     console.print(Group(outcomes, stock, flow, ideas))
+    front = summary["api"]
+    console.print(
+        f"{len(front['placed'])} orders placed over the HTTP API (one sent twice under one "
+        f"Idempotency-Key, answered the same), now: "
+        + ", ".join(sorted(set(front["statuses"].values())))
+    )
     console.print(
         f"{summary['input_events']} input events, {summary['shipments_prepared']} shipments "
         f"prepared, {summary['low_stock_events']} low-stock "

@@ -55,6 +55,15 @@ def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path
     assert summary["suggestions"], "the agent suggested restocks"
     assert all(row["trace_id"] for row in summary["suggestions"])
     assert all(row["available"] >= 0 for row in summary["inventory"].values())
+    # Orders through the HTTP API too, one of them sent twice under one key: every order
+    # is one `order.created`, and the API's own orders went through the saga.
+    front = summary["api"]
+    assert len(front["placed"]) == 3
+    assert front["replayed_identically"] == 1
+    assert sum(orders.values()) == summary["events_on_bus"]["order.created"]
+    assert set(front["statuses"]) == {order["order_id"] for order in front["placed"]}
+    assert set(front["statuses"].values()) <= {"confirmed", "rejected"}, front
+    assert all(order["total"] > 0 for order in front["placed"]), "priced from the catalog"
 
     shown = summary["trace"]
     assert shown["trace_id"] == summary["suggestions"][-1]["trace_id"]
