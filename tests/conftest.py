@@ -7,11 +7,12 @@ CI=true it fails instead (tests/support/servers.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from evals import local_model
+from tests.contract.harness import KafkaHarness
 from tests.support.optional import need
 from tests.support.servers import KAFKA, POSTGRES, RABBITMQ, consistent_hash_missing, require
 from tests.tracing import SpanRecorder, install
@@ -54,3 +55,13 @@ def spans() -> SpanRecorder:
     """Spans finished during the test (an in-memory exporter, installed once)."""
     install()
     return SpanRecorder()
+
+
+@pytest.fixture
+async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
+    """A topic and group prefix of the test's own on the real broker, removed afterwards."""
+    harness = KafkaHarness(kafka_bootstrap)
+    try:
+        yield harness
+    finally:
+        await harness.cleanup()

@@ -4,7 +4,6 @@ redrive goes to the topic the record was first read from.)"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,15 +21,6 @@ from tests.contract.catalog import CATALOG, sample
 from tests.contract.harness import KafkaHarness, eventually
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
-    harness = KafkaHarness(kafka_bootstrap)
-    try:
-        yield harness
-    finally:
-        await harness.cleanup()
 
 
 async def origin_of_only_letter(transport: Transport, queue: str) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,6 @@ pytestmark = pytest.mark.kafka
 
 PARTITIONS = 6
 TOPIC = "order.created"
-
-
-@pytest.fixture
-async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
-    harness = KafkaHarness(kafka_bootstrap)
-    try:
-        yield harness
-    finally:
-        await harness.cleanup()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -4,7 +4,6 @@ which the transport contract covers on every broker.)"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,15 +21,6 @@ from tests.contract.harness import KafkaHarness, eventually
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 6
-
-
-@pytest.fixture
-async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
-    harness = KafkaHarness(kafka_bootstrap)
-    try:
-        yield harness
-    finally:
-        await harness.cleanup()
 
 
 def partition_of(key: str) -> int:

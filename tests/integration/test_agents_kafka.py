@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,6 @@ from tests.integration.test_cli_broker import finish
 from tests.support.broker import low, product
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
-    harness = KafkaHarness(kafka_bootstrap)
-    try:
-        yield harness
-    finally:
-        await harness.cleanup()
 
 
 async def started(env: dict[str, str], *args: str, ready: bytes) -> asyncio.subprocess.Process:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,15 +17,6 @@ from tests.contract.harness import KafkaHarness
 from tests.integration.test_cli_broker import agentbus, finish
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
-    harness = KafkaHarness(kafka_bootstrap)
-    try:
-        yield harness
-    finally:
-        await harness.cleanup()
 
 
 async def dead_letters(transport: KafkaTransport, queue: str, count: int) -> None:

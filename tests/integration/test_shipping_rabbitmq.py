@@ -8,29 +8,20 @@ are this run's own and are deleted afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.contract.harness import RabbitHarness
 from tests.e2e.shop import EventFactory, RecordingMailer, Shop
 
+# The same environment and helpers as the in-process rules: only the transport differs.
+from tests.e2e.test_shipping_rules import _default_environment, eventually, lines_of  # noqa: F401
+
 pytestmark = pytest.mark.rabbitmq
 HOUR = 3600.0
-
-
-@pytest.fixture(autouse=True)
-def _default_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "PAYMENT_LIMIT",
-        "SMTP_URL",
-        "CUSTOMER_EMAIL_TEMPLATE",
-        "AGENTBUS_SHIPPING_DELAY_S",
-    ):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -52,17 +43,6 @@ def rabbit_shop(broker: RabbitHarness, data: Path, delay: float, mailer: Recordi
     )
 
 
-def lines_of(event: Any) -> list[tuple[str, int]]:
-    return sorted((line.sku, line.quantity) for line in event.data.lines)
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_cancellation_before_the_shipment_refunds_over_rabbitmq(
     broker: RabbitHarness, tmp_path: Path
 ) -> None:
@@ -82,7 +62,7 @@ async def test_a_cancellation_before_the_shipment_refunds_over_rabbitmq(
         assert shop.of_type("shipment.prepared") == []
         assert (await shop.orders())["o-1"] == {"status": "refunded", "reason": "cancelled"}
         assert await shop.stock("A") == (10, 0, 10)
-        await eventually(lambda: len(mailer.sent) == 2)
+        await eventually(lambda: len(mailer.sent) == 2, timeout=20.0)
 
         # The cancellation published again, and each effect redelivered to its consumer.
         emitted = len(shop.emitted)
@@ -133,7 +113,7 @@ async def test_a_shipped_order_refuses_its_cancellation_over_rabbitmq(
             await shop.redeliver(event, queue)
         assert len(shop.emitted) == emitted, [e.type for e in shop.emitted[emitted:]]
         assert (await shop.inventory(), await shop.orders()) == before
-        await eventually(lambda: len(mailer.sent) == 2)
+        await eventually(lambda: len(mailer.sent) == 2, timeout=20.0)
         await asyncio.sleep(0.3)
         assert sorted(e.subject for e in mailer.sent) == [
             "Your order o-1 is confirmed",

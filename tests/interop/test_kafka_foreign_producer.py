@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +22,13 @@ from aiokafka import AIOKafkaProducer
 from cloudevents.core.bindings import kafka as ce_kafka
 
 from agentbus.envelope import Event, new_event
-from events import InventoryAdjusted, ProductUpserted, StockReceived
+from events import InventoryAdjusted, StockReceived
 from tests.contract.harness import KafkaHarness
 from tests.integration.test_cli_broker import agentbus, finish
+from tests.interop.test_cloudevents_sdk import product
 from tests.support.cloudevents_sdk import sdk_event
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaHarness]:
-    harness = KafkaHarness(kafka_bootstrap)
-    try:
-        yield harness
-    finally:
-        await harness.cleanup()
-
-
-def product(sku: str) -> Event[Any]:
-    return new_event(
-        ProductUpserted(
-            sku=sku,
-            name=f"Product {sku}",
-            description="From another stack.",
-            category="kitchen",
-            unit_cost=4,
-            unit_price=9.5,
-            lead_time_days=2,
-            reorder_point=1,
-            max_stock=100,
-            supplier="acme",
-        ),
-        source="/elsewhere",
-    )
 
 
 def record(event: Event[Any], *, binary: bool) -> ce_kafka.KafkaMessage:
