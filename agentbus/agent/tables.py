@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from agentbus.store import Migration
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations
 
 metadata = sa.MetaData()
 
@@ -73,9 +72,65 @@ suggestions_by_subject = sa.Index(
 )
 
 
-def _index_subjects(connection: sa.Connection) -> None:
-    for index in (runs_by_subject, suggestions_by_subject):
-        index.create(connection, checkfirst=True)  # a new database has them from version 1
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "agent_runs",
+        sa.Column("trigger_id", sa.String(256), primary_key=True),
+        sa.Column("subject", sa.String(256), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("suggestion_id", sa.String(256), nullable=True),
+        sa.Column("model", sa.String(200), nullable=True),
+        sa.Column("input_tokens", sa.Integer, nullable=False),
+        sa.Column("output_tokens", sa.Integer, nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_table(
+        "agent_open_suggestions",
+        sa.Column("subject", sa.String(256), primary_key=True),
+        sa.Column("suggestion_id", sa.String(256), nullable=False),
+        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "agent_suggestions",
+        sa.Column("suggestion_id", sa.String(256), primary_key=True),
+        sa.Column("event_id", sa.String(256), nullable=False),
+        sa.Column("subject", sa.String(256), nullable=False),
+        sa.Column("type", sa.String(200), nullable=False),
+        sa.Column("data", sa.JSON, nullable=False),
+        sa.Column("trace_id", sa.String(32), nullable=True),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("decision", sa.JSON, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "agent_coalesced",
+        sa.Column("trigger_id", sa.String(256), primary_key=True),
+        sa.Column("subject", sa.String(256), nullable=False),
+        sa.Column("into_suggestion", sa.String(256), nullable=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "agent_usage",
+        sa.Column("hour", sa.String(13), primary_key=True),
+        sa.Column("input_tokens", sa.Integer, nullable=False),
+        sa.Column("output_tokens", sa.Integer, nullable=False),
+        sa.Column("fallbacks", sa.Integer, nullable=False),
+    )
+
+
+def _v2(op: Operations) -> None:
+    # Version 1 used to create its tables from the models, these indexes included:
+    # a database where it ran alone may have them already.
+    op.create_index(
+        "agent_runs_by_subject", "agent_runs", ["subject", "status"], if_not_exists=True
+    )
+    op.create_index(
+        "agent_suggestions_by_subject",
+        "agent_suggestions",
+        ["subject", "created_at"],
+        if_not_exists=True,
+    )
 
 
 MIGRATIONS = (
@@ -83,7 +138,7 @@ MIGRATIONS = (
         "agent-runtime",
         1,
         "runs, open and past suggestions, coalesced triggers, token usage",
-        create_tables(runs, open_suggestions, suggestions, coalesced, usage),
+        _v1,
     ),
-    Migration("agent-runtime", 2, "runs and suggestions indexed by subject", _index_subjects),
+    Migration("agent-runtime", 2, "runs and suggestions indexed by subject", _v2),
 )

@@ -1,9 +1,26 @@
-"""Versioned migrations that upgrade a database in place.
+"""Versioned migrations that upgrade a database in place, written with Alembic's operations.
 
-Each component (the platform, each service) numbers its migrations from 1. A
-database records which have run in `agentbus_migrations`; `migrate` runs the
-rest in order inside one transaction, safe when several processes start at once
-(an advisory lock on PostgreSQL, the write lock on SQLite).
+Each component (the platform, each service, the agent runtime, an agent's projection)
+numbers its migrations from 1. A step is a function of Alembic's `Operations`
+(`op.create_table`, `op.add_column`, `op.create_index`, `op.batch_alter_table` where
+SQLite must rebuild a table), and spells out the tables as that version has them, never
+the live models: a model that gains a column without a step of its own must differ from
+a migrated database, and `tests/contract/test_schema_drift.py` compares the two with
+Alembic's autogenerate on SQLite and PostgreSQL.
+
+Why a list of steps in Python and not Alembic script directories: every database in use
+already records what has run in `agentbus_migrations`, per component and version, and
+an agent's package declares its own steps beside its tables. Keeping that ledger keeps
+what it means (nothing runs twice, nothing is stamped by hand), keeps components
+independent of each other without one Alembic version table and revision graph each,
+and keeps one lock around all of them: `run_migrations` applies the rest in order inside
+the caller's transaction, safe when several processes start at once (an advisory lock
+on PostgreSQL, the write lock SQLite's BEGIN IMMEDIATE takes).
+
+On PostgreSQL a service's tables live in a schema of its own, reached through
+`schema_translate_map`. Alembic's own statements (ALTER TABLE ... ADD COLUMN) do not
+read that map, so the migration's transaction also sets its `search_path` to the
+schema: a step names tables without a schema and reaches the service's own either way.
 """
 
 from __future__ import annotations
@@ -14,6 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations, ops
 
 from agentbus.store import tables
 
@@ -23,70 +42,77 @@ class Migration:
     component: str
     version: int
     description: str
-    apply: Callable[[sa.Connection], None]
+    apply: Callable[[Operations], None]
 
 
-def create_tables(*table_list: sa.Table) -> Callable[[sa.Connection], None]:
-    """A migration step that creates tables (and their indexes)."""
+def create_tables(*table_list: sa.Table) -> Callable[[Operations], None]:
+    """A step that creates tables and their indexes as given.
 
-    def apply(connection: sa.Connection) -> None:
-        for table in table_list:
-            table.create(connection)
-
-    return apply
-
-
-def add_column(table: sa.Table, column: str) -> Callable[[sa.Connection], None]:
-    """A migration step that adds `table.c[column]` to a table created without it.
-
-    The column must be nullable or have a server default: rows already there need a value.
+    Give it tables that will not change, or copies frozen as of this version: a step
+    made from a live model creates whatever the model has today, so the drift check
+    could not see a column added to it without a migration.
     """
 
-    def apply(connection: sa.Connection) -> None:
-        schema = connection.get_execution_options().get("schema_translate_map", {}).get(None)
-        name = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
-        kind = table.c[column].type.compile(dialect=connection.dialect)
-        connection.execute(sa.text(f'ALTER TABLE {name} ADD COLUMN "{column}" {kind}'))
+    def apply(op: Operations) -> None:
+        for table in table_list:
+            op.invoke(ops.CreateTableOp.from_table(table))
+            for index in sorted(table.indexes, key=lambda index: index.name or ""):
+                op.invoke(ops.CreateIndexOp.from_index(index))
 
     return apply
 
 
-def without(table: sa.Table, *columns: str) -> sa.Table:
-    """`table` as an earlier version had it, for the migration that created that version."""
-    return sa.Table(
-        table.name,
-        sa.MetaData(),
-        *(column._copy() for column in table.columns if column.name not in columns),
+def _datetime() -> sa.DateTime:
+    return sa.DateTime(timezone=True)
+
+
+def _platform_v1(op: Operations) -> None:
+    op.create_table(
+        "agentbus_inbox",
+        sa.Column("consumer", sa.String(200), primary_key=True),
+        sa.Column("event_id", sa.String(256), primary_key=True),
+        sa.Column("applied_at", _datetime(), nullable=False),
     )
-
-
-def _create_outbox_v1(connection: sa.Connection) -> None:
-    # Version 1 of the outbox, as it was: version 2 adds to it in place.
-    v1 = without(tables.outbox, "unroutable_since", "causation_id")
-    sa.Index(
+    op.create_table(
+        "agentbus_outbox",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("event_id", sa.String(256), nullable=False, unique=True),
+        sa.Column("type", sa.String(512), nullable=False),
+        sa.Column("subject", sa.String(512), nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", _datetime(), nullable=False),
+        sa.Column("published_at", _datetime(), nullable=True),
+    )
+    unpublished = sa.text("published_at IS NULL")
+    op.create_index(
         "agentbus_outbox_unpublished",
-        v1.c.seq,
-        postgresql_where=v1.c.published_at.is_(None),
-        sqlite_where=v1.c.published_at.is_(None),
+        "agentbus_outbox",
+        ["seq"],
+        postgresql_where=unpublished,
+        sqlite_where=unpublished,
     )
-    tables.inbox.create(connection)
-    v1.create(connection)
 
 
-def _outbox_unroutable(connection: sa.Connection) -> None:
-    schema = connection.get_execution_options().get("schema_translate_map", {}).get(None)
-    table = f'"{schema}".agentbus_outbox' if schema else "agentbus_outbox"
-    kind = "TIMESTAMP WITH TIME ZONE" if connection.dialect.name == "postgresql" else "TIMESTAMP"
-    connection.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN unroutable_since {kind}"))
+def _platform_v2(op: Operations) -> None:
+    op.add_column("agentbus_outbox", sa.Column("unroutable_since", _datetime(), nullable=True))
 
 
-def _outbox_causation(connection: sa.Connection) -> None:
-    add_column(tables.outbox, "causation_id")(connection)
-    schema = connection.get_execution_options().get("schema_translate_map", {}).get(None)
-    table = f'"{schema}".agentbus_outbox' if schema else "agentbus_outbox"
-    connection.execute(sa.text(f"CREATE INDEX agentbus_outbox_causation ON {table} (causation_id)"))
+def _platform_v3(op: Operations) -> None:
+    op.add_column("agentbus_outbox", sa.Column("causation_id", sa.String(256), nullable=True))
+    op.create_index("agentbus_outbox_causation", "agentbus_outbox", ["causation_id"])
     # Rows written before: their cause is in the body.
-    outbox = tables.outbox
+    outbox = sa.table(
+        "agentbus_outbox",
+        sa.column("seq", sa.Integer()),
+        sa.column("body", sa.LargeBinary()),
+        sa.column("causation_id", sa.String()),
+    )
+    connection = op.get_bind()
     rows = connection.execute(sa.select(outbox.c.seq, outbox.c.body)).all()
     updates = [
         {"row": row.seq, "cause": cause}
@@ -111,11 +137,22 @@ def _causation_in(body: bytes) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def _platform_v4(op: Operations) -> None:
+    op.create_table(
+        "agentbus_offsets",
+        sa.Column("consumer_group", sa.String(255), primary_key=True),
+        sa.Column("topic", sa.String(255), primary_key=True),
+        sa.Column("partition", sa.Integer(), primary_key=True),
+        sa.Column("next_offset", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", _datetime(), nullable=False),
+    )
+
+
 PLATFORM: tuple[Migration, ...] = (
-    Migration("agentbus", 1, "inbox and outbox", _create_outbox_v1),
-    Migration("agentbus", 2, "outbox rows remember being unroutable", _outbox_unroutable),
-    Migration("agentbus", 3, "outbox rows name their cause", _outbox_causation),
-    Migration("agentbus", 4, "positions reached in logs", create_tables(tables.offsets)),
+    Migration("agentbus", 1, "inbox and outbox", _platform_v1),
+    Migration("agentbus", 2, "outbox rows remember being unroutable", _platform_v2),
+    Migration("agentbus", 3, "outbox rows name their cause", _platform_v3),
+    Migration("agentbus", 4, "positions reached in logs", _platform_v4),
 )
 
 LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
@@ -127,24 +164,36 @@ def applied_versions(connection: sa.Connection, component: str) -> set[int]:
     return {row[0] for row in rows}
 
 
+def translated_schema(connection: sa.Connection) -> str | None:
+    """The schema `connection` puts unqualified tables in (None: the default one)."""
+    found = connection.get_execution_options().get("schema_translate_map", {}).get(None)
+    return found if isinstance(found, str) else None
+
+
 def run_migrations(connection: sa.Connection, migrations: Sequence[Migration]) -> list[Migration]:
     """Apply what has not run yet, inside the caller's transaction. Returns what ran."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-    tables.migrations_table.create(connection, checkfirst=True)
     by_component: dict[str, list[Migration]] = {}
     for migration in migrations:
         by_component.setdefault(migration.component, []).append(migration)
-    ran: list[Migration] = []
     for component, steps in by_component.items():
         versions = [step.version for step in steps]
         if versions != list(range(1, len(versions) + 1)):
             raise ValueError(f"migrations of {component!r} must be numbered 1..n in order")
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+        schema = translated_schema(connection)
+        if schema is not None:
+            # Until the transaction ends: the pooled connection keeps its own path.
+            connection.execute(sa.text(f'SET LOCAL search_path TO "{schema}"'))
+    tables.migrations_table.create(connection, checkfirst=True)
+    op = Operations(MigrationContext.configure(connection))
+    ran: list[Migration] = []
+    for component, steps in by_component.items():
         done = applied_versions(connection, component)
         for step in steps:
             if step.version in done:
                 continue
-            step.apply(connection)
+            step.apply(op)
             connection.execute(
                 sa.insert(tables.migrations_table).values(
                     component=component,

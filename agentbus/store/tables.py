@@ -35,6 +35,14 @@ outbox = sa.Table(
     # The event that caused this one: `agentbus explain` follows causes through it.
     sa.Column("causation_id", sa.String(256), nullable=True),
 )
+# The relay reads what is unpublished in order; only those rows are indexed.
+sa.Index(
+    "agentbus_outbox_unpublished",
+    outbox.c.seq,
+    postgresql_where=outbox.c.published_at.is_(None),
+    sqlite_where=outbox.c.published_at.is_(None),
+)
+sa.Index("agentbus_outbox_causation", outbox.c.causation_id)
 
 # Where a consumer group is to read each partition of a log from: written in the
 # transaction that applies the records before it, so effects and position never part.

@@ -8,14 +8,7 @@ import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context
-from agentbus.store import (
-    Migration,
-    StoreBinding,
-    Transaction,
-    add_column,
-    create_tables,
-    without,
-)
+from agentbus.store import Migration, Operations, StoreBinding, Transaction
 
 metadata = sa.MetaData()
 
@@ -55,14 +48,46 @@ purchase_orders = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
 )
 
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "restock_products",
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("name", sa.String(300), nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("category", sa.String(300), nullable=False),
+        sa.Column("supplier", sa.String(300), nullable=False),
+        sa.Column("lead_time_days", sa.Integer, nullable=False),
+        sa.Column("reorder_point", sa.Integer, nullable=False),
+        sa.Column("max_stock", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "restock_demand",
+        sa.Column("event_id", sa.String(256), primary_key=True),
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("quantity", sa.Integer, nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_restock_demand_at", "restock_demand", ["at"])
+    op.create_table(
+        "restock_purchase_orders",
+        sa.Column("purchase_order_id", sa.String(200), primary_key=True),
+        sa.Column("event_id", sa.String(256), nullable=False),
+        sa.Column("sku", sa.String(100), nullable=False),
+        sa.Column("quantity", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_index("ix_restock_purchase_orders_sku", "restock_purchase_orders", ["sku"])
+
+
+def _v2(op: Operations) -> None:
+    op.add_column("restock_demand", sa.Column("unit_price", sa.Float, nullable=True))
+
+
 MIGRATIONS = (
-    Migration(
-        "restock",
-        1,
-        "products, demand and purchase orders seen by the restock agent",
-        create_tables(products, without(demand, "unit_price"), purchase_orders),
-    ),
-    Migration("restock", 2, "the price of each order line", add_column(demand, "unit_price")),
+    Migration("restock", 1, "products, demand and purchase orders seen by the restock agent", _v1),
+    Migration("restock", 2, "the price of each order line", _v2),
 )
 
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context
-from agentbus.store import Migration, StoreBinding, Transaction, create_tables
+from agentbus.store import Migration, Operations, StoreBinding, Transaction
 
 metadata = sa.MetaData()
 
@@ -40,13 +40,32 @@ shortages = sa.Table(
     sa.Column("available", sa.Integer, nullable=False),
 )
 
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "substitute_products",
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("name", sa.String(300), nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("category", sa.String(300), nullable=False),
+        sa.Column("unit_price", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "substitute_stock",
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("available", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "substitute_shortages",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("requested", sa.Integer, nullable=False),
+        sa.Column("available", sa.Integer, nullable=False),
+    )
+
+
 MIGRATIONS = (
-    Migration(
-        "substitute",
-        1,
-        "catalog, stock and shortages seen by the substitute agent",
-        create_tables(products, stock, shortages),
-    ),
+    Migration("substitute", 1, "catalog, stock and shortages seen by the substitute agent", _v1),
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from agentbus.store import Migration, create_tables
+from agentbus.store import Migration, Operations
 from consumers.review import readmodel
 
 NAME = "api"
@@ -64,20 +64,53 @@ idempotency = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "api_products",
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("unit_price", sa.String(32), nullable=False),
+        sa.Column("data", sa.JSON, nullable=False),
+    )
+    op.create_table(
+        "api_orders",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("reason", sa.String(50), nullable=True),
+        sa.Column("lines", sa.JSON, nullable=False),
+        sa.Column("total", sa.String(32), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("correlation_id", sa.String(256), nullable=True),
+    )
+    op.create_table(
+        "api_stock",
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("on_hand", sa.BigInteger, nullable=False),
+        sa.Column("reserved", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "api_reservations",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("lines", sa.JSON, nullable=False),
+    )
+    op.create_table(
+        "api_idempotency",
+        sa.Column("client", sa.String(64), primary_key=True),
+        sa.Column("key", sa.String(200), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("body", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    readmodel.create_suggestions_v1(op)
+
+
 MIGRATIONS = (
     Migration(
         NAME,
         1,
         "catalog, orders, stock and reservations projections; idempotency keys;"
         " suggestions and their audit log",
-        create_tables(
-            products,
-            orders,
-            stock,
-            reservations,
-            idempotency,
-            readmodel.suggestions,
-            readmodel.audit,
-        ),
+        _v1,
     ),
 )

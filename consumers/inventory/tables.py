@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from agentbus.store import Migration
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations
 
 metadata = sa.MetaData()
 
@@ -46,11 +45,35 @@ reservation_lines = sa.Table(
     sa.Column("quantity", sa.Integer, nullable=False),
 )
 
-MIGRATIONS = (
-    Migration(
-        "inventory",
-        1,
-        "products, stock and reservations",
-        create_tables(products, stock, reservations, reservation_lines),
-    ),
-)
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "products",
+        sa.Column("sku", sa.String(200), primary_key=True),
+        sa.Column("name", sa.String(500), nullable=False),
+        sa.Column("category", sa.String(200), nullable=False),
+        sa.Column("supplier", sa.String(200), nullable=False),
+        sa.Column("reorder_point", sa.Integer, nullable=False),
+        sa.Column("max_stock", sa.Integer, nullable=False),
+        sa.Column("lead_time_days", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "stock",
+        sa.Column("sku", sa.String(200), primary_key=True),
+        sa.Column("on_hand", sa.Integer, nullable=False),
+        sa.Column("reserved", sa.Integer, nullable=False),
+    )
+    op.create_table(
+        "reservations",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("status", sa.String(20), nullable=False),
+    )
+    op.create_table(
+        "reservation_lines",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("sku", sa.String(200), primary_key=True),
+        sa.Column("quantity", sa.Integer, nullable=False),
+    )
+
+
+MIGRATIONS = (Migration("inventory", 1, "products, stock and reservations", _v1),)

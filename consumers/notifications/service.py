@@ -23,8 +23,7 @@ import sqlalchemy as sa
 from agentbus.envelope import Event
 from agentbus.errors import AgentbusError
 from agentbus.service import Context, Service, ServiceEnv
-from agentbus.store import Migration, StoreBinding, Transaction
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations, StoreBinding, Transaction
 from consumers.notifications.mailer import Email, FolderMailer, Mailer, SmtpMailer
 
 NAME = "notifications"
@@ -49,11 +48,26 @@ order_customers = sa.Table(
     sa.Column("order_id", sa.String(200), primary_key=True),
     sa.Column("customer_id", sa.String(200), nullable=False),
 )
-MIGRATIONS = (
-    Migration(
-        NAME, 1, "emails to send, customers of orders", create_tables(emails, order_customers)
-    ),
-)
+
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "emails",
+        sa.Column("key", sa.String(256), primary_key=True),
+        sa.Column("recipient", sa.String(320), nullable=False),
+        sa.Column("subject", sa.String(500), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_table(
+        "order_customers",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("customer_id", sa.String(200), nullable=False),
+    )
+
+
+MIGRATIONS = (Migration(NAME, 1, "emails to send, customers of orders", _v1),)
 
 
 def customer_address(customer_id: str) -> str:

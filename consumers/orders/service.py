@@ -15,8 +15,7 @@ import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context, Service
-from agentbus.store import Migration, StoreBinding, Transaction
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations, StoreBinding, Transaction
 from events import (
     OrderCancelled,
     OrderConfirmed,
@@ -37,7 +36,19 @@ orders = sa.Table(
     sa.Column("reason", sa.String(40), nullable=True),
     sa.Column("customer_id", sa.String(200), nullable=True),
 )
-MIGRATIONS = (Migration(NAME, 1, "orders", create_tables(orders)),)
+
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "orders",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("reason", sa.String(40), nullable=True),
+        sa.Column("customer_id", sa.String(200), nullable=True),
+    )
+
+
+MIGRATIONS = (Migration(NAME, 1, "orders", _v1),)
 
 
 def build() -> Service:

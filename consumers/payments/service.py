@@ -16,8 +16,7 @@ import sqlalchemy as sa
 from agentbus.envelope import Event
 from agentbus.errors import ConfigurationError, TransientError
 from agentbus.service import Context, Service
-from agentbus.store import Migration, StoreBinding, Transaction
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations, StoreBinding, Transaction
 from events import InventoryReserved, OrderCreated, PaymentAuthorized, PaymentFailed
 
 NAME = "payments"
@@ -33,7 +32,19 @@ amounts = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("outcome", sa.String(20), nullable=True),
 )
-MIGRATIONS = (Migration(NAME, 1, "order amounts and outcomes", create_tables(amounts)),)
+
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "order_amounts",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("amount", sa.Numeric(14, 2), nullable=False),
+        sa.Column("currency", sa.String(3), nullable=False),
+        sa.Column("outcome", sa.String(20), nullable=True),
+    )
+
+
+MIGRATIONS = (Migration(NAME, 1, "order amounts and outcomes", _v1),)
 
 
 def order_total(lines: list[tuple[int, Decimal]]) -> Decimal:

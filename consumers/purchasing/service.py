@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from agentbus.envelope import Event, derived_id
 from agentbus.errors import TransientError
 from agentbus.service import Context, Service
-from agentbus.store import Migration, StoreBinding, Transaction
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations, StoreBinding, Transaction
 from events import PurchaseOrderCreated, RestockApproved
 
 NAME = "purchasing"
@@ -34,9 +33,24 @@ orders = sa.Table(
     sa.Column("sku", sa.String(100), nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),
 )
-MIGRATIONS = (
-    Migration(NAME, 1, "suppliers and purchase orders", create_tables(suppliers, orders)),
-)
+
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "suppliers",
+        sa.Column("sku", sa.String(100), primary_key=True),
+        sa.Column("supplier", sa.String(300), nullable=False),
+    )
+    op.create_table(
+        "purchase_orders",
+        sa.Column("recommendation_id", sa.String(200), primary_key=True),
+        sa.Column("purchase_order_id", sa.String(200), nullable=False),
+        sa.Column("sku", sa.String(100), nullable=False),
+        sa.Column("quantity", sa.Integer, nullable=False),
+    )
+
+
+MIGRATIONS = (Migration(NAME, 1, "suppliers and purchase orders", _v1),)
 
 
 def build() -> Service:

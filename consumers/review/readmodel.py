@@ -16,8 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
-from agentbus.store import Migration, Transaction
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations, Transaction
 
 NAME = "review"
 metadata = sa.MetaData()
@@ -97,16 +96,83 @@ password_upgrades = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+
+def create_suggestions_v1(op: Operations) -> None:
+    """The suggestions and audit tables as version 1 made them, here and in the API's
+    database, which keeps them too."""
+    op.create_table(
+        "review_suggestions",
+        sa.Column("suggestion_id", sa.String(200), primary_key=True),
+        sa.Column("event_id", sa.String(256), nullable=False),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("agent", sa.String(200), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("sku", sa.String(100), nullable=False),
+        sa.Column("urgency", sa.String(20), nullable=True),
+        sa.Column("trigger_event_id", sa.String(256), nullable=False),
+        sa.Column("trace_id", sa.String(32), nullable=True),
+        sa.Column("envelope", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("decided_by", sa.String(200), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_quantity", sa.Integer, nullable=True),
+        sa.Column("decision_note", sa.Text, nullable=True),
+        sa.Column("decision_event_id", sa.String(256), nullable=True),
+        sa.Column("purchase_order_id", sa.String(200), nullable=True),
+    )
+    op.create_index("review_suggestions_by_status", "review_suggestions", ["status", "created_at"])
+    op.create_index("review_suggestions_by_sku", "review_suggestions", ["sku", "created_at"])
+    op.create_table(
+        "review_audit",
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("action", sa.String(50), nullable=False),
+        sa.Column("target", sa.String(256), nullable=True),
+        sa.Column("detail", sa.Text, nullable=True),
+    )
+
+
+def _v1(op: Operations) -> None:
+    create_suggestions_v1(op)
+    op.create_table(
+        "review_events",
+        sa.Column("event_id", sa.String(256), primary_key=True),
+        sa.Column("type", sa.String(200), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=True),
+        sa.Column("causation_id", sa.String(256), nullable=True),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("summary", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "review_notices",
+        sa.Column("suggestion_id", sa.String(200), primary_key=True),
+        sa.Column("text", sa.Text, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer, nullable=False),
+    )
+
+
+def _v2(op: Operations) -> None:
+    op.create_table(
+        "review_password_upgrades",
+        sa.Column("user_name", sa.String(200), primary_key=True),
+        sa.Column("replaces", sa.String(64), nullable=False),
+        sa.Column("hash", sa.String(400), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
 MIGRATIONS = (
-    Migration(
-        NAME,
-        1,
-        "suggestions, context events, audit log, notices",
-        create_tables(suggestions, context_events, audit, notices),
-    ),
-    Migration(
-        NAME, 2, "argon2id successors of outdated password hashes", create_tables(password_upgrades)
-    ),
+    Migration(NAME, 1, "suggestions, context events, audit log, notices", _v1),
+    Migration(NAME, 2, "argon2id successors of outdated password hashes", _v2),
 )
 
 

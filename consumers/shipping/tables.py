@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from agentbus.store import Migration
-from agentbus.store.migrations import create_tables
+from agentbus.store import Migration, Operations
 
 metadata = sa.MetaData()
 
@@ -29,4 +28,20 @@ shipments = sa.Table(
 )
 sa.Index("shipments_due", shipments.c.status, shipments.c.due_at)
 
-MIGRATIONS = (Migration("shipping", 1, "shipments", create_tables(shipments)),)
+
+def _v1(op: Operations) -> None:
+    op.create_table(
+        "shipments",
+        sa.Column("order_id", sa.String(200), primary_key=True),
+        sa.Column("status", sa.String(20), nullable=False),
+        sa.Column("shipment_id", sa.String(200), nullable=True),
+        sa.Column("lines", sa.Text, nullable=True),
+        sa.Column("amount", sa.Numeric(14, 2), nullable=True),
+        sa.Column("currency", sa.String(3), nullable=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cause", sa.LargeBinary, nullable=True),
+    )
+    op.create_index("shipments_due", "shipments", ["status", "due_at"])
+
+
+MIGRATIONS = (Migration("shipping", 1, "shipments", _v1),)
