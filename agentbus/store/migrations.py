@@ -99,7 +99,9 @@ def _platform_v1(op: Operations) -> None:
 
 
 def _platform_v2(op: Operations) -> None:
-    op.add_column("agentbus_outbox", sa.Column("unroutable_since", _datetime(), nullable=True))
+    # As released: declared TIMESTAMP on SQLite, where the model says DATETIME (version 5).
+    kind = _datetime().with_variant(sa.TIMESTAMP(), "sqlite")
+    op.add_column("agentbus_outbox", sa.Column("unroutable_since", kind, nullable=True))
 
 
 def _platform_v3(op: Operations) -> None:
@@ -148,11 +150,26 @@ def _platform_v4(op: Operations) -> None:
     )
 
 
+def _platform_v5(op: Operations) -> None:
+    if op.get_context().dialect.name != "sqlite":
+        return  # PostgreSQL got the model's type from version 2
+    # SQLite changes a declared type only by rebuilding the table: batch mode copies
+    # the rows, indexes and constraints into a new one.
+    with op.batch_alter_table("agentbus_outbox") as batch:
+        batch.alter_column(
+            "unroutable_since",
+            type_=_datetime(),
+            existing_type=sa.TIMESTAMP(),
+            existing_nullable=True,
+        )
+
+
 PLATFORM: tuple[Migration, ...] = (
     Migration("agentbus", 1, "inbox and outbox", _platform_v1),
     Migration("agentbus", 2, "outbox rows remember being unroutable", _platform_v2),
     Migration("agentbus", 3, "outbox rows name their cause", _platform_v3),
     Migration("agentbus", 4, "positions reached in logs", _platform_v4),
+    Migration("agentbus", 5, "outbox unroutable times declared as the model says", _platform_v5),
 )
 
 LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
