@@ -5,12 +5,15 @@ when a `DATABASE_URL` is given; `StoreBinding` attaches a database and an outbox
 relay to a service so that its handlers apply events exactly once.
 """
 
-from alembic.operations import Operations
+from typing import TYPE_CHECKING, Any
 
 from agentbus.store.binding import Apply, StoreBinding
 from agentbus.store.database import Database, Transaction, open_database
 from agentbus.store.migrations import Migration, create_tables
 from agentbus.store.relay import OutboxRelay
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
 
 __all__ = [
     "Apply",
@@ -23,3 +26,13 @@ __all__ = [
     "create_tables",
     "open_database",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Alembic is loaded only where it is used: a process whose database is up to date
+    # never imports it (a third of a second of start-up).
+    if name == "Operations":
+        from alembic.operations import Operations
+
+        return Operations
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,12 +29,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations, ops
 
 from agentbus.store import tables
+
+if TYPE_CHECKING:
+    from alembic.operations import Operations
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,8 @@ def create_tables(*table_list: sa.Table) -> Callable[[Operations], None]:
     """
 
     def apply(op: Operations) -> None:
+        from alembic.operations import ops
+
         for table in table_list:
             op.invoke(ops.CreateTableOp.from_table(table))
             for index in sorted(table.indexes, key=lambda index: index.name or ""):
@@ -203,21 +207,27 @@ def run_migrations(connection: sa.Connection, migrations: Sequence[Migration]) -
             # Until the transaction ends: the pooled connection keeps its own path.
             connection.execute(sa.text(f'SET LOCAL search_path TO "{schema}"'))
     tables.migrations_table.create(connection, checkfirst=True)
+    pending = [
+        step
+        for component, steps in by_component.items()
+        for done in [applied_versions(connection, component)]
+        for step in steps
+        if step.version not in done
+    ]
+    if not pending:
+        return []
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
     op = Operations(MigrationContext.configure(connection))
-    ran: list[Migration] = []
-    for component, steps in by_component.items():
-        done = applied_versions(connection, component)
-        for step in steps:
-            if step.version in done:
-                continue
-            step.apply(op)
-            connection.execute(
-                sa.insert(tables.migrations_table).values(
-                    component=component,
-                    version=step.version,
-                    description=step.description,
-                    applied_at=datetime.now(UTC),
-                )
+    for step in pending:
+        step.apply(op)
+        connection.execute(
+            sa.insert(tables.migrations_table).values(
+                component=step.component,
+                version=step.version,
+                description=step.description,
+                applied_at=datetime.now(UTC),
             )
-            ran.append(step)
-    return ran
+        )
+    return pending

@@ -3,13 +3,16 @@ each order asked for and could not get, built only from events."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context
-from agentbus.store import Migration, Operations, StoreBinding, Transaction
+from agentbus.store import Migration, StoreBinding, Transaction
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 metadata = sa.MetaData()
 

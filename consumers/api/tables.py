@@ -6,10 +6,15 @@ suggestions are decided here as in the console.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 
-from agentbus.store import Migration, Operations
+from agentbus.store import Migration
 from consumers.review import readmodel
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 NAME = "api"
 metadata = sa.MetaData()

@@ -16,15 +16,18 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.errors import AgentbusError
 from agentbus.service import Context, Service, ServiceEnv
-from agentbus.store import Migration, Operations, StoreBinding, Transaction
+from agentbus.store import Migration, StoreBinding, Transaction
 from consumers.notifications.mailer import Email, FolderMailer, Mailer, SmtpMailer
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 NAME = "notifications"
 SUGGESTIONS = ("restock.recommended", "substitute.suggested")

@@ -9,13 +9,13 @@ commits or releases by following that decision.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context, Service
-from agentbus.store import Migration, Operations, StoreBinding, Transaction
+from agentbus.store import Migration, StoreBinding, Transaction
 from events import (
     OrderCancelled,
     OrderConfirmed,
@@ -25,6 +25,9 @@ from events import (
     PaymentFailed,
     PaymentRefunded,
 )
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 NAME = "orders"
 metadata = sa.MetaData()

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.errors import ConfigurationError, TransientError
 from agentbus.service import Context, Service
-from agentbus.store import Migration, Operations, StoreBinding, Transaction
+from agentbus.store import Migration, StoreBinding, Transaction
 from events import InventoryReserved, OrderCreated, PaymentAuthorized, PaymentFailed
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 NAME = "payments"
 DEFAULT_LIMIT = Decimal("5000.00")

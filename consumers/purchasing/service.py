@@ -7,15 +7,18 @@ reviewers at once, a redelivery, a replay) creates nothing more.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event, derived_id
 from agentbus.errors import TransientError
 from agentbus.service import Context, Service
-from agentbus.store import Migration, Operations, StoreBinding, Transaction
+from agentbus.store import Migration, StoreBinding, Transaction
 from events import PurchaseOrderCreated, RestockApproved
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 NAME = "purchasing"
 metadata = sa.MetaData()

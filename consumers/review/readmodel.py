@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
-from agentbus.store import Migration, Operations, Transaction
+from agentbus.store import Migration, Transaction
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 NAME = "review"
 metadata = sa.MetaData()

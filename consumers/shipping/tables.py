@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 
-from agentbus.store import Migration, Operations
+from agentbus.store import Migration
+
+if TYPE_CHECKING:
+    from agentbus.store import Operations
 
 metadata = sa.MetaData()
 
