@@ -86,6 +86,7 @@ async def test_a_suggestion_from_kafka_is_approved_over_http_and_the_approval_is
         assert record.key == approved.subject.encode()
         again = await alice.decide("rec-1", "approve", quantity="1")
         assert again.status_code == 409
+        assert not await approvals.getmany(timeout_ms=1500), "a second approval event"
     finally:
         await alice.client.aclose()
         await approvals.stop()
