@@ -56,6 +56,8 @@ from events import CATALOG, ProductUpserted, StockReceived
 
 TOPIC = "stock.received"
 BASELINE_COMMIT_EVERY = 1000
+# A variant that has not read its records by then is stuck, not slow.
+GIVE_UP_AFTER = 600.0
 
 
 def products(skus: int) -> list[Event[Any]]:
@@ -92,6 +94,11 @@ async def fill(bus: Bus, count: int, skus: int) -> None:
         )
 
 
+def stuck(started: float, what: str) -> None:
+    if time.perf_counter() - started > GIVE_UP_AFTER:
+        raise RuntimeError(f"nothing more read in {GIVE_UP_AFTER:.0f} s: {what}")
+
+
 async def baseline(
     bootstrap: str, topic: str, group: str, count: int, *, parse: bool = False
 ) -> float:
@@ -107,6 +114,7 @@ async def baseline(
     try:
         seen = uncommitted = 0
         while seen < count:
+            stuck(started, f"baseline read {seen} of {count} records")
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 if parse:
@@ -148,7 +156,8 @@ class Runtime:
             settled = consumer.stats.processed + consumer.stats.ignored
             started = time.perf_counter()
             await consumer.start()
-            while consumer.stats.processed + consumer.stats.ignored < settled + count:  # noqa: ASYNC110 - polling a counter
+            while consumer.stats.processed + consumer.stats.ignored < settled + count:
+                stuck(started, f"{self.name}: {consumer.stats}")
                 await asyncio.sleep(0.002)
             await consumer.stop()  # the last offsets committed
             elapsed = time.perf_counter() - started
