@@ -64,6 +64,7 @@ from agentbus.transport.base import (
     QueueKind,
     QueueSpec,
     Subscription,
+    is_log_delivery,
 )
 
 log = logging.getLogger(__name__)
@@ -468,7 +469,7 @@ class Consumer:
         self.stats.failed += 1
         self._count(item.event.type, "failed")
         delivery = item.delivery
-        in_place = self._in_place and isinstance(delivery, LogDelivery)
+        in_place = self._in_place and is_log_delivery(delivery)
         attempt = (item.attempts if in_place else _attempt_of(delivery.message)) + 1
         code = exc.code if isinstance(exc, ProcessingError) else UNEXPECTED
         detail = _detail(exc)
@@ -478,7 +479,7 @@ class Consumer:
         if not isinstance(exc, ProcessingError):
             log.warning("%s: %s on %s, will retry", self.queue, detail, item.event.id)
         if in_place:
-            assert isinstance(delivery, LogDelivery)
+            assert is_log_delivery(delivery)
             await self._retry_in_place(replace(item, attempts=attempt), delivery)
             return
         delay_ms = self.settings.retry.delay_ms(attempt)
@@ -535,7 +536,7 @@ class Consumer:
         headers[ORIGIN_QUEUE_HEADER] = self.queue
         headers.setdefault(ROUTING_KEY_HEADER, message.routing_key)
         headers[FAILED_AT_HEADER] = datetime.now(UTC).isoformat()
-        if isinstance(delivery, LogDelivery):
+        if is_log_delivery(delivery):
             headers.update(delivery.origin)
         # Named by the event, never by a message id the publisher's client made up.
         event_id, event_type = name_of(
@@ -579,7 +580,7 @@ def _positions(batch: Sequence[_Item]) -> dict[LogPartition, int]:
     applied: dict[LogPartition, tuple[LogDelivery, set[int]]] = {}
     for item in batch:
         delivery = item.delivery
-        if isinstance(delivery, LogDelivery):
+        if is_log_delivery(delivery):
             found = applied.get(delivery.log_partition)
             if found is None:
                 found = applied[delivery.log_partition] = (delivery, set())

@@ -6,10 +6,12 @@
 
 Everything runs as in production (the same consumer runtime, inbox, outbox and
 relay), only in one process; the tap records every event that crosses the bus.
+Given a transport (a real broker's, not started), the same runs over that broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Mapping, Sequence
@@ -24,7 +26,7 @@ from agentbus.errors import MalformedEvent
 from agentbus.host import Host
 from agentbus.service import Service
 from agentbus.settings import Settings
-from agentbus.transport.base import Delivery, Message, QueueSpec
+from agentbus.transport.base import Delivery, Message, QueueSpec, Transport
 from agentbus.transport.memory import InMemoryBroker
 
 __all__ = ["Harness"]
@@ -39,6 +41,7 @@ class Harness:
         services: Sequence[Service],
         *,
         catalog: Mapping[str, type[BaseModel]],
+        transport: Transport | None = None,
     ) -> None:
         base = Settings.from_env({"AGENTBUS_RETRY_DELAY": "0.2"})
         # Derived events carry their cause's time, so tests can tell a story in days.
@@ -48,7 +51,7 @@ class Harness:
             database_url=None,
             consumer=dataclasses.replace(base.consumer, event_time="cause"),
         )
-        self.transport = InMemoryBroker().connect()
+        self.transport = transport if transport is not None else InMemoryBroker().connect()
         self.bus = Bus(self.transport, EventCodec(catalog))
         self.host = Host(self.bus, services, self.settings)
         self.seen: list[Event[Any]] = []
@@ -83,12 +86,25 @@ class Harness:
     async def publish(self, events: Sequence[Event[Any]], *, timeout: float = 60) -> None:
         """Publish, then wait until every service is idle (outboxes included)."""
         await self.bus.publish_many(events)
-        await self.host.settle(interval=0.02, stable=3, timeout=timeout)
+        await self.settle(timeout)
 
     async def send(self, messages: Sequence[Message], *, timeout: float = 60) -> None:
         """Publish messages as they are (as another client would), then wait as `publish`."""
         await self.transport.publish_many(messages)
-        await self.host.settle(interval=0.02, stable=3, timeout=timeout)
+        await self.settle(timeout)
+
+    async def settle(self, timeout: float) -> None:
+        """Until the services are idle and the tap has taken all there is to see: on a
+        real broker it reads the events the services published a moment after them."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            await self.host.settle(interval=0.02, stable=3, timeout=max(left, 0.1))
+            if not await self.transport.depth(TAP) and await self.host.idle():
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the tap not caught up after {timeout}s")
+            await asyncio.sleep(0.02)
 
     def of_type(self, event_type: str) -> list[Event[Any]]:
         return [event for event in self.seen if event.type == event_type]

@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 FETCH_WAIT_MS = 200
 # Offsets settled within this window go to Kafka in one commit.
 COMMIT_LINGER = 0.05
+# With the prefetch window full the fetching loop waits this long for room before it
+# polls with every partition paused, which keeps the member in its group (Kafka counts
+# a member that stops polling as dead) but throws away what was fetched ahead.
+FULL_WAIT = 10.0
 
 
 class _Lease:
@@ -179,6 +183,9 @@ class GroupMember:
         self._fetching: asyncio.Task[None] | None = None
         self._committing: asyncio.Task[None] | None = None
         self._dirty = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._starved = False  # polling with the window full: every partition paused
         self._cancelled = False
         self._abandoned = False  # left as a crash leaves: nothing more is committed
         self._paused: set[TopicPartition] = set()
@@ -229,6 +236,7 @@ class GroupMember:
                 continue
             lease.revoked = True
             self._in_hand -= len(lease.pending)
+            self._freed()
             position = lease.position()
             if position is not None and position != lease.committed:
                 offsets[tp] = position
@@ -252,6 +260,7 @@ class GroupMember:
         else:
             lease.pending.pop(offset, None)
         self._in_hand -= before - len(lease.pending)
+        self._freed()
         if self._cancelled:
             # Draining: nothing more is fetched, and a stop must find the offsets written.
             await self._commit_leases()
@@ -265,6 +274,7 @@ class GroupMember:
             return
         lease.revoked = True
         self._in_hand -= len(lease.pending)
+        self._freed()
         fresh = self._leases[lease.tp] = _Lease(lease.tp, lease.committed)
         fresh.next_offset = offset
         with contextlib.suppress(KafkaError, AssertionError):
@@ -284,12 +294,18 @@ class GroupMember:
 
     # -- fetching ------------------------------------------------------------------------
 
+    def _freed(self) -> None:
+        if self._in_hand < self._prefetch:
+            self._room.set()
+
     def _apply_pauses(self) -> None:
-        """Pause what is held and, with the prefetch window full, everything: the fetch
-        goes on (Kafka counts a member that stops asking as dead) but returns nothing."""
+        """Pause what is held and, when the fetching loop polls with the prefetch window
+        full, everything: the poll goes on but returns nothing. Pausing drops what was
+        fetched ahead for the partition, so a window that is merely full is waited on
+        instead (`_wait_for_room`)."""
         if self._cancelled:
             return
-        full = self._in_hand >= self._prefetch
+        full = self._starved and self._in_hand >= self._prefetch
         wanted = {tp for tp, lease in self._leases.items() if full or lease.holds or lease.loading}
         if wanted != self._paused:
             resume = self._paused - wanted
@@ -300,9 +316,19 @@ class GroupMember:
                 self._consumer.pause(*pause)
             self._paused = wanted
 
+    async def _wait_for_room(self) -> None:
+        if self._in_hand < self._prefetch:
+            self._starved = False
+            return
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), FULL_WAIT)
+        self._starved = self._in_hand >= self._prefetch
+
     async def _fetch_loop(self) -> None:
         while not self._cancelled:
             try:
+                await self._wait_for_room()
                 self._apply_pauses()
                 room = max(1, self._prefetch - self._in_hand)
                 batch = await self._consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=room)

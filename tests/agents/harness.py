@@ -1,4 +1,5 @@
-"""An in-process shop for agent tests: real services on the in-process broker and SQLite."""
+"""A shop for agent tests: real services on SQLite, on the in-process broker or on a real
+one's transport."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from agentbus.envelope import Event, new_event
 from agentbus.service import Service
 from agentbus.testing import Harness
+from agentbus.transport.base import Transport
 from events import CATALOG, InventoryLow, OrderCreated, ProductUpserted
 
 START = datetime(2026, 11, 2, 9, tzinfo=UTC)
@@ -18,8 +20,10 @@ START = datetime(2026, 11, 2, 9, tzinfo=UTC)
 class Shop(Harness):
     """The platform's test harness with the shop's catalog."""
 
-    def __init__(self, data_dir: Path, services: Sequence[Service]) -> None:
-        super().__init__(data_dir, services, catalog=CATALOG)
+    def __init__(
+        self, data_dir: Path, services: Sequence[Service], transport: Transport | None = None
+    ) -> None:
+        super().__init__(data_dir, services, catalog=CATALOG, transport=transport)
 
 
 def product(sku: str, *, max_stock: int = 40, description: str = "A fine thing.") -> Event[Any]:

@@ -3,8 +3,9 @@ one suggestion per trigger whatever the duplicates, storms coalesced, event text
 fenced as data and model output held within bounds, and a run that dies before
 its commit resumed without asking the model again.
 
-Real services on the in-process broker and SQLite; the model is the scripted
-test double.
+Real services on SQLite, on the in-process broker and, for the outcomes a broker
+could break (duplicates, a run resumed after a failed commit), on the real Kafka
+broker too; the model is the scripted test double.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from agentbus.agent.prompts import END_FENCE, FENCE
 from agentbus.agent.runtime import AgentRunner
 from agentbus.llm import ScriptedModel
+from agentbus.transport.base import Transport
 from tests.agents.cases import CASES, AgentCase
 from tests.agents.harness import Shop
 
@@ -28,10 +30,10 @@ by_name = pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASE
 
 @by_name
 async def test_one_suggestion_per_trigger_even_with_duplicates(
-    case: AgentCase, tmp_path: Path
+    case: AgentCase, tmp_path: Path, broker: Transport | None
 ) -> None:
     agent = case.runner()
-    async with Shop(tmp_path, case.services(agent)) as shop:
+    async with Shop(tmp_path, case.services(agent), broker) as shop:
         await shop.publish([*case.world("S1", BENIGN), *case.world("S2", BENIGN)])
         triggers = [case.trigger("S1", 1), case.trigger("S2", 1)]
         await shop.publish(triggers + triggers + [triggers[0]])
@@ -80,7 +82,7 @@ async def test_event_text_is_fenced_and_the_answer_held_within_bounds(
 
 @by_name
 async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
-    case: AgentCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    case: AgentCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broker: Transport | None
 ) -> None:
     model = ScriptedModel([case.answer("S1")])
     agent = case.runner(model)
@@ -94,7 +96,7 @@ async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
         original(self, *args)
 
     monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
-    async with Shop(tmp_path, case.services(agent)) as shop:
+    async with Shop(tmp_path, case.services(agent), broker) as shop:
         await shop.publish(case.world("S1", BENIGN))
         await shop.publish([case.trigger("S1", 1)])
     [suggestion] = shop.of_type(case.suggestion_type)

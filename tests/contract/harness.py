@@ -11,7 +11,10 @@ import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Protocol
+
+import pytest
 
 from agentbus.clock import VirtualClock
 from agentbus.transport.base import Transport
@@ -19,6 +22,8 @@ from agentbus.transport.kafka import KafkaTransport
 from agentbus.transport.memory import InMemoryBroker, MemoryTransport
 from agentbus.transport.rabbitmq import RabbitTransport
 from tests.contract.catalog import CATALOG
+
+SERVICES = Path(__file__).parents[2] / "deploy" / "dev" / "services"
 
 
 class Harness(Protocol):
@@ -40,6 +45,11 @@ class Harness(Protocol):
 
     async def drop_connections(self, transport: Transport) -> None:
         """The broker closes the transport's connection; the client reconnects."""
+        ...
+
+    async def restart_broker(self) -> None:
+        """Stop the broker and start it again, waiting until it answers (the shared
+        server: the only tests that do this are the ones about it)."""
         ...
 
     async def cleanup(self) -> None: ...
@@ -69,6 +79,9 @@ class MemoryHarness:
     async def drop_connections(self, transport: Transport) -> None:
         assert isinstance(transport, MemoryTransport)
         await transport.reconnect()
+
+    async def restart_broker(self) -> None:
+        pytest.skip("the in-process broker is no server: there is no broker to restart")
 
     async def cleanup(self) -> None:
         return None
@@ -113,6 +126,13 @@ class RabbitHarness:
         assert pids, "no connection of this run is open"
         for pid in pids:
             await _rabbitmqctl("close_connection", pid, "test: connection dropped")
+
+    async def restart_broker(self) -> None:
+        # The application, not the Erlang node: what an operator's restart does to
+        # clients (every connection closed, refused until it is back), in seconds.
+        await _command("rabbitmqctl", "stop_app")
+        await _command("rabbitmqctl", "start_app")
+        await _command("rabbitmqctl", "await_startup")
 
     async def cleanup(self) -> None:
         import aio_pika
@@ -192,6 +212,17 @@ class KafkaHarness:
             finally:
                 await intruder.stop()
 
+    async def restart_broker(self) -> None:
+        # The way the development servers command runs it: SIGTERM (a controlled
+        # shutdown), then a new JVM on the same data.
+        await _command(str(SERVICES), "down", "kafka")
+        host, _, port = self.bootstrap.split(",")[0].rpartition(":")
+        assert not await _answers(host, int(port)), (
+            "Kafka still answers: it was not started by deploy/dev/services, so it is "
+            "not the tests' to restart"
+        )
+        await _command(str(SERVICES), "up", "kafka")
+
     async def cleanup(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.protocol.admin import DeleteGroupsRequest
@@ -219,6 +250,23 @@ class KafkaHarness:
 async def _test_queues(run: str) -> list[str]:
     listing = await _rabbitmqctl("list_queues", "name", "--quiet", "--no-table-headers")
     return [line.strip() for line in listing.splitlines() if f".{run}." in line]
+
+
+async def _command(*args: str, timeout: float = 180) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode == 0, f"{' '.join(args)} failed: {out.decode()[-500:]}"
+
+
+async def _answers(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 async def _rabbitmqctl(command: str, *args: str) -> str:
