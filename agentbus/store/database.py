@@ -29,13 +29,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import sql
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError, one_line
-from agentbus.store import tables
+from agentbus.store import arrays, tables
 from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
 from agentbus.store.worker import Job, LoopWorker, SerialWorker
 from agentbus.transport.base import LogPartition
@@ -94,6 +96,9 @@ class Transaction:
         driver = self.sqlite
         if driver is not None:
             return _claim_on_sqlite(driver, consumer, unique, SQLITE_TIME(now))
+        pg = self.postgres
+        if pg is not None:
+            return arrays.claim(pg, arrays.schema_of(self.connection), consumer, unique, now)
         rows = self.connection.execute(
             self.once(_claim, _claim),
             [{"consumer": consumer, "event_id": i, "applied_at": now} for i in unique],
@@ -113,6 +118,12 @@ class Transaction:
                 _SQLITE_STAGE,
                 [(e.id, e.type, e.subject, encode(e), at, e.causationid) for e in events],
             )
+            return
+        pg = self.postgres
+        if pg is not None:
+            encode = self._codec.encode
+            rows = [(e.id, e.type, e.subject, encode(e), e.causationid) for e in events]
+            arrays.stage(pg, arrays.schema_of(self.connection), rows, now)
             return
         self.connection.execute(
             self.once(_stage, _stage),
@@ -160,6 +171,19 @@ class Transaction:
         Everything else goes through `execute`.
         """
         return sqlite_driver(self.connection)
+
+    @property
+    def postgres(self) -> psycopg.Connection[Any] | None:
+        """psycopg's own connection, inside this transaction; None on other databases.
+
+        For the few statements a service runs on every batch with a row per key: one
+        fixed text over arrays (see `agentbus.store.arrays`), built with `statement`.
+        """
+        return arrays.driver(self.connection)
+
+    def statement(self, template: str, *table_names: str) -> sql.Composed:
+        """A psycopg statement with `{}` for each table, named in this service's schema."""
+        return arrays.statement(template, arrays.schema_of(self.connection), *table_names)
 
 
 _BUILT: dict[tuple[str, Hashable], Any] = {}

@@ -222,20 +222,35 @@ _SQLITE_STOCK = "SELECT sku, on_hand, reserved FROM stock WHERE sku IN ({}) ORDE
 _SQLITE_PRODUCTS = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku IN ({{}})"
 _SQLITE_LEVELS = "UPDATE stock SET on_hand = ?, reserved = ? WHERE sku = ?"
 _SQLITE_IN_LIST = 500  # values per statement, well under SQLite's limit
+# On PostgreSQL the same three as fixed texts over arrays (see `Transaction.postgres`),
+# stock rows locked in SKU order: competing instances serialize per SKU, never deadlock.
+_PG_STOCK = "SELECT sku, on_hand, reserved FROM {} WHERE sku = ANY(%s) ORDER BY sku FOR UPDATE"
+_PG_PRODUCTS = f"SELECT {_PRODUCT_COLUMNS} FROM {{}} WHERE sku = ANY(%s)"
+_PG_LEVELS = (
+    "UPDATE {} AS s SET on_hand = u.on_hand, reserved = u.reserved"
+    " FROM unnest(%s::text[], %s::int[], %s::int[]) AS u(sku, on_hand, reserved)"
+    " WHERE s.sku = u.sku"
+)
 
 
 def _stock_rows(tx: Transaction, skus: list[str]) -> list[tuple[str, int, int]]:
     driver = tx.sqlite
-    if driver is None:
-        return [tuple(row) for row in tx.connection.execute(tx.once(_lock, _lock), {"skus": skus})]
-    return _in_chunks(driver, _SQLITE_STOCK, skus)
+    if driver is not None:
+        return _in_chunks(driver, _SQLITE_STOCK, skus)
+    pg = tx.postgres
+    if pg is not None:
+        return pg.execute(tx.statement(_PG_STOCK, "stock"), (skus,)).fetchall()
+    return [tuple(row) for row in tx.connection.execute(tx.once(_lock, _lock), {"skus": skus})]
 
 
 def _product_rows(tx: Transaction, skus: list[str]) -> list[tuple[Any, ...]]:
     driver = tx.sqlite
-    if driver is None:
-        return [tuple(row) for row in tx.connection.execute(_PRODUCTS, {"skus": skus})]
-    return _in_chunks(driver, _SQLITE_PRODUCTS, skus)
+    if driver is not None:
+        return _in_chunks(driver, _SQLITE_PRODUCTS, skus)
+    pg = tx.postgres
+    if pg is not None:
+        return pg.execute(tx.statement(_PG_PRODUCTS, "products"), (skus,)).fetchall()
+    return [tuple(row) for row in tx.connection.execute(_PRODUCTS, {"skus": skus})]
 
 
 def _in_chunks(driver: sqlite3.Connection, template: str, keys: list[str]) -> list[Any]:
@@ -314,9 +329,19 @@ def save(tx: Transaction, inventory: Inventory) -> None:
     if inventory.changed_levels:
         changed = [(sku, inventory.levels[sku]) for sku in sorted(inventory.changed_levels)]
         driver = tx.sqlite
+        pg = tx.postgres
         if driver is not None:
             driver.executemany(
                 _SQLITE_LEVELS, [(level.on_hand, level.reserved, sku) for sku, level in changed]
+            )
+        elif pg is not None:
+            pg.execute(
+                tx.statement(_PG_LEVELS, "stock"),
+                (
+                    [sku for sku, _ in changed],
+                    [level.on_hand for _, level in changed],
+                    [level.reserved for _, level in changed],
+                ),
             )
         else:
             connection.execute(
