@@ -304,6 +304,10 @@ def _unpublished_on_sqlite(driver: sqlite3.Connection, batch: int) -> list[Any]:
 def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
     if not rows:
         return
+    pg = tx.postgres
+    if pg is not None:
+        pg.execute(tx.statement(_PG_MARK, "agentbus_outbox"), (now, rows))
+        return
     driver = tx.sqlite
     if driver is None:
         tx.execute(_MARK, {"rows": rows, "published_at": now})
@@ -318,6 +322,7 @@ def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
 
 
 _MARK_ROWS = 500  # bind values per statement, well under SQLite's limit
+_PG_MARK = "UPDATE {} SET published_at = %s WHERE seq = ANY(%s::bigint[])"
 
 
 def _attribute_of(body: bytes, name: bytes) -> str | None:
