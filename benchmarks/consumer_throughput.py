@@ -205,7 +205,13 @@ async def main() -> None:
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
     )
+    parser.add_argument(
+        "--variants",
+        default="sqlite,sqlite_untraced,postgres",
+        help="which to run beside the baseline (comma-separated), e.g. postgres to profile it",
+    )
     args = parser.parse_args()
+    wanted = set(args.variants.split(","))
 
     traced_provider = TracerProvider()
     traced_provider.add_span_processor(BatchSpanProcessor(DropSpans(), max_queue_size=65536))
@@ -228,7 +234,8 @@ async def main() -> None:
         Variant("sqlite", bus, f"bench.{run}.sqlite", None, data, True, args.prefetch),
         Variant("sqlite_untraced", bus, f"bench.{run}.sqlite2", None, data, False, args.prefetch),
     ]
-    if await postgres_answers(args.database_url):
+    variants = [variant for variant in variants if variant.name in wanted]
+    if "postgres" in wanted and await postgres_answers(args.database_url):
         variants.append(
             Variant(
                 "postgres", bus, f"bench.{run}.pg", args.database_url, data, True, args.prefetch
@@ -274,7 +281,7 @@ async def main() -> None:
         if name != "baseline"
     }
     tracing_cost = None
-    if "sqlite_untraced" in results:
+    if "sqlite" in results and "sqlite_untraced" in results:
         pairs = zip(results["sqlite"], results["sqlite_untraced"], strict=True)
         tracing_cost = round(1 - statistics.median([t / u for t, u in pairs]), 3)
     print(

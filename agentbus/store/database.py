@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError, one_line
+from agentbus.store import postgres as postgres_store
+from agentbus.store import sqlite as sqlite_store
 from agentbus.store import tables
+from agentbus.store.adapter import Adapter, OutboxRow
 from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
 from agentbus.store.worker import Job, LoopWorker, SerialWorker
 from agentbus.transport.base import LogPartition
@@ -50,9 +50,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 class Transaction:
     """One database transaction of a service: inbox claims, state, outbox rows."""
 
-    def __init__(self, connection: sa.Connection, codec: EventCodec) -> None:
+    def __init__(self, connection: sa.Connection, codec: EventCodec, adapter: Adapter) -> None:
         self.connection = connection
         self._codec = codec
+        self._adapter = adapter
 
     @property
     def dialect(self) -> str:
@@ -90,44 +91,40 @@ class Transaction:
         unique = list(dict.fromkeys(event_ids))
         if not unique:
             return set()
-        now = datetime.now(UTC)
-        driver = self.sqlite
-        if driver is not None:
-            return _claim_on_sqlite(driver, consumer, unique, SQLITE_TIME(now))
-        rows = self.connection.execute(
-            self.once(_claim, _claim),
-            [{"consumer": consumer, "event_id": i, "applied_at": now} for i in unique],
-        )
-        return {row[0] for row in rows}
+        return self._adapter.claim(self.connection, consumer, unique, datetime.now(UTC))
 
     def stage(self, events: Sequence[Event[Any]]) -> None:
         """Write events to the outbox; the relay publishes them after commit."""
         if not events:
             return
-        now = datetime.now(UTC)
-        driver = self.sqlite
-        if driver is not None:
-            at = SQLITE_TIME(now)
-            encode = self._codec.encode
-            driver.executemany(
-                _SQLITE_STAGE,
-                [(e.id, e.type, e.subject, encode(e), at, e.causationid) for e in events],
-            )
-            return
-        self.connection.execute(
-            self.once(_stage, _stage),
-            [
-                {
-                    "event_id": event.id,
-                    "type": event.type,
-                    "subject": event.subject,
-                    "causation_id": event.causationid,
-                    "body": self._codec.encode(event),
-                    "created_at": now,
-                }
-                for event in events
-            ],
-        )
+        encode = self._codec.encode
+        rows = [OutboxRow(e.id, e.type, e.subject, encode(e), e.causationid) for e in events]
+        self._adapter.stage(self.connection, rows, datetime.now(UTC))
+
+    def rows(
+        self,
+        columns: Sequence[sa.Column[Any]],
+        key: sa.Column[Any],
+        keys: Sequence[Any],
+        *,
+        lock: bool = False,
+    ) -> list[tuple[Any, ...]]:
+        """`columns` of the rows of `key`'s table whose key is in `keys`, ordered by it.
+
+        For a batch that reads a row per key: one statement however many keys. With
+        `lock` the rows stay locked until commit, taken in key order so that
+        competing instances serialize per key and never deadlock.
+        """
+        if not keys:
+            return []
+        return self._adapter.rows(self.connection, columns, key, keys, lock=lock)
+
+    def update(
+        self, key: sa.Column[Any], columns: Sequence[sa.Column[Any]], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set `columns` (in that order) of the row each `(key, *values)` names."""
+        if rows:
+            self._adapter.update(self.connection, key, columns, rows)
 
     def advance(self, positions: Mapping[LogPartition, int]) -> None:
         """Store where each partition is to be read from next. A position never moves
@@ -151,77 +148,14 @@ class Transaction:
             ],
         )
 
-    @property
-    def sqlite(self) -> sqlite3.Connection | None:
-        """SQLite's own connection, inside this transaction; None on other databases.
-
-        For the few statements a service runs on every batch, where SQLAlchemy's
-        execution costs more than SQLite's work (24 us against 6 for a claim).
-        Everything else goes through `execute`.
-        """
-        return sqlite_driver(self.connection)
-
 
 _BUILT: dict[tuple[str, Hashable], Any] = {}
-
-
-def sqlite_driver(connection: sa.Connection) -> sqlite3.Connection | None:
-    """SQLite's own connection behind `connection`; None on other databases."""
-    if connection.dialect.name != "sqlite":
-        return None
-    return cast(sqlite3.Connection, connection.connection.driver_connection)
-
-
-# Every transaction of every service claims and most stage, so on SQLite these two
-# go to the driver directly: SQLAlchemy's execution of a prebuilt statement cost 24
-# us against the statement's own 6. Times are written by SQLAlchemy's own processor
-# (`SQLITE_TIME`, for every such fast path), so they read back as its writes do.
-def _sqlite_time() -> Callable[[datetime], Any]:
-    dialect = sqlite.dialect()
-    process = tables.inbox.c.applied_at.type.dialect_impl(dialect).bind_processor(dialect)
-    if process is None:  # SQLAlchemy stores SQLite times as text it formats itself
-        raise RuntimeError("SQLAlchemy has no SQLite time format")
-    return process
-
-
-SQLITE_TIME = _sqlite_time()
-_SQLITE_STAGE = (
-    "INSERT INTO agentbus_outbox (event_id, type, subject, body, created_at, causation_id)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
-)
-_SQLITE_CLAIM_ROWS = 256  # rows per statement: 768 bind values, well under SQLite's limit
-
-
-def _claim_on_sqlite(
-    driver: sqlite3.Connection, consumer: str, ids: Sequence[str], at: str
-) -> set[str]:
-    fresh: set[str] = set()
-    for start in range(0, len(ids), _SQLITE_CLAIM_ROWS):
-        chunk = ids[start : start + _SQLITE_CLAIM_ROWS]
-        values: list[str] = []
-        for event_id in chunk:
-            values += (consumer, event_id, at)
-        fresh.update(row[0] for row in driver.execute(_sqlite_claim(len(chunk)), values))
-    return fresh
-
-
-@functools.cache
-def _sqlite_claim(rows: int) -> str:
-    return (
-        "INSERT INTO agentbus_inbox (consumer, event_id, applied_at) VALUES "
-        + ", ".join(["(?, ?, ?)"] * rows)
-        + " ON CONFLICT DO NOTHING RETURNING event_id"
-    )
 
 
 def _end_read(connection: sa.Connection) -> None:
     """End the transaction a read began, so the next job can begin its own."""
     with contextlib.suppress(sa.exc.SQLAlchemyError):
         connection.rollback()
-
-
-def _claim(tx: Transaction) -> Any:
-    return tx.insert(tables.inbox).on_conflict_do_nothing().returning(tables.inbox.c.event_id)
 
 
 def _advance(tx: Transaction) -> Any:
@@ -248,13 +182,6 @@ def stored_positions(
     return {(t, p): o for t, p, o in rows if (t, p) in wanted}
 
 
-def _stage(tx: Transaction) -> Any:
-    # A deterministic id staged again (a replayed trigger) is the same event.
-    return tx.insert(tables.outbox).on_conflict_do_nothing(
-        index_elements=[tables.outbox.c.event_id]
-    )
-
-
 class Database:
     """An engine bound to one service's schema or file, with its worker thread."""
 
@@ -264,6 +191,7 @@ class Database:
         codec: EventCodec,
         *,
         schema: str | None,
+        adapter: Adapter,
         workers: int = 1,
         outage_limit: float = 120.0,
         grouped: Literal["thread", "loop"] | None = None,
@@ -271,6 +199,7 @@ class Database:
         self.engine = engine
         self.codec = codec
         self.schema = schema
+        self.adapter = adapter
         self.outage_limit = outage_limit
         # SQLite: one worker whose turns group the queued units (see the module's notes),
         # in a thread of its own, or on the loop when no one else uses the file.
@@ -321,7 +250,7 @@ class Database:
 
         def unit() -> T:
             with self.connect() as connection, connection.begin():
-                return work(Transaction(connection, self.codec))
+                return work(Transaction(connection, self.codec, self.adapter))
 
         return await self._through_outages(lambda: self._call(unit))
 
@@ -411,7 +340,7 @@ class Database:
         if len(jobs) > 1:
             try:
                 with connection.begin():
-                    tx = Transaction(connection, self.codec)
+                    tx = Transaction(connection, self.codec, self.adapter)
                     for job in jobs:
                         job.result = job.call(tx)
                 return
@@ -424,7 +353,7 @@ class Database:
             job.result = job.error = None
             try:
                 with connection.begin():
-                    job.result = job.call(Transaction(connection, self.codec))
+                    job.result = job.call(Transaction(connection, self.codec, self.adapter))
             except Exception as exc:
                 job.result = None
                 job.error = exc
@@ -482,13 +411,19 @@ def open_database(
         raise ConfigurationError(f"service name {service!r} cannot name a database schema")
     if url:
         return Database(
-            postgres_engine(url), codec, schema=name, workers=2, outage_limit=outage_limit
+            postgres_store.engine(url),
+            codec,
+            schema=name,
+            adapter=postgres_store.PostgresAdapter(name),
+            workers=2,
+            outage_limit=outage_limit,
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     return Database(
-        _sqlite_engine(data_dir / f"{name}.db"),
+        sqlite_store.engine(data_dir / f"{name}.db"),
         codec,
         schema=None,
+        adapter=sqlite_store.SqliteAdapter(),
         outage_limit=outage_limit,
         grouped="loop" if on_loop else "thread",
     )
@@ -496,40 +431,3 @@ def open_database(
 
 def sqlite_path(service: str, data_dir: Path) -> Path:
     return data_dir / f"{service.replace('-', '_').lower()}.db"
-
-
-def postgres_engine(url: str) -> sa.Engine:
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.startswith("postgres"):
-        raise ConfigurationError("DATABASE_URL must be a postgresql:// URL")
-    return sa.create_engine(
-        f"postgresql+psycopg://{rest}", pool_size=4, max_overflow=4, pool_pre_ping=True
-    )
-
-
-def _sqlite_engine(path: Path) -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{path}")
-
-    @sa_event.listens_for(engine, "connect")
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued:
-        # a write transaction holds the write lock from its start, so two processes
-        # never deadlock upgrading read locks.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @sa_event.listens_for(engine, "begin")
-    def on_begin(connection: Any) -> None:
-        # Straight to the driver (every transaction begins here), its errors wrapped
-        # as SQLAlchemy's would be, for the callers that tell them apart.
-        try:
-            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise sa.exc.DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
-
-    return engine

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from sqlalchemy.dialects import sqlite
 
 from agentbus.bus import Bus
 from agentbus.conventions import publish_span
@@ -20,7 +18,7 @@ from agentbus.envelope import CONTENT_TYPE
 from agentbus.errors import AgentbusError, Unroutable
 from agentbus.metrics import instruments
 from agentbus.store import tables
-from agentbus.store.database import SQLITE_TIME, Database, Transaction, sqlite_driver
+from agentbus.store.database import Database
 from agentbus.store.lease import Lease, lease_for
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from agentbus.transport.base import PARTITION_KEY_HEADER, Message
@@ -128,16 +126,14 @@ class OutboxRelay:
         """Publish one batch of unpublished rows, if this process holds the lease."""
         batch = self.batch
         lease = self._lease
+        adapter = self.database.adapter
 
         wakes = self._wakes
 
         def take(connection: sa.Connection) -> list[Any] | None:
             if not lease.acquire():
                 return None
-            driver = sqlite_driver(connection)
-            if driver is not None:
-                return _unpublished_on_sqlite(driver, batch)
-            return list(connection.execute(_UNPUBLISHED, {"batch": batch}).all())
+            return adapter.unpublished(connection, batch)
 
         rows = await self.database.read(take)
         self._leader = rows is not None
@@ -170,7 +166,7 @@ class OutboxRelay:
         if refused:
             sent += await self._unroutable(refused)
         now = datetime.now(UTC)
-        await self.database.run(lambda tx: _mark(tx, sent, now))
+        await self.database.run(lambda tx: adapter.mark_published(tx.connection, sent, now))
         self.published += len(sent)
         instruments().published.add(len(sent), self._metric_attributes)
         if len(rows) < batch and not refused:
@@ -243,81 +239,8 @@ class OutboxRelay:
         return message, span
 
 
-# Built once: a relay runs them after every commit of its service.
 _OUTBOX = tables.outbox
 _BACKLOG = sa.select(sa.func.count()).select_from(_OUTBOX).where(_OUTBOX.c.published_at.is_(None))
-_UNPUBLISHED = (
-    sa.select(
-        _OUTBOX.c.seq,
-        _OUTBOX.c.event_id,
-        _OUTBOX.c.type,
-        _OUTBOX.c.subject,
-        _OUTBOX.c.body,
-        _OUTBOX.c.unroutable_since,
-    )
-    .where(_OUTBOX.c.published_at.is_(None))
-    .order_by(_OUTBOX.c.seq)
-    .limit(sa.bindparam("batch"))
-)
-_MARK = sa.update(_OUTBOX).where(_OUTBOX.c.seq.in_(sa.bindparam("rows", expanding=True)))
-
-
-# On SQLite the relay's two statements go to the driver, as the claim and stage of
-# each transaction do (see `agentbus.store.database`): it runs them after every
-# commit that staged rows. Times are written and read by SQLAlchemy's processors.
-class _Unpublished(NamedTuple):
-    seq: int
-    event_id: str
-    type: str
-    subject: str | None
-    body: bytes
-    unroutable_since: datetime | None
-
-
-_SQLITE = sqlite.dialect()
-_SQLITE_READ_TIME = _OUTBOX.c.unroutable_since.type.dialect_impl(_SQLITE).result_processor(
-    _SQLITE, None
-)
-_SQLITE_UNPUBLISHED = (
-    "SELECT seq, event_id, type, subject, body, unroutable_since FROM agentbus_outbox"
-    " WHERE published_at IS NULL ORDER BY seq LIMIT ?"
-)
-
-
-def _unpublished_on_sqlite(driver: sqlite3.Connection, batch: int) -> list[Any]:
-    read_time = _SQLITE_READ_TIME
-    return [
-        _Unpublished(
-            seq,
-            event_id,
-            kind,
-            subject,
-            bytes(body),
-            None if since is None or read_time is None else read_time(since),
-        )
-        for seq, event_id, kind, subject, body, since in driver.execute(
-            _SQLITE_UNPUBLISHED, (batch,)
-        )
-    ]
-
-
-def _mark(tx: Transaction, rows: list[int], now: datetime) -> None:
-    if not rows:
-        return
-    driver = tx.sqlite
-    if driver is None:
-        tx.execute(_MARK, {"rows": rows, "published_at": now})
-        return
-    for start in range(0, len(rows), _MARK_ROWS):
-        chunk = rows[start : start + _MARK_ROWS]
-        marks = ", ".join("?" * len(chunk))
-        driver.execute(
-            f"UPDATE agentbus_outbox SET published_at = ? WHERE seq IN ({marks})",
-            (SQLITE_TIME(now), *chunk),
-        )
-
-
-_MARK_ROWS = 500  # bind values per statement, well under SQLite's limit
 
 
 def _attribute_of(body: bytes, name: bytes) -> str | None:

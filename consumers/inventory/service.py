@@ -8,8 +8,6 @@ in-memory `Inventory`, then save what changed and stage the emitted events.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -183,15 +181,14 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     inventory = Inventory()
     connection = tx.connection
     if order_ids:
-        rows = connection.execute(_RESERVATIONS, {"orders": list(order_ids)})
-        for row in rows:
-            inventory.reservations[row.order_id] = Reservation(row.order_id, row.status)
+        found = tx.rows(_RESERVATION_COLUMNS, reservations.c.order_id, sorted(order_ids))
+        for order_id, status in found:
+            inventory.reservations[order_id] = Reservation(order_id, status)
         # A committed order's lines are wanted when its goods come back.
         held = [o for o, r in inventory.reservations.items() if r.status in ("held", "committed")]
-        if held:
-            for row in connection.execute(_LINES, {"orders": held}):
-                inventory.reservations[row.order_id].lines[row.sku] = row.quantity
-                skus.add(row.sku)
+        for order_id, sku, quantity in tx.rows(_LINE_COLUMNS, reservation_lines.c.order_id, held):
+            inventory.reservations[order_id].lines[sku] = quantity
+            skus.add(sku)
     if not skus:
         return inventory
     ordered = sorted(skus)
@@ -213,60 +210,23 @@ def load(tx: Transaction, events: Sequence[Event[Any]]) -> Inventory:
     return inventory
 
 
-# The three statements every batch runs with a row per SKU go to SQLite's driver
-# there: SQLAlchemy's execution of them was most of the database thread's share of
-# the interpreter lock, which the loop needs. PostgreSQL runs the same through
-# SQLAlchemy (with row locks).
-_PRODUCT_COLUMNS = ", ".join(f.name for f in dataclasses.fields(Product))
-_SQLITE_STOCK = "SELECT sku, on_hand, reserved FROM stock WHERE sku IN ({}) ORDER BY sku"
-_SQLITE_PRODUCTS = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE sku IN ({{}})"
-_SQLITE_LEVELS = "UPDATE stock SET on_hand = ?, reserved = ? WHERE sku = ?"
-_SQLITE_IN_LIST = 500  # values per statement, well under SQLite's limit
+_PRODUCT_COLUMNS = [products.c[f.name] for f in dataclasses.fields(Product)]
+_LEVEL_COLUMNS = [stock.c.sku, stock.c.on_hand, stock.c.reserved]
+_RESERVATION_COLUMNS = [reservations.c.order_id, reservations.c.status]
+_LINE_COLUMNS = [
+    reservation_lines.c.order_id,
+    reservation_lines.c.sku,
+    reservation_lines.c.quantity,
+]
 
 
-def _stock_rows(tx: Transaction, skus: list[str]) -> list[tuple[str, int, int]]:
-    driver = tx.sqlite
-    if driver is None:
-        return [tuple(row) for row in tx.connection.execute(tx.once(_lock, _lock), {"skus": skus})]
-    return _in_chunks(driver, _SQLITE_STOCK, skus)
+def _stock_rows(tx: Transaction, skus: list[str]) -> list[tuple[Any, ...]]:
+    return tx.rows(_LEVEL_COLUMNS, stock.c.sku, skus, lock=True)
 
 
 def _product_rows(tx: Transaction, skus: list[str]) -> list[tuple[Any, ...]]:
-    driver = tx.sqlite
-    if driver is None:
-        return [tuple(row) for row in tx.connection.execute(_PRODUCTS, {"skus": skus})]
-    return _in_chunks(driver, _SQLITE_PRODUCTS, skus)
-
-
-def _in_chunks(driver: sqlite3.Connection, template: str, keys: list[str]) -> list[Any]:
-    rows: list[Any] = []
-    for start in range(0, len(keys), _SQLITE_IN_LIST):
-        chunk = keys[start : start + _SQLITE_IN_LIST]
-        rows += driver.execute(_in_list(template, len(chunk)), chunk).fetchall()
-    return rows
-
-
-@functools.cache
-def _in_list(template: str, size: int) -> str:
-    return template.format(", ".join("?" * size))
-
-
-# Built once: every batch runs them (the lists as expanding bind parameters).
-_RESERVATIONS = sa.select(reservations).where(
-    reservations.c.order_id.in_(sa.bindparam("orders", expanding=True))
-)
-_LINES = sa.select(reservation_lines).where(
-    reservation_lines.c.order_id.in_(sa.bindparam("orders", expanding=True))
-)
-# Columns in the order of Product's fields, so that a row is its arguments.
-_PRODUCTS = sa.select(*(products.c[f.name] for f in dataclasses.fields(Product))).where(
-    products.c.sku.in_(sa.bindparam("skus", expanding=True))
-)
-_LEVELS = (
-    sa.update(stock)
-    .where(stock.c.sku == sa.bindparam("key"))
-    .values(on_hand=sa.bindparam("on_hand"), reserved=sa.bindparam("reserved"))
-)
+    # Columns in the order of Product's fields, so that a row is its arguments.
+    return tx.rows(_PRODUCT_COLUMNS, products.c.sku, skus)
 
 
 def _new_stock(tx: Transaction) -> Any:
@@ -292,40 +252,21 @@ def _new_lines(tx: Transaction) -> Any:
     return tx.insert(reservation_lines).on_conflict_do_nothing()
 
 
-def _lock(tx: Transaction) -> Any:
-    skus: sa.BindParameter[list[str]] = sa.bindparam("skus", expanding=True)
-    query = (
-        sa.select(stock.c.sku, stock.c.on_hand, stock.c.reserved)
-        .where(stock.c.sku.in_(skus))
-        .order_by(stock.c.sku)
-    )
-    if tx.dialect == "postgresql":
-        # Row locks in SKU order: competing instances serialize per SKU and never
-        # deadlock. On SQLite the write transaction is exclusive already.
-        query = query.with_for_update()
-    return query
-
-
 def save(tx: Transaction, inventory: Inventory) -> None:
     connection = tx.connection
     if inventory.changed_products:
         rows = [_product_row(inventory.products[sku]) for sku in sorted(inventory.changed_products)]
         connection.execute(tx.once(_upsert_products, _upsert_products), rows)
     if inventory.changed_levels:
-        changed = [(sku, inventory.levels[sku]) for sku in sorted(inventory.changed_levels)]
-        driver = tx.sqlite
-        if driver is not None:
-            driver.executemany(
-                _SQLITE_LEVELS, [(level.on_hand, level.reserved, sku) for sku, level in changed]
-            )
-        else:
-            connection.execute(
-                _LEVELS,
-                [
-                    {"key": sku, "on_hand": level.on_hand, "reserved": level.reserved}
-                    for sku, level in changed
-                ],
-            )
+        levels = inventory.levels
+        tx.update(
+            stock.c.sku,
+            [stock.c.on_hand, stock.c.reserved],
+            [
+                (sku, levels[sku].on_hand, levels[sku].reserved)
+                for sku in sorted(inventory.changed_levels)
+            ],
+        )
     if inventory.changed_reservations:
         rows = [
             {"order_id": o, "status": inventory.reservations[o].status}

@@ -478,3 +478,34 @@ async def test_a_log_position_commits_with_the_effects_of_its_batch_or_not_at_al
     assert await store.stored_positions("other", partitions) == {(p0.topic, 0): 2}
     assert (await store.stored_positions("shop.summer", partitions))[(p0.topic, 0)] == 10
     assert (await read_totals(database))["a"] == (1, 1)
+
+
+async def test_rows_by_key_read_in_key_order_and_update_in_one_statement(
+    database: Database,
+) -> None:
+    """What a batch reads and writes a row per key with: any number of keys (more than
+    one SQLite statement takes), keys absent or repeated, values set per row."""
+    await database.migrate(MIGRATIONS)
+    keys = [f"k{n:04d}" for n in range(600)]
+
+    def fill(tx: Transaction) -> None:
+        tx.execute(
+            sa.insert(totals), [{"key": k, "sum": n, "count": 0} for n, k in enumerate(keys)]
+        )
+
+    await database.run(fill)
+    wanted = [*reversed(keys[::2]), "absent", keys[0]]
+
+    def read_and_update(tx: Transaction) -> list[tuple[Any, ...]]:
+        found = tx.rows([totals.c.key, totals.c.sum], totals.c.key, wanted, lock=True)
+        tx.update(totals.c.key, [totals.c.sum, totals.c.count], [(k, -s, 1) for k, s in found])
+        return found
+
+    found = await database.run(read_and_update)
+    assert [k for k, _ in found] == sorted(keys[::2])
+    assert all(s == int(k[1:]) for k, s in found)
+    after = await read_totals(database)
+    assert after[keys[2]] == (-2, 1)
+    assert after[keys[3]] == (3, 0)  # not asked for: unchanged
+    assert sum(count for _, count in after.values()) == 300
+    assert await database.run(lambda tx: tx.rows([totals.c.key], totals.c.key, [])) == []

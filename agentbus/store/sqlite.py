@@ -1,0 +1,197 @@
+"""SQLite: the engine (WAL, immediate write transactions) and the adapter.
+
+The adapter runs its statements on SQLite's own connection inside the caller's
+transaction. Times are written and read by SQLAlchemy's own processors, so they
+read back as its writes do.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import sqlite
+
+from agentbus.store import tables
+from agentbus.store.adapter import OutboxRow, Unpublished
+
+_DIALECT = sqlite.dialect()
+_ROWS_PER_STATEMENT = 250  # bind values stay well under SQLite's limit (32,766)
+
+
+def engine(path: Path) -> sa.Engine:
+    created = sa.create_engine(f"sqlite:///{path}")
+
+    @sa_event.listens_for(created, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE can be issued:
+        # a write transaction holds the write lock from its start, so two processes
+        # never deadlock upgrading read locks.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa_event.listens_for(created, "begin")
+    def on_begin(connection: Any) -> None:
+        # Straight to the driver (every transaction begins here), its errors wrapped
+        # as SQLAlchemy's would be, for the callers that tell them apart.
+        try:
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+
+    return created
+
+
+def _time_writer() -> Callable[[datetime], Any]:
+    column_type = tables.inbox.c.applied_at.type.dialect_impl(_DIALECT)
+    process = column_type.bind_processor(_DIALECT)
+    if process is None:  # SQLAlchemy stores SQLite times as text it formats itself
+        raise RuntimeError("SQLAlchemy has no SQLite time format")
+    return process
+
+
+_write_time = _time_writer()
+_read_time = tables.outbox.c.unroutable_since.type.dialect_impl(_DIALECT).result_processor(
+    _DIALECT, None
+)
+
+
+def _driver(connection: sa.Connection) -> sqlite3.Connection:
+    return cast(sqlite3.Connection, connection.connection.driver_connection)
+
+
+class SqliteAdapter:
+    def claim(
+        self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime
+    ) -> set[str]:
+        driver = _driver(connection)
+        when = _write_time(at)
+        fresh: set[str] = set()
+        step = _ROWS_PER_STATEMENT
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            values: list[str] = []
+            for event_id in chunk:
+                values += (consumer, event_id, when)
+            fresh.update(row[0] for row in driver.execute(_claim(len(chunk)), values))
+        return fresh
+
+    def stage(self, connection: sa.Connection, rows: Sequence[OutboxRow], at: datetime) -> None:
+        when = _write_time(at)
+        _driver(connection).executemany(
+            _STAGE, [(r.event_id, r.type, r.subject, r.body, when, r.causation_id) for r in rows]
+        )
+
+    def unpublished(self, connection: sa.Connection, limit: int) -> list[Unpublished]:
+        read_time = _read_time
+        return [
+            Unpublished(
+                seq,
+                event_id,
+                kind,
+                subject,
+                bytes(body),
+                None if since is None or read_time is None else read_time(since),
+            )
+            for seq, event_id, kind, subject, body, since in _driver(connection).execute(
+                _UNPUBLISHED, (limit,)
+            )
+        ]
+
+    def mark_published(self, connection: sa.Connection, seqs: Sequence[int], at: datetime) -> None:
+        driver = _driver(connection)
+        when = _write_time(at)
+        step = _ROWS_PER_STATEMENT
+        for start in range(0, len(seqs), step):
+            chunk = seqs[start : start + step]
+            driver.execute(_mark(len(chunk)), (when, *chunk))
+
+    def rows(
+        self,
+        connection: sa.Connection,
+        columns: Sequence[sa.Column[Any]],
+        key: sa.Column[Any],
+        keys: Sequence[Any],
+        *,
+        lock: bool,
+    ) -> list[tuple[Any, ...]]:
+        # The write transaction is exclusive already: `lock` asks nothing more here.
+        driver = _driver(connection)
+        names = tuple(column.name for column in columns)
+        found: list[tuple[Any, ...]] = []
+        step = _ROWS_PER_STATEMENT
+        for start in range(0, len(keys), step):
+            chunk = keys[start : start + step]
+            found += driver.execute(_select(key.table.name, names, key.name, len(chunk)), chunk)
+        if len(keys) > step:
+            at = names.index(key.name) if key.name in names else None
+            if at is not None:
+                found.sort(key=lambda row: row[at])
+        return found
+
+    def update(
+        self,
+        connection: sa.Connection,
+        key: sa.Column[Any],
+        columns: Sequence[sa.Column[Any]],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        names = tuple(column.name for column in columns)
+        _driver(connection).executemany(
+            _update(key.table.name, names, key.name), [(*row[1:], row[0]) for row in rows]
+        )
+
+
+def _table(name: str) -> str:
+    return f'"{name}"'
+
+
+_INBOX = tables.inbox.name
+_OUTBOX = tables.outbox.name
+_STAGE = (
+    f"INSERT INTO {_OUTBOX} (event_id, type, subject, body, created_at, causation_id)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+_UNPUBLISHED = (
+    f"SELECT seq, event_id, type, subject, body, unroutable_since FROM {_OUTBOX}"
+    " WHERE published_at IS NULL ORDER BY seq LIMIT ?"
+)
+
+
+@functools.cache
+def _claim(rows: int) -> str:
+    return (
+        f"INSERT INTO {_INBOX} (consumer, event_id, applied_at) VALUES "
+        + ", ".join(["(?, ?, ?)"] * rows)
+        + " ON CONFLICT DO NOTHING RETURNING event_id"
+    )
+
+
+@functools.cache
+def _mark(rows: int) -> str:
+    marks = ", ".join("?" * rows)
+    return f"UPDATE {_OUTBOX} SET published_at = ? WHERE seq IN ({marks})"
+
+
+@functools.cache
+def _select(table: str, columns: tuple[str, ...], key: str, keys: int) -> str:
+    marks = ", ".join("?" * keys)
+    listed = ", ".join(f'"{c}"' for c in columns)
+    return f'SELECT {listed} FROM {_table(table)} WHERE "{key}" IN ({marks}) ORDER BY "{key}"'
+
+
+@functools.cache
+def _update(table: str, columns: tuple[str, ...], key: str) -> str:
+    assignments = ", ".join(f'"{c}" = ?' for c in columns)
+    return f'UPDATE {_table(table)} SET {assignments} WHERE "{key}" = ?'
