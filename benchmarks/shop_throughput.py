@@ -29,6 +29,8 @@ import contextlib
 import json
 import os
 import random
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -243,7 +245,14 @@ async def shop_run(args: argparse.Namespace, backend: str, scratch: Path) -> dic
         async with connected(args.amqp_url, exchange) as bus:
             await _stock_the_shop(bus, tap)
             tap.types.clear()
-            return await timed_run(bus, tap, orders(args.orders, args.seed), args.timeout)
+            profiling = await _profile(processes, args.profile, backend)
+            try:
+                return await timed_run(bus, tap, orders(args.orders, args.seed), args.timeout)
+            finally:
+                for profiler in profiling:
+                    with contextlib.suppress(ProcessLookupError):
+                        profiler.send_signal(signal.SIGINT)  # py-spy writes what it has
+                    await profiler.wait()
     finally:
         await tap.close()
         codes = await asyncio.gather(*(p.stop() for p in processes))
@@ -270,6 +279,38 @@ async def _stock_the_shop(bus: Bus, tap: Tap) -> None:
             await asyncio.sleep(0.2)
     tap.decided.clear()
     tap.outcomes.clear()
+
+
+async def _profile(
+    processes: Sequence[ServiceProcess], folder: Path | None, backend: str
+) -> list[asyncio.subprocess.Process]:
+    """py-spy on every service while the orders flow: where the time goes."""
+    if folder is None:
+        return []
+    os.makedirs(folder, exist_ok=True)
+    spy = [found] if (found := shutil.which("py-spy")) else ["uvx", "py-spy"]
+    started = []
+    for service in processes:
+        assert service.process is not None
+        out = folder / f"{backend}-{service.label}.txt"
+        started.append(
+            await asyncio.create_subprocess_exec(
+                *spy,
+                "record",
+                "--pid",
+                str(service.process.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--output",
+                str(out),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+        )
+    await asyncio.sleep(2)  # attached before the clock starts
+    return started
 
 
 # -- the ceiling: plain aio-pika processes, the same hops, no work ---------------------
@@ -412,6 +453,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
             "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
         help="a PostgreSQL server to create a scratch database on",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record py-spy profiles (raw, one file per service) of the timed part here",
     )
     parser.add_argument("--hop", choices=SERVICES, help=argparse.SUPPRESS)
     parser.add_argument("--exchange", help=argparse.SUPPRESS)
