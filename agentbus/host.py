@@ -81,7 +81,6 @@ class Host:
                 await hook(env)
             await consumer.start()
         self.running = True
-        tune_gc_once()
 
     async def stop(self) -> None:
         """Drain every consumer first, then run the shutdown hooks (flush outboxes)."""

@@ -17,7 +17,7 @@ from agentbus.cli.common import (
     settings,
 )
 from agentbus.errors import ConfigurationError
-from agentbus.host import Host
+from agentbus.host import Host, tune_gc_once
 from agentbus.metrics import configure_metrics, shutdown_metrics
 from agentbus.ops import GaugeRefresher, OpsServer
 from agentbus.telemetry import configure_tracing, shutdown_tracing
@@ -77,11 +77,14 @@ def run(
                 started = f"; /metrics, /healthz, /readyz on port {ops.port}"
             if gauges is not None:
                 await gauges.start()
-            await host.run_until_signalled(
-                lambda: err.print(
-                    f"running {', '.join(names)}{started}; Ctrl-C to stop", highlight=False
-                )
-            )
+
+            def on_started() -> None:
+                # Process-wide, so here and nowhere else: a harness or a test run that
+                # starts hosts keeps the collector as it found it.
+                tune_gc_once()
+                err.print(f"running {', '.join(names)}{started}; Ctrl-C to stop", highlight=False)
+
+            await host.run_until_signalled(on_started)
         finally:
             if gauges is not None:
                 await gauges.stop()
