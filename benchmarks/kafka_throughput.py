@@ -40,6 +40,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
+from consumer_throughput import products  # the same catalog as on RabbitMQ
 from opentelemetry import metrics, trace
 
 from agentbus.bus import Bus
@@ -52,33 +53,12 @@ from agentbus.store import OutboxRelay, StoreBinding, open_database
 from agentbus.telemetry import use_tracer_provider
 from agentbus.transport.kafka import KafkaTransport
 from consumers import inventory
-from events import CATALOG, ProductUpserted, StockReceived
+from events import CATALOG, StockReceived
 
 TOPIC = "stock.received"
 BASELINE_COMMIT_EVERY = 1000
 # A variant that has not read its records by then is stuck, not slow.
 GIVE_UP_AFTER = 600.0
-
-
-def products(skus: int) -> list[Event[Any]]:
-    return [
-        new_event(
-            ProductUpserted(
-                sku=f"B-{n:05d}",
-                name=f"Bench {n}",
-                description="",
-                category="bench",
-                unit_cost=1,
-                unit_price=2,
-                lead_time_days=3,
-                reorder_point=5,
-                max_stock=100,
-                supplier="bench",
-            ),
-            source="/bench",
-        )
-        for n in range(skus)
-    ]
 
 
 async def fill(bus: Bus, count: int, skus: int) -> None:
