@@ -191,7 +191,7 @@ class _FailoverConnection(_LeanConnection):
                 self._turn = (self._turn + 1) % len(self._addresses)
                 self.url = self._addresses[self._turn]
                 log.warning(
-                    "RabbitMQ at %s:%s does not answer (%s); trying %s:%s",
+                    "RabbitMQ at %s:%s: %s; trying %s:%s",
                     tried.host,
                     tried.port,
                     _safe(exc),

@@ -12,16 +12,30 @@ must equal the oracle's, as in the single-broker chaos runs. The long run is
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from agentbus.transport.base import QueueSpec
+from agentbus.retry import RetryPolicy, topology
+from agentbus.transport.base import Delivery, Message, QueueSpec
 from agentbus.transport.rabbitmq import RabbitTransport
 from tests.integration.chaos import Chaos
-from tests.integration.rabbit_cluster import NODES, ClusterFaults, leaders
+from tests.integration.rabbit_cluster import (
+    NODES,
+    ClusterFaults,
+    beam_pid,
+    bring_up,
+    leaders,
+    spread,
+)
+from tests.support.servers import answers
 
 pytestmark = pytest.mark.rabbitmq_cluster
 
@@ -44,6 +58,58 @@ async def test_quorum_queue_leaders_spread_over_the_nodes(cluster_url: str) -> N
         for name in names:
             await transport.delete_queue(name)
         await transport.close()
+
+
+async def test_a_consumer_moves_to_the_next_node_when_its_node_is_killed(
+    cluster_url: str,
+) -> None:
+    """Its queue, retry and dead-letter queues are restored on another node while the
+    lost one is still down (a classic delay queue, which lives on one node, would hold
+    the restore until that node is back)."""
+    exchange = f"agentbus.test.move.{os.getpid()}"
+    specs = topology("agentbus.test.move", ("move.*",), RetryPolicy(max_attempts=3))
+    consumer = RabbitTransport(spread(cluster_url, 2), exchange=exchange)  # on the third node
+    producer = RabbitTransport(cluster_url, exchange=exchange)
+    await consumer.start()
+    await producer.start()
+    got: list[bytes] = []
+
+    async def handle(delivery: Delivery) -> None:
+        got.append(delivery.message.body)
+        await delivery.ack()
+
+    def message(body: bytes) -> Message:
+        return Message(body=body, routing_key="move.it", message_id=body.decode())
+
+    try:
+        await consumer.declare(specs)
+        await consumer.consume(specs[0].name, handle, prefetch=10)
+        assert consumer.broker_info.port == 5683
+        await producer.publish(message(b"before"))
+        await _until(lambda: got == [b"before"], 10)
+
+        os.kill(beam_pid(NODES[2]), signal.SIGKILL)
+        killed = time.monotonic()
+        await producer.publish(message(b"after"))
+        await _until(lambda: got == [b"before", b"after"], 20)
+        moved = time.monotonic() - killed
+        assert not answers("127.0.0.1", 5683), "the killed node is still down"
+        assert consumer.broker_info.port in (5681, 5682)
+        print(f"consuming on port {consumer.broker_info.port} {moved:.2f} s after the kill")
+    finally:
+        await bring_up()
+        for spec in specs:
+            await producer.delete_queue(spec.name)
+        await consumer.close()
+        await producer.close()
+
+
+async def _until(check: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds} s")
+        await asyncio.sleep(0.05)
 
 
 async def test_no_order_lost_or_applied_twice_when_nodes_go(
