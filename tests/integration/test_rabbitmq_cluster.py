@@ -36,6 +36,7 @@ from tests.integration.rabbit_cluster import (
     spread,
 )
 from tests.support.servers import answers
+from tests.unit.test_cli_errors import agentbus
 
 pytestmark = pytest.mark.rabbitmq_cluster
 
@@ -102,6 +103,17 @@ async def test_a_consumer_moves_to_the_next_node_when_its_node_is_killed(
             await producer.delete_queue(spec.name)
         await consumer.close()
         await producer.close()
+
+
+def test_a_command_takes_the_next_address_when_the_first_does_not_answer(
+    cluster_url: str,
+) -> None:
+    nodes = ",".join(["amqp://guest:guest@127.0.0.1:1/", *cluster_url.split(",")[1:]])
+    result = agentbus("dlq", "list", "--json", AMQP_URL=nodes)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert "127.0.0.1:1: " in result.stderr
+    assert "trying 127.0.0.1:5682" in result.stderr
 
 
 async def _until(check: Callable[[], bool], seconds: float) -> None:
