@@ -54,6 +54,9 @@ HASH_WEIGHT = "20"
 # private to aio-pika (it has no hook for a list of addresses); a unit test checks that it
 # is still there, since without it a connection would stay on one address.
 CONNECT_ONCE = "_RobustConnection__connect_transport"
+CONNECT_TIMEOUT = 10.0
+# Seconds a connection that moved to another node waits before restoring its channels.
+FAILOVER_PAUSE = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +174,32 @@ class _FailoverConnection(_LeanConnection):
     re-subscribes on whichever node answered.
     """
 
-    def __init__(self, addresses: Sequence[str], **kwargs: Any) -> None:
+    def __init__(
+        self, addresses: Sequence[str], *, failover_pause: float = FAILOVER_PAUSE, **kwargs: Any
+    ) -> None:
         self._addresses = [URL(address) for address in addresses]
         self._turn = 0
+        self._failover_pause = failover_pause
+        self._last: URL | None = None
         super().__init__(self._addresses[0], **kwargs)
+
+    async def _on_connected(self) -> None:
+        moved = self._last is not None and self.url != self._last
+        self._last = self.url
+        if moved and self._failover_pause > 0:
+            # Deliveries the lost node's consumers held go back to their queues once the
+            # queue (its new leader, when the leader went with the node) has seen them go.
+            # Re-subscribed before that, a consumer gets later messages first and the held
+            # ones after them: seen on the cluster, inventory then applied orders ahead of
+            # the stock they follow. Nothing is re-subscribed before the pause is over.
+            log.warning(
+                "RabbitMQ: moved to %s:%s; re-subscribing in %.1f s",
+                self.url.host,
+                self.url.port,
+                self._failover_pause,
+            )
+            await asyncio.sleep(self._failover_pause)
+        await super()._on_connected()
 
     async def _RobustConnection__connect_transport(self) -> None:
         attempt = getattr(super(), CONNECT_ONCE)
@@ -278,7 +303,9 @@ class RabbitTransport:
                 client_properties={"connection_name": self._connection_name},
                 reconnect_interval=self._reconnect_interval,
             )
-            await connection.connect()
+            # Per attempt: a node that takes the connection and never answers must not
+            # keep the next address from being tried.
+            await connection.connect(timeout=CONNECT_TIMEOUT)
             self._connection = connection
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(f"cannot connect to RabbitMQ: {_safe(exc)}") from exc
