@@ -507,10 +507,6 @@ class ClusterNode:
         self.folder = CLUSTER_HOME / f"c{number}"
         self.pid_file = self.folder / "beam.pid"
 
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@{LOOPBACK}:{self.port}/"
-
     def env(self) -> dict[str, str]:
         return {
             "RABBITMQ_NODENAME": self.name,
@@ -656,12 +652,12 @@ def command_cluster_down() -> int:
     failed = False
     for node in reversed(CLUSTER):
         began = time.monotonic()
-        if not answers(node.port) and node.beam_pid() is None:
-            say(node.name, "down already")
-            continue
         try:
             node.stop()
         except ServiceError as exc:
+            if not answers(node.port):  # nothing to stop: the node was not running
+                say(node.name, "down already")
+                continue
             say(node.name, f"FAILED to stop: {exc}")
             failed = True
             continue
