@@ -375,8 +375,12 @@ class RabbitTransport:
         await self._confirmed(exchange, message, message.routing_key)
 
     async def publish_many(self, messages: Sequence[Message]) -> None:
-        _, _, exchange = self._require()
-        await asyncio.gather(*(self._confirmed(exchange, m, m.routing_key) for m in messages))
+        # Every publish settles before the first failure is raised: left running, the
+        # rest would go out after a reconnect, behind a caller's retry of the batch or
+        # ahead of its gaps, and the queue would hold the batch out of order.
+        for failure in await self.publish_each(messages):
+            if failure is not None:
+                raise failure
 
     async def publish_each(self, messages: Sequence[Message]) -> list[Exception | None]:
         _, _, exchange = self._require()
