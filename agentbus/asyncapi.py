@@ -18,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 from agentbus.envelope import CONTENT_TYPE, Event
 from agentbus.errors import ConfigurationError
 from agentbus.topic import topic_matches
+from agentbus.transport.amqp_addresses import amqp_addresses
 
 __all__ = ["ASYNCAPI_VERSION", "Server", "ServiceInfo", "amqp_server", "build_asyncapi"]
 
@@ -80,6 +81,14 @@ def amqp_server(url: str, name: str = "rabbitmq") -> Server:
         vhost=vhost,
         description=f"RabbitMQ, virtual host {vhost!r}",
     )
+
+
+def amqp_servers(value: str) -> list[Server]:
+    """One server per address of `AMQP_URL` (a cluster's nodes): `rabbitmq`, `rabbitmq-2`..."""
+    return [
+        amqp_server(url, "rabbitmq" if n == 1 else f"rabbitmq-{n}")
+        for n, url in enumerate(amqp_addresses(value), start=1)
+    ]
 
 
 class ServiceInfo(Protocol):

@@ -489,7 +489,8 @@ class Consumer:
         headers[ERROR_DETAIL_HEADER] = detail
         retry = replace(item.delivery.message, headers=headers)
         try:
-            await self.bus.transport.send_to_queue(retry_queue(self.queue, delay_ms), retry)
+            target = retry_queue(self.queue, delay_ms, self.settings.queue_kind)
+            await self.bus.transport.send_to_queue(target, retry)
         except BrokerUnavailable:
             await self._requeue(item.delivery)
             return

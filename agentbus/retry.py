@@ -43,10 +43,13 @@ class RetryPolicy:
         return self.max_attempts - 1
 
 
-def retry_queue(queue: str, delay_ms: int) -> str:
+def retry_queue(queue: str, delay_ms: int, kind: QueueKind = "quorum") -> str:
     # Named by delay: a changed policy declares new delay queues instead of
-    # clashing with the TTL of existing ones.
-    return f"{queue}.retry.{delay_ms}ms"
+    # clashing with the TTL of existing ones. Quorum delay queues have names of their
+    # own, so that the classic ones of an older release (same name, another type) never
+    # clash with them: those drain into the main queue as their messages expire.
+    name = f"{queue}.retry.{delay_ms}ms"
+    return f"{name}.quorum" if kind == "quorum" else name
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -91,10 +94,13 @@ def topology(
     ]
     retries = policy.retries if retry_queues else 0
     for delay_ms in dict.fromkeys(policy.delay_ms(r) for r in range(1, retries + 1)):
+        # Of the main queue's kind: on a cluster a classic queue lives on one node, and
+        # while that node is down nothing can re-declare it, which stops every client
+        # that lost its connection from restoring its consumers on another node.
         specs.append(
             QueueSpec(
-                name=retry_queue(queue, delay_ms),
-                kind="classic",
+                name=retry_queue(queue, delay_ms, kind),
+                kind=kind,
                 message_ttl_ms=delay_ms,
                 dead_letter_to=queue,
             )

@@ -9,11 +9,13 @@ from pathlib import Path
 from agentbus.consumer import ConsumerSettings
 from agentbus.errors import ConfigurationError
 from agentbus.retry import RetryPolicy
+from agentbus.transport.amqp_addresses import amqp_addresses
 from agentbus.transport.base import EVENTS_EXCHANGE
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    # One amqp:// URL, or a cluster's nodes separated by commas (transport.amqp_addresses).
     amqp_url: str | None
     database_url: str | None
     data_dir: Path
@@ -58,8 +60,11 @@ class Settings:
             retry=retry,
             queue_kind="quorum" if kind == "quorum" else "classic",
         )
+        amqp_url = env.get("AMQP_URL") or None
+        if amqp_url is not None:
+            amqp_addresses(amqp_url)  # refused here, in one line, before anything connects
         return cls(
-            amqp_url=env.get("AMQP_URL") or None,
+            amqp_url=amqp_url,
             database_url=env.get("DATABASE_URL") or None,
             data_dir=Path(env.get("AGENTBUS_DATA", ".agentbus")),
             exchange=env.get("AGENTBUS_EXCHANGE", EVENTS_EXCHANGE),

@@ -20,6 +20,13 @@ orders per second.
     uv run python benchmarks/chaos_exactly_once.py --backend sqlite
     uv run python benchmarks/chaos_exactly_once.py --backend postgres --events 10000 --kills 10 \
         --connection-drops 2 --broker-restarts 2 --database-restarts 2
+
+With `--cluster` it runs on the three-node cluster of `deploy/dev/services cluster up`
+(AMQP_URL listing the nodes, each service starting at another one): the node leading the
+inventory queue is SIGKILLed and restarted, another node is stopped and started again,
+as many times as `--leader-kills` and `--node-stops` say, besides the service kills.
+
+    uv run python benchmarks/chaos_exactly_once.py --cluster --events 7500 --kills 4
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the driver lives in tests/
 
 from tests.integration.chaos import Chaos
+from tests.integration.rabbit_cluster import CLUSTER_URL, ClusterFaults
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,19 +59,29 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-agent", action="store_true", help="leave the restock agent out")
     parser.add_argument("--duplicates", type=float, default=0.10, help="share re-sent")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument(
-        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    )
+    parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", DEFAULT_URL))
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="a PostgreSQL server to create a scratch database on (--backend postgres)",
     )
     parser.add_argument("--examples", action="store_true", help="keep mismatch examples")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="on the cluster of `deploy/dev/services cluster up` (--amqp-url: its nodes)",
+    )
+    parser.add_argument("--leader-kills", type=int, default=2, help="--cluster only")
+    parser.add_argument("--node-stops", type=int, default=2, help="--cluster only")
     return parser.parse_args(argv)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    if args.cluster:
+        # The single broker's faults would hit the shared broker, not the cluster.
+        args.connection_drops = args.broker_restarts = 0
+        if args.amqp_url == DEFAULT_URL:
+            args.amqp_url = CLUSTER_URL
     with tempfile.TemporaryDirectory(prefix="agentbus-chaos-") as scratch:
         chaos = Chaos(
             args.amqp_url,
@@ -72,6 +92,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             connection_drops=args.connection_drops,
             broker_restarts=args.broker_restarts,
             database_restarts=args.database_restarts,
+            cluster=ClusterFaults() if args.cluster else None,
+            leader_kills=args.leader_kills,
+            node_stops=args.node_stops,
         )
         report = await chaos.run(
             args.events,

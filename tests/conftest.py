@@ -14,7 +14,14 @@ import pytest
 from evals import local_model
 from tests.contract.harness import KafkaHarness
 from tests.support.optional import need
-from tests.support.servers import KAFKA, POSTGRES, RABBITMQ, consistent_hash_missing, require
+from tests.support.servers import (
+    KAFKA,
+    POSTGRES,
+    RABBITMQ,
+    consistent_hash_missing,
+    require,
+    require_cluster,
+)
 from tests.tracing import SpanRecorder, install
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -26,6 +33,16 @@ KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092
 def amqp_url(pytestconfig: pytest.Config) -> str:
     # Partitioned queues need the consistent-hash plugin; the servers command enables it.
     return require(RABBITMQ, AMQP_URL, pytestconfig, consistent_hash_missing)
+
+
+@pytest.fixture(scope="session")
+def cluster_url(pytestconfig: pytest.Config) -> str:
+    """The three nodes of `deploy/dev/services cluster up`, as AMQP_URL lists them."""
+    from tests.integration.rabbit_cluster import CLUSTER_URL, PORTS
+
+    return require_cluster(
+        os.environ.get("TEST_CLUSTER_AMQP_URL", CLUSTER_URL), PORTS, pytestconfig
+    )
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from agentbus.asyncapi import amqp_server, build_asyncapi
+from agentbus.asyncapi import amqp_servers, build_asyncapi
 from agentbus.cli.common import application, fail, settings
 from agentbus.errors import ConfigurationError
 from agentbus.jsonschema import write_schemas
@@ -37,12 +37,12 @@ def asyncapi(
     ] = None,
 ) -> None:
     """Write the AsyncAPI 3.0 document of the exchange, its events and services; its servers
-    are the configured brokers (AMQP_URL)."""
+    are the configured brokers (AMQP_URL, one per node of a cluster)."""
     app = application()
     config = settings()
     services = app.resolve(["all"])
     try:
-        servers = [amqp_server(config.amqp_url)] if config.amqp_url else []
+        servers = amqp_servers(config.amqp_url) if config.amqp_url else []
     except ConfigurationError as exc:
         fail(str(exc))
     document = build_asyncapi(app.catalog, services, exchange=config.exchange, servers=servers)

@@ -90,9 +90,10 @@ def broker_transport(
             "no broker: set KAFKA_BOOTSTRAP_SERVERS (e.g. 127.0.0.1:9092), or AMQP_URL "
             "(e.g. amqp://guest:guest@127.0.0.1:5672/) or --amqp-url"
         )
-    if not target.startswith(("amqp://", "amqps://")):
-        fail("the broker URL must start with amqp:// or amqps://")
-    return RabbitTransport(target, exchange=config.exchange, connection_name=name)
+    try:
+        return RabbitTransport(target, exchange=config.exchange, connection_name=name)
+    except ConfigurationError as exc:
+        fail(str(exc))
 
 
 async def open_bus(transport: Transport, app: Application) -> Bus:

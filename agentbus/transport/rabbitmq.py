@@ -1,15 +1,19 @@
 """RabbitMQ adapter over aio-pika.
 
 A robust connection re-opens channels, re-declares what was declared through them
-and restores consumers after the broker drops the connection or restarts. One
-channel publishes (with confirms, returns raising); each consumer has its own
-channel with its own prefetch, so a slow consumer never stalls the publisher.
+and restores consumers after the broker drops the connection or restarts. Given the
+nodes of a cluster (`AMQP_URL` with several addresses), it connects to the first that
+answers and, when that node goes, to the next one that does: the queues are quorum
+queues, there on every node. One channel publishes (with confirms, returns raising);
+each consumer has its own channel with its own prefetch, so a slow consumer never
+stalls the publisher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -23,12 +27,14 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import DeliveryError, PublishError
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 from aio_pika.robust_channel import RobustChannel
 from aio_pika.robust_connection import RobustConnection
 from aio_pika.robust_queue import RobustQueue
+from yarl import URL
 
 from agentbus.errors import BrokerUnavailable, Unroutable
+from agentbus.transport.amqp_addresses import amqp_addresses
 from agentbus.transport.base import (
     EVENTS_EXCHANGE,
     PARTITION_KEY_HEADER,
@@ -44,6 +50,15 @@ from agentbus.transport.base import (
 
 # Points of each partition on the hash ring: more points, a more even spread.
 HASH_WEIGHT = "20"
+# The robust connection's one attempt to connect, which its reconnect loop repeats. It is
+# private to aio-pika (it has no hook for a list of addresses); a unit test checks that it
+# is still there, since without it a connection would stay on one address.
+CONNECT_ONCE = "_RobustConnection__connect_transport"
+CONNECT_TIMEOUT = 10.0
+# Seconds a connection that moved to another node waits before restoring its channels.
+FAILOVER_PAUSE = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class _RabbitDelivery:
@@ -150,6 +165,68 @@ class _LeanConnection(RobustConnection):
     CHANNEL_CLASS = _LeanChannel
 
 
+class _FailoverConnection(_LeanConnection):
+    """A robust connection over the addresses of a cluster's nodes.
+
+    Each attempt (the first, and every reconnect) tries the address it was last connected
+    to, then the others in their order, so a client stays on its node while the node
+    stays, and moves on when it goes; the robust restore then re-declares and
+    re-subscribes on whichever node answered.
+    """
+
+    def __init__(
+        self, addresses: Sequence[str], *, failover_pause: float = FAILOVER_PAUSE, **kwargs: Any
+    ) -> None:
+        self._addresses = [URL(address) for address in addresses]
+        self._turn = 0
+        self._failover_pause = failover_pause
+        self._last: URL | None = None
+        super().__init__(self._addresses[0], **kwargs)
+
+    async def _on_connected(self) -> None:
+        moved = self._last is not None and self.url != self._last
+        self._last = self.url
+        if moved and self._failover_pause > 0:
+            # Deliveries the lost node's consumers held go back to their queues once the
+            # queue (its new leader, when the leader went with the node) has seen them go.
+            # Re-subscribed before that, a consumer gets later messages first and the held
+            # ones after them: seen on the cluster, inventory then applied orders ahead of
+            # the stock they follow. Nothing is re-subscribed before the pause is over.
+            log.warning(
+                "RabbitMQ: moved to %s:%s; re-subscribing in %.1f s",
+                self.url.host,
+                self.url.port,
+                self._failover_pause,
+            )
+            await asyncio.sleep(self._failover_pause)
+        await super()._on_connected()
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        attempt = getattr(super(), CONNECT_ONCE)
+        failure: BaseException | None = None
+        for _ in self._addresses:
+            try:
+                await attempt()
+                return
+            except CONNECTION_EXCEPTIONS as exc:
+                failure = exc
+                if len(self._addresses) == 1:
+                    break
+                tried = self.url
+                self._turn = (self._turn + 1) % len(self._addresses)
+                self.url = self._addresses[self._turn]
+                log.warning(
+                    "RabbitMQ at %s:%s: %s; trying %s:%s",
+                    tried.host,
+                    tried.port,
+                    _safe(exc),
+                    self.url.host,
+                    self.url.port,
+                )
+        assert failure is not None
+        raise failure
+
+
 class _RabbitSubscription:
     def __init__(self, queue: AbstractQueue, tag: str, channel: AbstractChannel) -> None:
         self._queue = queue
@@ -182,7 +259,8 @@ def _to_amqp(message: Message) -> aio_pika.Message:
 
 
 class RabbitTransport:
-    """A robust connection to RabbitMQ; `url` is an `amqp://` or `amqps://` URL."""
+    """A robust connection to RabbitMQ; `url` is an `amqp://` or `amqps://` URL, or the
+    comma-separated addresses of a cluster's nodes (agentbus.transport.amqp_addresses)."""
 
     def __init__(
         self,
@@ -193,15 +271,16 @@ class RabbitTransport:
         reconnect_interval: float = 1.0,
     ) -> None:
         self.url = url
+        self._addresses = amqp_addresses(url)
         self._exchange_name = exchange
         self._connection_name = connection_name
         self._reconnect_interval = reconnect_interval
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: _FailoverConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._consumer_channels: list[AbstractChannel] = []
         self._get_channel: AbstractChannel | None = None
-        self._info = broker_info(url)
+        self._info = broker_info(self._addresses[0])
 
     @property
     def exchange(self) -> str:
@@ -209,16 +288,25 @@ class RabbitTransport:
 
     @property
     def broker_info(self) -> BrokerInfo:
+        """The node connected to now (the first address before connecting)."""
+        connection = self._connection
+        if connection is not None:
+            node = connection.url
+            if (node.host, node.port) != (self._info.address, self._info.port):
+                self._info = broker_info(str(node))
         return self._info
 
     async def start(self) -> None:
         try:
-            self._connection = await aio_pika.connect_robust(
-                self.url,
+            connection = _FailoverConnection(
+                self._addresses,
                 client_properties={"connection_name": self._connection_name},
                 reconnect_interval=self._reconnect_interval,
-                connection_class=_LeanConnection,
             )
+            # Per attempt: a node that takes the connection and never answers must not
+            # keep the next address from being tried.
+            await connection.connect(timeout=CONNECT_TIMEOUT)
+            self._connection = connection
         except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
             raise BrokerUnavailable(f"cannot connect to RabbitMQ: {_safe(exc)}") from exc
         self._publish_channel = await self._connection.channel(
@@ -287,8 +375,12 @@ class RabbitTransport:
         await self._confirmed(exchange, message, message.routing_key)
 
     async def publish_many(self, messages: Sequence[Message]) -> None:
-        _, _, exchange = self._require()
-        await asyncio.gather(*(self._confirmed(exchange, m, m.routing_key) for m in messages))
+        # Every publish settles before the first failure is raised: left running, the
+        # rest would go out after a reconnect, behind a caller's retry of the batch or
+        # ahead of its gaps, and the queue would hold the batch out of order.
+        for failure in await self.publish_each(messages):
+            if failure is not None:
+                raise failure
 
     async def publish_each(self, messages: Sequence[Message]) -> list[Exception | None]:
         _, _, exchange = self._require()
@@ -370,6 +462,20 @@ class RabbitTransport:
     async def delete_queue(self, queue: str) -> None:
         _, channel, _ = self._require()
         await channel.queue_delete(queue)
+
+
+async def connect_first(url: str, **kwargs: Any) -> aio_pika.abc.AbstractConnection:
+    """A plain connection to the first of `url`'s addresses that answers, for tools
+    that connect, look and leave."""
+    failure: BaseException | None = None
+    for address in amqp_addresses(url):
+        try:
+            connection: aio_pika.abc.AbstractConnection = await aio_pika.connect(address, **kwargs)
+            return connection
+        except CONNECTION_EXCEPTIONS as exc:
+            failure = exc
+    assert failure is not None
+    raise failure
 
 
 def broker_info(url: str) -> BrokerInfo:

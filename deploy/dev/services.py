@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import re
@@ -471,6 +472,214 @@ def _read(connection: socket.socket, size: int) -> bytes:
 SERVERS: dict[str, Server] = {s.name: s for s in (RabbitMQ(), PostgreSQL(), Kafka())}
 
 
+# -- a three-node RabbitMQ cluster -------------------------------------------------------------
+
+CLUSTER_HOME = Path(
+    os.environ.get("AGENTBUS_RABBITMQ_CLUSTER_HOME", "/tmp/agentbus-rabbitmq-cluster")
+)
+# The Debian package's own scripts, not its wrappers in /usr/sbin: those send the server's
+# output to the single broker's log files.
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# Lean nodes: one scheduler each (the machine has two cores and other work), and only the
+# plugin partitioned queues need, so that no management or metrics port collides with the
+# single broker's.
+CLUSTER_PLUGINS = "[rabbitmq_consistent_hash_exchange].\n"
+CLUSTER_CONFIG = (
+    "# agentbus development cluster (deploy/dev/services cluster up)\n"
+    "# Quorum queue leaders spread over the nodes, not all on the declaring client's node.\n"
+    "queue_leader_locator = balanced\n"
+    "log.console = false\n"
+    "log.file.level = warning\n"
+)
+
+
+class ClusterNode:
+    """One node of the development cluster: agentbus-cN@localhost on AMQP port 5680+N, its
+    Erlang distribution on 25680+N, its files under CLUSTER_HOME/cN. The nodes run as the
+    rabbitmq user, with its Erlang cookie, so that `rabbitmqctl -n NODE` reaches them as it
+    reaches the single broker."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.name = f"agentbus-c{number}@localhost"
+        self.port = 5680 + number
+        self.dist_port = 25680 + number
+        self.folder = CLUSTER_HOME / f"c{number}"
+        self.pid_file = self.folder / "beam.pid"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_IP_ADDRESS": LOOPBACK,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.folder / "log"),
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(CLUSTER_HOME / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(CLUSTER_HOME / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(CLUSTER_HOME / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(CLUSTER_HOME / "rabbitmq-env.conf"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+S 1:1",
+        }
+
+    def as_rabbitmq(self, command: Sequence[str], env: dict[str, str] | None = None) -> list[str]:
+        settings = [f"{k}={v}" for k, v in (env or {}).items()]
+        return as_root(["runuser", "-u", "rabbitmq", "--", "env", *settings, *command])
+
+    def ctl(self, *args: str, timeout: float = 120, check: bool = True) -> str:
+        command = [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.name, *args]
+        return run(self.as_rabbitmq(command), timeout=timeout, check=check).stdout
+
+    def booted(self) -> bool:
+        if not answers(self.port):
+            return False
+        check = [str(RABBITMQ_BIN / "rabbitmq-diagnostics"), "-n", self.name, "-q", "check_running"]
+        return run(self.as_rabbitmq(check), check=False).returncode == 0
+
+    def members(self) -> set[str]:
+        """The nodes this node counts as its cluster (running or not)."""
+        status = json.loads(self.ctl("-q", "cluster_status", "--formatter", "json"))
+        return set(status["disk_nodes"]) | set(status["ram_nodes"])
+
+    def running_members(self) -> set[str]:
+        status = json.loads(self.ctl("-q", "cluster_status", "--formatter", "json"))
+        return set(status["running_nodes"])
+
+    def start(self) -> None:
+        for folder in (self.folder / "mnesia", self.folder / "log"):
+            run(self.as_rabbitmq(["mkdir", "-p", str(folder)]))
+        run(
+            self.as_rabbitmq([str(RABBITMQ_BIN / "rabbitmq-server"), "-detached"], self.env()),
+            timeout=60,
+        )
+        wait_until(self.booted, 180, f"{self.name} booting")
+
+    def join(self, seed: ClusterNode) -> None:
+        self.ctl("stop_app")
+        self.ctl("join_cluster", seed.name)
+        self.ctl("start_app")
+
+    def stop(self) -> None:
+        self.ctl("stop", timeout=120)
+
+    def beam_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
+CLUSTER = tuple(ClusterNode(n) for n in (1, 2, 3))
+
+
+def prepare_cluster_home() -> None:
+    """The files every node shares, owned by the rabbitmq user."""
+    run(as_root(["mkdir", "-p", str(CLUSTER_HOME)]))
+    files = {
+        "enabled_plugins": CLUSTER_PLUGINS,
+        "rabbitmq.conf": CLUSTER_CONFIG,
+        "advanced.config": "[].\n",
+        "rabbitmq-env.conf": "",
+    }
+    for name, text in files.items():
+        path = CLUSTER_HOME / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    run(as_root(["chown", "-R", "rabbitmq:rabbitmq", str(CLUSTER_HOME)]))
+
+
+def cluster_node_up(node: ClusterNode, results: dict[str, tuple[bool, Steps, bool]]) -> None:
+    steps = Steps()
+    try:
+        was_up = node.booted()
+        if not was_up:
+            steps.timed("started", node.start)
+        results[node.name] = (True, steps, was_up)
+    except ServiceError as exc:
+        say(node.name, f"FAILED after {steps.seconds:.1f} s: {exc}")
+        results[node.name] = (False, steps, False)
+
+
+def command_cluster_up() -> int:
+    if not RabbitMQ().installed():
+        say("cluster", "FAILED: rabbitmq-server is not installed (deploy/dev/services up rabbitmq)")
+        return 1
+    try:
+        prepare_cluster_home()
+    except ServiceError as exc:
+        say("cluster", f"FAILED: {exc}")
+        return 1
+    # Booting is the slow part; the nodes boot side by side, then join one at a time.
+    results: dict[str, tuple[bool, Steps, bool]] = {}
+    threads = [threading.Thread(target=cluster_node_up, args=(n, results)) for n in CLUSTER]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seed = CLUSTER[0]
+    failed = False
+    for node in CLUSTER:
+        ok, steps, _ = results[node.name]
+        try:
+            if ok and node is not seed and seed.name not in node.members():
+                steps.timed(f"joined {seed.name}", functools.partial(node.join, seed))
+        except ServiceError as exc:
+            say(node.name, f"FAILED after {steps.seconds:.1f} s: {exc}")
+            results[node.name] = (False, steps, False)
+    for node in CLUSTER:
+        ok, steps, was_up = results[node.name]
+        if not ok:
+            failed = True
+            continue
+        try:
+            size = len(node.running_members())
+        except ServiceError as exc:
+            say(node.name, f"FAILED after {steps.seconds:.1f} s: {exc}")
+            failed = True
+            continue
+        where = f"{LOOPBACK}:{node.port}"
+        if was_up and not steps.done:
+            checked = f"checked in {steps.seconds:.1f} s"
+            say(node.name, f"already up on {where} ({checked}), {size} of 3 nodes running")
+        else:
+            did = ", ".join(steps.done)
+            say(node.name, f"up on {where} in {steps.seconds:.1f} s: {did}; {size} of 3 running")
+    return 1 if failed else 0
+
+
+def command_cluster_down() -> int:
+    failed = False
+    for node in reversed(CLUSTER):
+        began = time.monotonic()
+        try:
+            node.stop()
+        except ServiceError as exc:
+            if not answers(node.port):  # nothing to stop: the node was not running
+                say(node.name, "down already")
+                continue
+            say(node.name, f"FAILED to stop: {exc}")
+            failed = True
+            continue
+        say(node.name, f"stopped in {time.monotonic() - began:.1f} s")
+    return 1 if failed else 0
+
+
+def command_cluster_status() -> int:
+    all_up = True
+    for node in CLUSTER:
+        if node.booted():
+            running = ", ".join(sorted(node.running_members()))
+            say(
+                node.name,
+                f"up on {LOOPBACK}:{node.port} (pid {node.beam_pid()}), running: {running}",
+            )
+        else:
+            all_up = False
+            say(node.name, f"down (nothing booted answers on {LOOPBACK}:{node.port})")
+    return 0 if all_up else 1
+
+
 # -- the commands ---------------------------------------------------------------------------
 
 _print = threading.Lock()
@@ -553,16 +762,33 @@ def command_status(names: list[str]) -> int:
     return 0 if all_up else 1
 
 
+def cluster_command(parser: argparse.ArgumentParser, words: list[str]) -> int:
+    """`cluster up|down|status`: the three-node RabbitMQ cluster beside the single broker."""
+    actions = {"up": command_cluster_up, "down": command_cluster_down}
+    actions["status"] = command_cluster_status
+    if len(words) != 1 or words[0] not in actions:
+        parser.error("cluster takes one of: up, down, status")
+    try:
+        return actions[words[0]]()
+    except KeyboardInterrupt:
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="deploy/dev/services",
         description="RabbitMQ, PostgreSQL and Kafka for development and CI, on this machine.",
     )
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "cluster"))
     parser.add_argument(
-        "servers", nargs="*", metavar="SERVER", help=f"any of {', '.join(SERVERS)} (default: all)"
+        "servers",
+        nargs="*",
+        metavar="SERVER",
+        help=f"any of {', '.join(SERVERS)} (default: all); after `cluster`: up, down or status",
     )
     args = parser.parse_args(argv)
+    if args.command == "cluster":
+        return cluster_command(parser, args.servers)
     unknown = [n for n in args.servers if n not in SERVERS]
     if unknown:
         parser.error(f"unknown server {unknown[0]!r}: choose from {', '.join(SERVERS)}")

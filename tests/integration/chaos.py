@@ -59,7 +59,7 @@ from agentbus.bus import Bus
 from agentbus.envelope import Event, EventCodec, new_event
 from agentbus.errors import BrokerUnavailable
 from agentbus.store import open_database
-from agentbus.transport.rabbitmq import RabbitTransport
+from agentbus.transport.rabbitmq import RabbitTransport, connect_first
 from events import (
     CATALOG,
     InventoryAdjusted,
@@ -69,6 +69,7 @@ from events import (
     ProductUpserted,
     StockReceived,
 )
+from tests.integration.rabbit_cluster import CLUSTER_FAULTS, NODES, ClusterFaults, spread
 
 SERVICES: tuple[str, ...] = ("inventory", "orders", "payments")
 AGENT = "restock-agent"
@@ -83,6 +84,7 @@ OPENING_STOCK = 30
 PRICES = (Decimal("4.50"), Decimal("9.99"), Decimal("12.00"), Decimal("25.00"))
 START = datetime(2026, 11, 1, tzinfo=UTC)
 LOCK_PATH = Path(tempfile.gettempdir()) / "agentbus-shop-queues.lock"
+CLUSTER_LOCK = Path(tempfile.gettempdir()) / "agentbus-cluster-shop-queues.lock"
 
 Outcome = tuple[str, str | None]
 CONFIRMED: Outcome = ("confirmed", None)
@@ -437,10 +439,24 @@ def is_dlq(name: str) -> bool:
     return name.endswith(".dlq")
 
 
-async def queue_names() -> list[str]:
-    """Every queue on the broker (rabbitmqctl; its message counts lag by seconds)."""
+async def queue_names(nodes: Sequence[str] = ()) -> list[str]:
+    """Every queue on the broker (rabbitmqctl; its message counts lag by seconds); on a
+    cluster, as the first of its `nodes` that runs lists them."""
+    failure: Exception | None = None
+    for node in nodes:
+        try:
+            return await _queue_names("-n", node)
+        except (RuntimeError, TimeoutError) as exc:
+            failure = exc
+    if nodes:
+        raise RuntimeError(f"no node of {', '.join(nodes)} lists queues: {failure}")
+    return await _queue_names()
+
+
+async def _queue_names(*node: str) -> list[str]:
     process = await asyncio.create_subprocess_exec(
         "rabbitmqctl",
+        *node,
         "list_queues",
         "name",
         "--quiet",
@@ -457,7 +473,7 @@ async def queue_names() -> list[str]:
 async def queue_counts(amqp_url: str, names: Sequence[str]) -> dict[str, tuple[int, int]]:
     """(ready messages, consumers) per queue, as the queue itself answers right now."""
     counts: dict[str, tuple[int, int]] = {}
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect_first(amqp_url)
     async with connection:
         channel = await connection.channel()
         for name in names:
@@ -471,10 +487,10 @@ async def queue_counts(amqp_url: str, names: Sequence[str]) -> dict[str, tuple[i
     return counts
 
 
-async def clean_broker(amqp_url: str, exchange: str) -> None:
+async def clean_broker(amqp_url: str, exchange: str, nodes: Sequence[str] = ()) -> None:
     """Delete the shop's queues (main, retry, dead letter) and the exchange."""
-    names = [name for name in await queue_names() if is_shop_queue(name)]
-    connection = await aio_pika.connect(amqp_url)
+    names = [name for name in await queue_names(nodes) if is_shop_queue(name)]
+    connection = await connect_first(amqp_url)
     async with connection:
         channel = await connection.channel()
         for name in names:
@@ -485,9 +501,9 @@ async def clean_broker(amqp_url: str, exchange: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def exclusive_queues(timeout: float = 1800.0) -> AsyncIterator[None]:
-    """Hold the machine-wide lock on the shop's fixed queue names."""
-    handle = LOCK_PATH.open("a")
+async def exclusive_queues(timeout: float = 1800.0, path: Path = LOCK_PATH) -> AsyncIterator[None]:
+    """Hold the machine-wide lock on the shop's fixed queue names (one per broker)."""
+    handle = path.open("a")
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -496,7 +512,7 @@ async def exclusive_queues(timeout: float = 1800.0) -> AsyncIterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK_PATH} stayed locked for {timeout}s") from None
+                    raise TimeoutError(f"{path} stayed locked for {timeout}s") from None
                 await asyncio.sleep(0.5)
         yield
     finally:
@@ -553,12 +569,15 @@ class Shop:
     payment_limit: Decimal = LIMIT
     database_url: str | None = None
     processes: list[ServiceProcess] = field(default_factory=list)
+    # On a cluster: its node names (for rabbitmqctl -n), and each service's AMQP_URL
+    # starting at another node, so that every node carries some of the connections.
+    nodes: tuple[str, ...] = ()
 
     @property
     def backend(self) -> str:
         return "postgres" if self.postgres_url else "sqlite"
 
-    def env(self) -> dict[str, str]:
+    def env(self, service: str | None = None) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -579,10 +598,12 @@ class Shop:
         )
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
+        if self.nodes and service is not None:
+            env["AMQP_URL"] = spread(self.amqp_url, (*SERVICES, AGENT).index(service))
         return env
 
     async def prepare(self) -> None:
-        await clean_broker(self.amqp_url, self.exchange)
+        await clean_broker(self.amqp_url, self.exchange, self.nodes)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.postgres_url:
             self.database_url = await create_database(self.postgres_url, self.database_name)
@@ -590,12 +611,12 @@ class Shop:
     async def dispose(self) -> None:
         await self.stop_all()
         with contextlib.suppress(Exception):
-            await clean_broker(self.amqp_url, self.exchange)
+            await clean_broker(self.amqp_url, self.exchange, self.nodes)
         if self.postgres_url and self.database_url:
             await drop_database(self.postgres_url, self.database_name)
 
     async def spawn(self, service: str, label: str | None = None) -> ServiceProcess:
-        process = ServiceProcess(service, self.env(), label)
+        process = ServiceProcess(service, self.env(service), label)
         self.processes.append(process)
         await process.start()
         return process
@@ -606,7 +627,7 @@ class Shop:
 
     async def counts(self) -> dict[str, tuple[int, int]]:
         """(ready messages, consumers) of each of the shop's queues."""
-        names = [name for name in await queue_names() if is_shop_queue(name)]
+        names = [name for name in await queue_names(self.nodes) if is_shop_queue(name)]
         return await queue_counts(self.amqp_url, names)
 
     async def depth(self) -> int:
@@ -764,6 +785,11 @@ class Chaos:
     connection_drops: int = 0
     broker_restarts: int = 0
     database_restarts: int = 0
+    # On a cluster (amqp_url lists its nodes): kills of the inventory queue's leader node
+    # and clean stops of another node, each node back a few seconds later.
+    cluster: ClusterFaults | None = None
+    leader_kills: int = 0
+    node_stops: int = 0
     recoveries: list[Recovery] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
 
@@ -784,8 +810,10 @@ class Chaos:
         for event in stream.events:
             oracle.apply(event)
         shop = Shop(self.amqp_url, self.data_dir, self.postgres_url)
+        if self.cluster is not None:
+            shop.nodes = NODES
         suggestions: dict[str, set[str]] = {}
-        async with exclusive_queues():
+        async with exclusive_queues(path=CLUSTER_LOCK if self.cluster else LOCK_PATH):
             try:
                 await shop.prepare()
                 if self.agent:
@@ -795,6 +823,8 @@ class Chaos:
                 started = time.monotonic()
                 await self._storm(shop, processes, stream.events, self._plan(kills), started)
                 storm_done = time.monotonic()
+                if self.cluster is not None:
+                    await self.cluster.whole()
 
                 async def watch() -> None:
                     for process in processes.values():
@@ -814,6 +844,8 @@ class Chaos:
                     suggestions = await _drain_suggestions(shop)
                 exit_codes = await shop.stop_all()
             finally:
+                if self.cluster is not None:
+                    await self.cluster.whole()
                 await shop.dispose()
                 if self.agent:
                     with contextlib.suppress(Exception):
@@ -850,6 +882,7 @@ class Chaos:
                 "mean": round(sum(restart) / len(restart), 2) if restart else 0.0,
             },
             **report,
+            "nodes_hit": self.cluster.hits if self.cluster else [],
             "suggestion_triggers": len(suggestions),
             "duplicate_suggestions": sum(len(ids) - 1 for ids in suggestions.values()),
             "dead_letters": dead_letters,
@@ -872,6 +905,8 @@ class Chaos:
             *["connections"] * self.connection_drops,
             *["rabbitmq"] * self.broker_restarts,
             *["postgresql"] * (self.database_restarts if self.postgres_url else 0),
+            *["leader_kill"] * (self.leader_kills if self.cluster else 0),
+            *["node_stop"] * (self.node_stops if self.cluster else 0),
         ]
         rng.shuffle(plan)
         return plan
@@ -915,7 +950,10 @@ class Chaos:
                         target, hit - started, unfinished, restarted - hit, consuming
                     )
                 else:
-                    down = await _inject(target)
+                    if self.cluster is not None and target in CLUSTER_FAULTS:
+                        down = await self.cluster.inject(target)
+                    else:
+                        down = await _inject(target)
                     back = time.monotonic()
                     if target == "postgresql":
                         await _read_surely(reader, "orders")
@@ -936,6 +974,8 @@ FAULT_NAMES = {
     "connections": "connections_closed",
     "rabbitmq": "broker_restart",
     "postgresql": "database_restart",
+    "leader_kill": "leader_node_killed",
+    "node_stop": "node_stopped",
 }
 
 
@@ -1002,24 +1042,34 @@ async def _read_surely(reader: StateReader, name: str, timeout: float = 120) -> 
             await asyncio.sleep(0.3)
 
 
+def _tap_arguments(shop: Shop) -> dict[str, Any] | None:
+    # On a cluster a classic queue lives on one node, and would miss what comes while
+    # that node is down.
+    return {"x-queue-type": "quorum"} if shop.nodes else None
+
+
 async def _tap_suggestions(shop: Shop) -> None:
-    connection = await aio_pika.connect(shop.amqp_url)
+    connection = await connect_first(shop.amqp_url)
     async with connection:
         channel = await connection.channel()
         exchange = await channel.declare_exchange(
             shop.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        queue = await channel.declare_queue(SUGGESTION_TAP, durable=True)
+        queue = await channel.declare_queue(
+            SUGGESTION_TAP, durable=True, arguments=_tap_arguments(shop)
+        )
         await queue.bind(exchange, routing_key="restock.recommended")
 
 
 async def _drain_suggestions(shop: Shop) -> dict[str, set[str]]:
     """Every suggestion that crossed the broker: trigger id -> suggestion event ids."""
     found: dict[str, set[str]] = {}
-    connection = await aio_pika.connect(shop.amqp_url)
+    connection = await connect_first(shop.amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(SUGGESTION_TAP, durable=True)
+        queue = await channel.declare_queue(
+            SUGGESTION_TAP, durable=True, arguments=_tap_arguments(shop)
+        )
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
             body = json.loads(message.body)
             trigger = str(body["data"]["trigger_event_id"])
@@ -1028,7 +1078,7 @@ async def _drain_suggestions(shop: Shop) -> dict[str, set[str]]:
 
 
 async def _delete_queue(amqp_url: str, name: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect_first(amqp_url)
     async with connection:
         channel = await connection.channel()
         await channel.queue_delete(name)

@@ -12,7 +12,7 @@ import asyncio
 import os
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -124,3 +124,28 @@ def consistent_hash_missing(url: str) -> str | None:
     # Its own thread and loop: the fixture may be asked for from inside a running loop.
     with ThreadPoolExecutor(1) as thread:
         return thread.submit(lambda: asyncio.run(check())).result()
+
+
+CLUSTER_COMMAND = "deploy/dev/services cluster up"
+
+
+def require_cluster(url: str, ports: Sequence[int], config: pytest.Config) -> str:
+    """The cluster's url, once every node answers; brought up once per session with
+    `deploy/dev/services cluster up`, else skipped (failed under CI=true)."""
+
+    def problem() -> str | None:
+        down = [port for port in ports if not answers("127.0.0.1", port)]
+        return f"the RabbitMQ cluster does not answer on port {down[0]}" if down else None
+
+    found = problem()
+    if found is not None and os.environ.get("AGENTBUS_TEST_SERVERS") != "skip":
+        with _unbuffered(config)():
+            print(f"\n{found}: running {CLUSTER_COMMAND}", flush=True)
+            subprocess.run([str(ROOT / "deploy/dev/services"), "cluster", "up"], check=False)
+        found = problem()
+    if found is not None:
+        message = f"{found} (bring it up with: {CLUSTER_COMMAND})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true: a missing server is a failure", pytrace=False)
+        pytest.skip(message)
+    return url

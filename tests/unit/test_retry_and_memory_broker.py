@@ -22,8 +22,8 @@ def test_topology_has_one_delay_queue_per_distinct_delay_and_a_dlq() -> None:
     names = [spec.name for spec in specs]
     assert names == [
         "inventory",
-        "inventory.retry.1000ms",
-        "inventory.retry.2000ms",
+        "inventory.retry.1000ms.quorum",
+        "inventory.retry.2000ms.quorum",
         "inventory.dlq",
     ]
     main = specs[0]
@@ -31,6 +31,17 @@ def test_topology_has_one_delay_queue_per_distinct_delay_and_a_dlq() -> None:
     assert main.bindings == ("order.created",)
     assert all(spec.dead_letter_to == "inventory" for spec in specs[1:3])
     assert [spec.message_ttl_ms for spec in specs[1:3]] == [1000, 2000]
+    # Replicated like the main queue, so that a cluster can lose the node it started on.
+    assert all(spec.kind == "quorum" for spec in specs)
+
+
+def test_classic_queues_keep_their_delay_queues_names() -> None:
+    policy = RetryPolicy(max_attempts=2, base_delay=1.0)
+    specs = topology("inventory", ("order.created",), policy, kind="classic")
+    assert [(s.name, s.kind) for s in specs[1:]] == [
+        ("inventory.retry.1000ms", "classic"),
+        ("inventory.dlq", "classic"),
+    ]
 
 
 @pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"base_delay": 0}, {"factor": 0.5}])
