@@ -29,7 +29,7 @@ from agentbus.agent import AgentRuntimeOptions
 from agentbus.agent.runtime import AgentRunner
 from agentbus.bus import Bus
 from agentbus.envelope import Event, EventCodec, new_event
-from agentbus.host import Host
+from agentbus.host import Host, tune_gc_once
 from agentbus.llm import ModelRequest, ModelResponse, Usage
 from agentbus.settings import Settings
 from agentbus.transport.base import Delivery, QueueSpec
@@ -108,6 +108,7 @@ async def run(skus: int, latency: float, one_at_a_time: bool) -> dict[str, Any]:
     await transport.consume("bench.observer", observe, prefetch=1000)
     host = Host(bus, [runner.service], settings)
     await host.start()
+    tune_gc_once()  # what `agentbus run` does once its services are up
     events = triggers(skus, 2)
     started = time.perf_counter()
     await bus.publish_many(events)

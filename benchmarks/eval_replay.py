@@ -26,6 +26,7 @@ from typing import Any
 import aio_pika
 
 from agentbus.envelope import EventCodec
+from agentbus.host import tune_gc_once
 from agentbus.recording import read_recording
 from agentbus.transport.rabbitmq import RabbitTransport
 from agents.registry import restock_agent
@@ -73,12 +74,13 @@ async def one(events: list[Any], broker: bool) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recording", type=Path, default=Path("evals/fixtures/steady.jsonl"))
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-warmup", action="store_true")
     args = parser.parse_args()
     events = [r.event for r in read_recording(args.recording, EventCodec(CATALOG))]
     inputs = len(inputs_of(events))
     warmup = events[: len(events) // 10]
+    tune_gc_once()  # as `agentbus eval` does before it replays
     rounds: dict[str, list[float]] = {"in_process": [], "rabbitmq": []}
     # The services' queue names are fixed: hold the lock the broker tests take on them.
     async with exclusive_queues():

@@ -9,6 +9,7 @@ import typer
 
 from agentbus.app import EvalOptions
 from agentbus.cli.common import application, fail, run_async
+from agentbus.host import tune_gc_once
 
 
 def register(app: typer.Typer) -> None:
@@ -64,5 +65,6 @@ def evaluate(
         as_json=as_json,
         junit=junit,
     )
+    tune_gc_once()  # a long run in a process of its own, as `agentbus run` is
     code = run_async(lambda: runner(options))
     raise typer.Exit(code)
