@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
+from agentbus.errors import TransientError
 from agentbus.service import Context, Service
 from agentbus.store import Migration, StoreBinding, Transaction
 from agentbus.store.migrations import create_tables
@@ -84,7 +85,7 @@ def build() -> Service:
     @store.applies("payment.authorized")
     def authorized(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: PaymentAuthorized = event.data
-        if status_of(tx, data.order_id) != "pending":
+        if seen_status(tx, data.order_id) != "pending":
             return
         update(tx, data.order_id, "confirmed", None)
         ctx.emit(OrderConfirmed(order_id=data.order_id), cause=event)
@@ -123,10 +124,20 @@ def update(tx: Transaction, order_id: str, status: str, reason: str | None) -> N
     tx.connection.execute(_UPDATE, {"order": order_id, "status": status, "reason": reason})
 
 
+def seen_status(tx: Transaction, order_id: str) -> str:
+    """The status of an order this service has seen. An outcome can overtake its order
+    where event types travel apart (on Kafka, a topic each): it waits for the order
+    instead of being dropped, which would leave the order pending for good."""
+    status = status_of(tx, order_id)
+    if status is None:
+        raise TransientError(f"order {order_id} not seen yet", code="order_unknown")
+    return status
+
+
 def reject_if_pending(
     tx: Transaction, event: Event[Any], ctx: Context, order_id: str, reason: str
 ) -> None:
-    if status_of(tx, order_id) != "pending":
+    if seen_status(tx, order_id) != "pending":
         return
     update(tx, order_id, "rejected", reason)
     ctx.emit(OrderRejected(order_id=order_id, reason=reason), cause=event)

@@ -180,6 +180,20 @@ async def test_an_authorized_payment_confirms_the_order_and_commits_its_stock(
         assert shop.of_type("inventory.released", "o-1") == []
 
 
+async def test_a_payment_outcome_that_overtakes_its_order_waits_for_it(
+    tmp_path: Path, f: EventFactory
+) -> None:
+    # Where event types travel apart (Kafka: a topic each), orders may see the gateway's
+    # answer first; dropped, it would leave the order pending for good.
+    async with Shop(tmp_path, with_payments=False) as shop:
+        await shop.publish(f.received("A", 10))
+        await shop.publish(f.authorized("o-1", "2.00"), settle=False)
+        await shop.publish(f.order("o-1", [("A", 1, "2.00")]))
+        await eventually(lambda: len(shop.of_type("order.confirmed", "o-1")) == 1)
+        assert (await shop.orders())["o-1"] == {"status": "confirmed", "reason": None}
+        assert await shop.dead_letters("orders") == []
+
+
 # 5 -------------------------------------------------------------------------------------
 
 
