@@ -37,6 +37,7 @@ from agentbus.envelope import Event, EventCodec
 from agentbus.errors import BrokerUnavailable
 from agentbus.store import open_database
 from agentbus.store import tables as store_tables
+from agentbus.store.database import Database
 from events import CATALOG
 from tests.integration.chaos_broker import AGENT, SERVICES, Broker
 from tests.integration.chaos_kafka import KafkaBroker, kill_mid_batch
@@ -243,7 +244,7 @@ class StateReader:
         self._databases = {name: self._open(name) for name in self._views}
         self._prefix = shop.bus.env().get("AGENTBUS_KAFKA_PREFIX", "")
 
-    def _open(self, name: str) -> Any:
+    def _open(self, name: str) -> Database:
         shop = self._shop
         return open_database(name, self._codec, url=shop.database_url, data_dir=shop.data_dir)
 

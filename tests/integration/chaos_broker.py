@@ -4,8 +4,8 @@ the broker's own faults, and the suggestions that crossed it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar, Protocol
 
 from agentbus.transport.base import Transport
 
@@ -23,7 +23,7 @@ class Broker(Protocol):
     # of one type and key (Kafka): the stream is built to suit.
     ordered: bool
     # Fault of a chaos plan -> its name in the report; each is caused by `inject`.
-    faults: Mapping[str, str]
+    faults: ClassVar[Mapping[str, str]]
 
     def env(self) -> dict[str, str]:
         """The settings that point a service process at this broker."""
@@ -40,8 +40,8 @@ class Broker(Protocol):
     async def dead_letters(self) -> dict[str, int]:
         """Dead letters per dead-letter queue, those that hold any."""
 
-    async def consuming(self, services: Sequence[str]) -> bool:
-        """Whether each of `services` has a consumer again."""
+    async def consuming(self, expected: Mapping[str, int], stored: StoredPositions) -> bool:
+        """Whether each service's queue has its `expected` consumers (again)."""
 
     async def inject(self, fault: str) -> float:
         """Cause the fault and end it; returns how long the broken part was down."""

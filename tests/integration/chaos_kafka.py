@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -40,7 +40,7 @@ class Group:
     members: dict[str, set[Partition]]  # member id -> the partitions it holds
 
 
-class _DescribeGroups(Request[DescribeGroupsRequest_v2]):
+class _DescribeGroups(Request[DescribeGroupsRequest_v2]):  # type: ignore[misc]
     """DescribeGroups at v2: aiokafka pairs its v3 request with the v2 answer's layout,
     and fails to read what the broker sends back."""
 
@@ -58,7 +58,7 @@ class KafkaBroker:
     bootstrap: str
     name: str = "kafka"
     ordered: bool = False
-    faults = {"kafka": "broker_restart"}
+    faults: ClassVar[Mapping[str, str]] = {"kafka": "broker_restart"}
     harness: KafkaHarness = field(init=False)
     _probe: KafkaTransport | None = field(default=None, init=False)
     _restart_backlog: int | None = field(default=None, init=False)

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import aio_pika
 
@@ -80,7 +81,7 @@ class RabbitBroker:
     exchange: str = field(default_factory=lambda: f"agentbus.test.{uuid.uuid4().hex[:12]}")
     name: str = "rabbitmq"
     ordered: bool = True
-    faults = {
+    faults: ClassVar[Mapping[str, str]] = {
         "connections": "connections_closed",
         "rabbitmq": "broker_restart",
     }
@@ -115,9 +116,9 @@ class RabbitBroker:
     async def dead_letters(self) -> dict[str, int]:
         return {name: n for name, (n, _) in (await self.counts()).items() if is_dlq(name) and n}
 
-    async def consuming(self, services: Sequence[str]) -> bool:
-        counts = await queue_counts(self.amqp_url, list(services))
-        return all(counts.get(name, (0, 0))[1] > 0 for name in services)
+    async def consuming(self, expected: Mapping[str, int], stored: StoredPositions) -> bool:
+        counts = await queue_counts(self.amqp_url, list(expected))
+        return all(counts.get(name, (0, 0))[1] >= n for name, n in expected.items())
 
     async def inject(self, fault: str) -> float:
         began = asyncio.get_running_loop().time()
