@@ -534,17 +534,21 @@ class Chaos:
         async with shop.publisher() as bus, shop.reader() as reader:
             for segment in range(segments):
                 chunk = events[bounds[segment] : bounds[segment + 1]]
-                if segment < len(plan) and plan[segment] == "rebalance":
+                rebalance = segment < len(plan) and plan[segment] == "rebalance"
+                if rebalance:
                     # Its first looks are slow (clients start, the queue registry is
                     # read): taken now, the kill can follow the segment at once.
                     await self._prime_rebalance(reader)
-                for start in range(0, len(chunk), 200):
-                    await publish_surely(bus, chunk[start : start + 200])
+                publishing = asyncio.create_task(_publish_in_batches(bus, chunk))
+                if not rebalance:
+                    await publishing
+                # else the kill comes while the segment still flows in: with work in
+                # flight on every member for sure, not only if the poll is quick.
                 placed += [e.data.order_id for e in chunk if e.type == "order.created"]
                 if segment == len(plan):
                     break
                 target = plan[segment]
-                if target != "rebalance":  # that one waits for work in flight itself
+                if not rebalance:
                     await asyncio.sleep(rng.uniform(*self.kill_after))
                 decided = await _read_surely(reader, "orders")
                 unfinished = sum(
@@ -553,6 +557,7 @@ class Chaos:
                     if (decided.get(o) or {}).get("status") in (None, "pending")
                 )
                 recovery = await self._hit(shop, processes, reader, target, rng)
+                await publishing
                 recovery.killed_at -= started
                 recovery.unfinished_orders = unfinished
                 self.recoveries.append(recovery)
@@ -657,6 +662,11 @@ async def _until_stocked(shop: Shop, opening: Sequence[Event[Any]], timeout: flo
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the opening stock was not applied in {timeout}s")
             await asyncio.sleep(0.3)
+
+
+async def _publish_in_batches(bus: Bus, events: Sequence[Event[Any]]) -> None:
+    for start in range(0, len(events), 200):
+        await publish_surely(bus, events[start : start + 200])
 
 
 async def publish_surely(bus: Bus, events: Sequence[Event[Any]], timeout: float = 180) -> None:
