@@ -1,7 +1,7 @@
 """Exactly-once effects under faults, at length: the full chaos run.
 
 Inventory, orders, payments and the restock agent run as `agentbus run`
-subprocesses (each in its own process group) on RabbitMQ and SQLite or
+subprocesses (each in its own process group) on RabbitMQ or Kafka and SQLite or
 PostgreSQL. A seeded stream of
 catalog, opening stock and then at least 10,000 mixed events (orders of 1-3
 lines over 20 SKUs, some over the payment limit, some for more than is left;
@@ -9,7 +9,10 @@ cancellations, before, right after and long after their orders; stock received;
 adjustments), with 10% of them re-sent later under the same id, is published
 while services are SIGKILLed at random moments and restarted, the broker closes
 every connection, the broker application restarts and (on PostgreSQL) the
-database restarts. When queues are
+database restarts. On Kafka the broker restarts (deploy/dev/services down/up kafka),
+and a second inventory member is SIGKILLed while both members hold records
+unsettled, so that its partitions move to the other; topics and groups carry a
+prefix of the run's own. When queues (consumer lags) are
 empty and states stop changing, `agentbus state inventory/orders --json` are
 compared with an independent oracle (tests/integration/chaos.py).
 
@@ -18,6 +21,7 @@ orders, wrong outcomes, double-applied stock, duplicate suggestions, seconds,
 orders per second.
 
     uv run python benchmarks/chaos_exactly_once.py --backend sqlite
+    uv run python benchmarks/chaos_exactly_once.py --transport kafka --backend sqlite
     uv run python benchmarks/chaos_exactly_once.py --backend postgres --events 10000 --kills 10 \
         --connection-drops 2 --broker-restarts 2 --database-restarts 2
 
@@ -42,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the driver lives in tests/
 
-from tests.integration.chaos import Chaos
+from tests.integration.chaos import Chaos, KafkaBroker
 from tests.integration.rabbit_cluster import CLUSTER_URL, ClusterFaults
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -50,16 +54,24 @@ DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--transport", choices=("rabbitmq", "kafka"), default="rabbitmq")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--connection-drops", type=int, default=2)
+    parser.add_argument("--connection-drops", type=int, default=2, help="rabbitmq only")
     parser.add_argument("--broker-restarts", type=int, default=2)
     parser.add_argument("--database-restarts", type=int, default=2, help="postgres only")
+    parser.add_argument(
+        "--rebalances", type=int, default=2, help="kafka only: mid-batch kills of a member"
+    )
     parser.add_argument("--no-agent", action="store_true", help="leave the restock agent out")
     parser.add_argument("--duplicates", type=float, default=0.10, help="share re-sent")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", DEFAULT_URL))
+    parser.add_argument(
+        "--kafka-bootstrap",
+        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
@@ -83,18 +95,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.amqp_url == DEFAULT_URL:
             args.amqp_url = CLUSTER_URL
     with tempfile.TemporaryDirectory(prefix="agentbus-chaos-") as scratch:
+        kafka = args.transport == "kafka"
         chaos = Chaos(
-            args.amqp_url,
+            KafkaBroker(args.kafka_bootstrap) if kafka else args.amqp_url,
             Path(scratch) / "data",
             args.database_url if args.backend == "postgres" else None,
             seed=args.seed,
             agent=not args.no_agent,
-            connection_drops=args.connection_drops,
+            connection_drops=0 if kafka else args.connection_drops,
             broker_restarts=args.broker_restarts,
             database_restarts=args.database_restarts,
             cluster=ClusterFaults() if args.cluster else None,
             leader_kills=args.leader_kills,
             node_stops=args.node_stops,
+            rebalances=args.rebalances if kafka else 0,
         )
         report = await chaos.run(
             args.events,

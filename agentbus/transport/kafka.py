@@ -334,6 +334,12 @@ class KafkaTransport:
 
     async def depth(self, queue: str) -> int:
         """Records the queue's group has yet to settle: its lag, over its topics."""
+        backlog = await self.backlog(queue)
+        return sum(max(0, end - position) for position, end in backlog.values())
+
+    async def backlog(self, queue: str) -> dict[TopicPartition, tuple[int, int]]:
+        """Per partition of the queue's topics: where its group reads from (its committed
+        offset, else the partition's start) and where the partition ends."""
         bindings = await self._bindings(queue)
         if bindings is not None:
             topics = await self._subscribed_topics(bindings)
@@ -347,7 +353,7 @@ class KafkaTransport:
             count = await self._partition_count(topic)
             partitions += [TopicPartition(topic, p) for p in range(count)]
         if not partitions:
-            return 0
+            return {}
         offsets = await self._offsets_reader()
         try:
             committed = await admin.list_consumer_group_offsets(self.group(queue))
@@ -355,12 +361,12 @@ class KafkaTransport:
             starts = await offsets.beginning_offsets(partitions)
         except KafkaError as exc:
             raise BrokerUnavailable(f"reading the lag of {queue!r} failed: {exc}") from exc
-        lag = 0
+        backlog: dict[TopicPartition, tuple[int, int]] = {}
         for tp in partitions:
             done = committed.get(tp)
             start = done.offset if done is not None and done.offset >= 0 else starts[tp]
-            lag += max(0, ends[tp] - start)
-        return lag
+            backlog[tp] = (start, ends[tp])
+        return backlog
 
     async def _subscribed_topics(self, bindings: tuple[str, ...]) -> list[str]:
         if not any(is_pattern(b) for b in bindings):

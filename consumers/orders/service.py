@@ -67,7 +67,12 @@ def build() -> Service:
     def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: OrderCreated = event.data
         if status_of(tx, data.order_id) is not None:
-            return  # cancelled before it arrived: it stays rejected
+            # Cancelled, or decided, before it arrived: it stays as it is.
+            tx.connection.execute(
+                _UPDATE.where(orders.c.customer_id.is_(None)),
+                {"order": data.order_id, "customer_id": data.customer_id},
+            )
+            return
         skus = [line.sku for line in data.lines]
         if len(set(skus)) != len(skus):
             insert(tx, data.order_id, "rejected", "invalid", data.customer_id)
@@ -98,7 +103,16 @@ def build() -> Service:
     @store.applies("payment.authorized")
     def authorized(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: PaymentAuthorized = event.data
-        if status_of(tx, data.order_id) != "pending":
+        status = status_of(tx, data.order_id)
+        if status is None:
+            # Where event types travel apart (on Kafka, a topic each) the gateway's answer
+            # can overtake the order it answers; it was caused by that order, so the
+            # order exists. Dropped, it would leave the order pending for good; waited
+            # for, it would hold the order's own subject behind it.
+            insert(tx, data.order_id, "confirmed", None, None)
+            ctx.emit(OrderConfirmed(order_id=data.order_id), cause=event)
+            return
+        if status != "pending":
             return
         update(tx, data.order_id, "confirmed", None)
         ctx.emit(OrderConfirmed(order_id=data.order_id), cause=event)
@@ -140,7 +154,13 @@ def update(tx: Transaction, order_id: str, status: str, reason: str | None) -> N
 def reject_if_pending(
     tx: Transaction, event: Event[Any], ctx: Context, order_id: str, reason: str
 ) -> None:
-    if status_of(tx, order_id) != "pending":
+    status = status_of(tx, order_id)
+    if status is None:
+        # The outcome overtook its order (see `authorized`): decided now.
+        insert(tx, order_id, "rejected", reason, None)
+        ctx.emit(OrderRejected(order_id=order_id, reason=reason), cause=event)
+        return
+    if status != "pending":
         return
     update(tx, order_id, "rejected", reason)
     ctx.emit(OrderRejected(order_id=order_id, reason=reason), cause=event)

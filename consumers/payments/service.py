@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
-from agentbus.errors import ConfigurationError, TransientError
+from agentbus.errors import ConfigurationError
 from agentbus.service import Context, Service
 from agentbus.store import Migration, StoreBinding, Transaction
 from events import InventoryReserved, OrderCreated, PaymentAuthorized, PaymentFailed
@@ -47,7 +47,24 @@ def _v1(op: Operations) -> None:
     )
 
 
-MIGRATIONS = (Migration(NAME, 1, "order amounts and outcomes", _v1),)
+# A reservation that overtook its order (on Kafka each event type has its topic): the
+# payment is asked for when the order arrives. Waiting in place instead would hold the
+# order's own subject behind the wait, until the retries ran out.
+early = sa.Table(
+    "early_reservations",
+    metadata,
+    sa.Column("order_id", sa.String(200), primary_key=True),
+)
+
+
+def _v2(op: Operations) -> None:
+    op.create_table("early_reservations", sa.Column("order_id", sa.String(200), primary_key=True))
+
+
+MIGRATIONS = (
+    Migration(NAME, 1, "order amounts and outcomes", _v1),
+    Migration(NAME, 2, "reservations ahead of their order", _v2),
+)
 
 
 def order_total(lines: list[tuple[int, Decimal]]) -> Decimal:
@@ -77,6 +94,30 @@ def build(limit: Decimal | None = None) -> Service:
     )
     store = StoreBinding(service, MIGRATIONS)
 
+    def decide(tx: Transaction, ctx: Context, order_id: str, cause: Event[Any]) -> None:
+        row = tx.connection.execute(_AMOUNT, {"order": order_id}).first()
+        if row is None or row.outcome is not None:
+            return  # one payment per order
+        amount = Decimal(row.amount).quantize(CENT)
+        if amount > cap:
+            outcome = "failed"
+            ctx.emit(
+                PaymentFailed(
+                    order_id=order_id,
+                    amount=amount,
+                    currency=row.currency,
+                    reason="limit_exceeded",
+                ),
+                cause=cause,
+            )
+        else:
+            outcome = "authorized"
+            ctx.emit(
+                PaymentAuthorized(order_id=order_id, amount=amount, currency=row.currency),
+                cause=cause,
+            )
+        tx.connection.execute(_OUTCOME, {"order": order_id, "outcome": outcome})
+
     @store.applies("order.created")
     def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: OrderCreated = event.data
@@ -85,35 +126,18 @@ def build(limit: Decimal | None = None) -> Service:
             tx.once(_new_amount, _new_amount),
             {"order_id": data.order_id, "amount": total, "currency": data.currency},
         )
+        waiting = tx.connection.execute(_EARLY, {"order": data.order_id}).first()
+        if waiting is not None:
+            tx.connection.execute(_EARLY_DONE, {"order": data.order_id})
+            decide(tx, ctx, data.order_id, event)
 
     @store.applies("inventory.reserved")
     def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         data: InventoryReserved = event.data
-        row = tx.connection.execute(_AMOUNT, {"order": data.order_id}).first()
-        if row is None:
-            # A retry overtook its order: wait for order.created to arrive.
-            raise TransientError(f"order {data.order_id} not seen yet", code="order_unknown")
-        if row.outcome is not None:
-            return  # one payment per order
-        amount = Decimal(row.amount).quantize(CENT)
-        if amount > cap:
-            outcome = "failed"
-            ctx.emit(
-                PaymentFailed(
-                    order_id=data.order_id,
-                    amount=amount,
-                    currency=row.currency,
-                    reason="limit_exceeded",
-                ),
-                cause=event,
-            )
-        else:
-            outcome = "authorized"
-            ctx.emit(
-                PaymentAuthorized(order_id=data.order_id, amount=amount, currency=row.currency),
-                cause=event,
-            )
-        tx.connection.execute(_OUTCOME, {"order": data.order_id, "outcome": outcome})
+        if tx.connection.execute(_AMOUNT, {"order": data.order_id}).first() is None:
+            tx.connection.execute(tx.once(_new_early, _new_early), {"order_id": data.order_id})
+            return
+        decide(tx, ctx, data.order_id, event)
 
     return service
 
@@ -121,6 +145,14 @@ def build(limit: Decimal | None = None) -> Service:
 # Built once: every order runs them.
 _AMOUNT = sa.select(amounts).where(amounts.c.order_id == sa.bindparam("order"))
 _OUTCOME = sa.update(amounts).where(amounts.c.order_id == sa.bindparam("order"))
+
+
+_EARLY = sa.select(early).where(early.c.order_id == sa.bindparam("order"))
+_EARLY_DONE = sa.delete(early).where(early.c.order_id == sa.bindparam("order"))
+
+
+def _new_early(tx: Transaction) -> Any:
+    return tx.insert(early).on_conflict_do_nothing(index_elements=[early.c.order_id])
 
 
 def _new_amount(tx: Transaction) -> Any:

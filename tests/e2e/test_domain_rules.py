@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from agentbus.envelope import Event
 from consumers.notifications.mailer import SmtpMailer
+from events import InventoryReserved, ReservedLine
 from tests.e2e.shop import EventFactory, Line, RecordingMailer, Shop
 
 ZERO = {"on_hand": 0, "reserved": 0, "available": 0}
@@ -178,6 +179,36 @@ async def test_an_authorized_payment_confirms_the_order_and_commits_its_stock(
         # on_hand and reserved drop together: available is what it was after the reservation.
         assert await shop.inventory() == {"A": level(7, 0), "B": level(0, 0)}
         assert shop.of_type("inventory.released", "o-1") == []
+
+
+async def test_a_payment_outcome_that_overtakes_its_order_waits_for_it(
+    tmp_path: Path, f: EventFactory
+) -> None:
+    # Where event types travel apart (Kafka: a topic each), orders may see the gateway's
+    # answer first; dropped, it would leave the order pending for good.
+    async with Shop(tmp_path, with_payments=False) as shop:
+        await shop.publish(f.received("A", 10))
+        await shop.publish(f.authorized("o-1", "2.00"), settle=False)
+        await shop.publish(f.order("o-1", [("A", 1, "2.00")]))
+        await eventually(lambda: len(shop.of_type("order.confirmed", "o-1")) == 1)
+        assert (await shop.orders())["o-1"] == {"status": "confirmed", "reason": None}
+        assert await shop.dead_letters("orders") == []
+
+
+async def test_a_reservation_that_overtakes_its_order_is_paid_when_the_order_arrives(
+    tmp_path: Path, f: EventFactory
+) -> None:
+    async with Shop(tmp_path) as shop:
+        await shop.publish(f.received("A", 10))
+        early = f.event(
+            InventoryReserved(order_id="o-1", lines=[ReservedLine(sku="A", quantity=1)])
+        )
+        await shop.publish(early)
+        assert shop.of_type("payment.authorized", "o-1") == []  # no amount to ask for yet
+        await shop.publish(f.order("o-1", [("A", 1, "2.00")]))
+        assert shop.one("payment.authorized", "o-1").data.amount == Decimal("2.00")
+        assert (await shop.orders())["o-1"] == {"status": "confirmed", "reason": None}
+        assert await shop.dead_letters("payments") == []
 
 
 # 5 -------------------------------------------------------------------------------------

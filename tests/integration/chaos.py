@@ -2,576 +2,133 @@
 
 `Chaos.run` publishes a seeded stream (with re-sent duplicates) to inventory,
 orders and payments, each an `agentbus run` subprocess, while it SIGKILLs them at
-random moments and restarts them; then it waits for the system to settle and
-compares `agentbus state inventory/orders --json` with an `Oracle`: a sequential
-model of the contract's rules over the publish order, which imports nothing of
-the services.
+random moments and restarts them and the broker (RabbitMQ or Kafka) suffers its
+own faults; then it waits for the system to settle and compares `agentbus state
+inventory/orders --json` with an `Oracle` (chaos_oracle.py).
 
-Why a sequential model is exact here: inventory applies its queue in publish
-order, and every event of an order follows the order's causal chain. What is
-left to timing is modelled as such and kept away from everything else:
-
-- an order over the payment limit holds stock until its rejection comes back,
-  at a moment nobody knows: such orders buy `LUX_SKU` only, stocked so deep that
-  no decision on it depends on the hold;
-- a cancellation sent right after its order races the payment: those orders buy
-  `RACE_SKU` only (stocked as deep), either outcome is accepted, and the
-  expected stock follows the outcome the service reports;
-- a cancellation of an order that is rejected anyway may win or lose against the
-  rejection: only the reason varies;
-- a cancellation sent before its order (it overtakes it) rejects it for sure;
-- a negative adjustment is sent only when it surely fits, or for `DEAD_SKU`,
-  which never has stock, so that it surely is dead-lettered.
-
-The oracle raises `AmbiguousStream` if the stream ever asks it for a decision
-that timing could change, so the stream's design is checked, not assumed.
-
-Queue names are fixed (`inventory`, `orders`, `payments`, ...): runs hold a file
-lock, `exclusive_queues()`, so that two of them on one machine never share them.
+What differs between brokers sits behind `Broker` (chaos_broker.py): RabbitMQ in
+chaos_rabbitmq.py, Kafka in chaos_kafka.py. On RabbitMQ, queue names are fixed
+(`inventory`, `orders`, `payments`, ...): runs hold a file lock,
+`exclusive_queues()`, so that two of them on one machine never share them. On
+Kafka a run's topics and groups carry a prefix of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import random
-import signal
 import sys
-import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
 import sqlalchemy as sa
 
 from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec, new_event
+from agentbus.envelope import Event, EventCodec
 from agentbus.errors import BrokerUnavailable
 from agentbus.store import open_database
-from agentbus.transport.rabbitmq import RabbitTransport, connect_first
-from events import (
-    CATALOG,
-    InventoryAdjusted,
-    OrderCancelled,
-    OrderCreated,
-    OrderLine,
-    ProductUpserted,
-    StockReceived,
+from agentbus.store import tables as store_tables
+from agentbus.store.database import Database
+from events import CATALOG
+from tests.integration.chaos_broker import AGENT, SERVICES, Broker
+from tests.integration.chaos_kafka import KafkaBroker, kill_mid_batch
+from tests.integration.chaos_oracle import (
+    LIMIT,
+    START,
+    AmbiguousStream,
+    Oracle,
+    Stream,
+    build_stream,
+    compare,
 )
-from tests.integration.rabbit_cluster import CLUSTER_FAULTS, NODES, ClusterFaults, spread
-
-SERVICES: tuple[str, ...] = ("inventory", "orders", "payments")
-AGENT = "restock-agent"
-SUGGESTION_TAP = "test.chaos.suggestions"
-LIMIT = Decimal("5000.00")
-LUX_SKU = "LUX-001"  # 2,600.00 a unit: one is authorized, two are over the limit
-LUX_PRICE = Decimal("2600.00")
-RACE_SKU = "CXL-001"  # orders cancelled right after they are placed
-DEAD_SKU = "DEAD-001"  # never stocked: a negative adjustment of it is dead-lettered
-DEEP_STOCK = 1_000_000
-OPENING_STOCK = 30
-PRICES = (Decimal("4.50"), Decimal("9.99"), Decimal("12.00"), Decimal("25.00"))
-START = datetime(2026, 11, 1, tzinfo=UTC)
-LOCK_PATH = Path(tempfile.gettempdir()) / "agentbus-shop-queues.lock"
-CLUSTER_LOCK = Path(tempfile.gettempdir()) / "agentbus-cluster-shop-queues.lock"
-
-Outcome = tuple[str, str | None]
-CONFIRMED: Outcome = ("confirmed", None)
-CANCELLED: Outcome = ("rejected", "cancelled")
-OUT_OF_STOCK: Outcome = ("rejected", "out_of_stock")
-PAYMENT_FAILED: Outcome = ("rejected", "payment_failed")
-
-
-# -- the oracle ----------------------------------------------------------------------
-
-
-class AmbiguousStream(ValueError):
-    """The stream asks for a decision that the timing of the services could change."""
-
-
-@dataclass
-class Oracle:
-    """The contract's rules, applied one event at a time in publish order.
-
-    `solid[sku]` is on_hand once every outcome known so far has settled (confirmed
-    orders committed); `maybe[sku]` is stock that may or may not be held when a
-    later event is applied (a reservation released at an unknown moment, or one
-    whose fate is a race). Available stock lies in [solid - maybe, solid]; every
-    decision must come out the same anywhere in that range.
-    """
-
-    limit: Decimal = LIMIT
-    solid: dict[str, int] = field(default_factory=dict)
-    maybe: dict[str, int] = field(default_factory=dict)
-    outcomes: dict[str, set[Outcome]] = field(default_factory=dict)
-    lines: dict[str, dict[str, int]] = field(default_factory=dict)
-    racy: set[str] = field(default_factory=set)
-    seen: set[str] = field(default_factory=set)
-    dead_letters: int = 0
-
-    def lowest_available(self, sku: str) -> int:
-        return self.solid.get(sku, 0) - self.maybe.get(sku, 0)
-
-    def apply(self, event: Event[Any]) -> None:
-        if event.id in self.seen:
-            return  # a duplicate: consumers treat an id they applied as done
-        data = event.data
-        if event.type == "product.upserted":
-            self.solid.setdefault(data.sku, 0)
-        elif event.type == "stock.received":
-            self.solid[data.sku] = self.solid.get(data.sku, 0) + data.quantity
-        elif event.type == "inventory.adjusted":
-            if not self._adjust(data.sku, data.delta):
-                self.dead_letters += 1
-                return  # rejected, so not applied: a later copy gets a fresh try
-        elif event.type == "order.created":
-            self._created(data)
-        elif event.type == "order.cancelled":
-            self._cancelled(data.order_id)
-        else:
-            raise AmbiguousStream(f"the oracle does not model {event.type}")
-        self.seen.add(event.id)
-
-    def _adjust(self, sku: str, delta: int) -> bool:
-        # on_hand never goes below zero; what is reserved leaves at confirmation.
-        if self.lowest_available(sku) + delta >= 0:
-            self.solid[sku] = self.solid.get(sku, 0) + delta
-            return True
-        if self.solid.get(sku, 0) + delta < 0:
-            return False
-        raise AmbiguousStream(f"adjusting {sku} by {delta:+d} depends on timing")
-
-    def _created(self, data: OrderCreated) -> None:
-        order_id = data.order_id
-        if order_id in self.outcomes:
-            return  # cancelled before it was placed: rejected for good, nothing held
-        skus = [line.sku for line in data.lines]
-        if len(set(skus)) != len(skus):
-            raise AmbiguousStream("orders naming a SKU twice (invalid) are not modelled")
-        wanted = {line.sku: line.quantity for line in data.lines}
-        fits = all(q <= self.lowest_available(sku) for sku, q in wanted.items())
-        short = any(q > self.solid.get(sku, 0) for sku, q in wanted.items())
-        if fits == short:
-            raise AmbiguousStream(f"whether {order_id} fits depends on timing")
-        if short:  # all lines or none
-            self.outcomes[order_id] = {OUT_OF_STOCK}
-            return
-        self.lines[order_id] = wanted
-        total = sum((Decimal(line.quantity) * line.unit_price for line in data.lines), Decimal(0))
-        if total > self.limit:
-            # Reserved, then released when the rejection comes back: no net change,
-            # but held until a moment nobody knows.
-            self.outcomes[order_id] = {PAYMENT_FAILED}
-            for sku, q in wanted.items():
-                self.maybe[sku] = self.maybe.get(sku, 0) + q
-            return
-        self.outcomes[order_id] = {CONFIRMED}
-        for sku, q in wanted.items():
-            self.solid[sku] -= q
-
-    def _cancelled(self, order_id: str) -> None:
-        outcomes = self.outcomes.get(order_id)
-        if outcomes is None:
-            self.outcomes[order_id] = {CANCELLED}  # it overtook its order
-        elif outcomes == {CONFIRMED}:
-            # The cancellation races the payment: either may win.
-            outcomes.add(CANCELLED)
-            self.racy.add(order_id)
-            for sku, q in self.lines[order_id].items():
-                self.solid[sku] += q
-                self.maybe[sku] = self.maybe.get(sku, 0) + q
-        elif all(status == "rejected" for status, _ in outcomes):
-            outcomes.add(CANCELLED)  # rejected either way; only the reason may vary
-
-    def expected_inventory(self, actual_orders: dict[str, Any]) -> dict[str, dict[str, int]]:
-        """Every SKU's final level; racy orders count as the services decided them."""
-        on_hand = dict(self.solid)
-        for order_id in self.racy:
-            if (actual_orders.get(order_id) or {}).get("status") == "confirmed":
-                for sku, q in self.lines[order_id].items():
-                    on_hand[sku] -= q
-        return {
-            sku: {"on_hand": n, "reserved": 0, "available": n} for sku, n in sorted(on_hand.items())
-        }
-
-
-# -- the stream ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stream:
-    events: list[Event[Any]]  # in publish order, duplicates included
-    originals: int
-    duplicates: int
-
-    @property
-    def orders(self) -> int:
-        return len({e.data.order_id for e in self.events if e.type == "order.created"})
-
-
-def build_stream(
-    seed: int,
-    events: int,
-    *,
-    skus: int = 20,
-    duplicate_rate: float = 0.10,
-    limit: Decimal = LIMIT,
-) -> Stream:
-    """Catalog and opening stock, then `events` (or a few more) mixed events, then
-    about `duplicate_rate` of everything re-sent (same id, same body) later on."""
-    rng = random.Random(seed)
-    names = [f"SKU-{n:03d}" for n in range(skus)]
-    originals: list[Event[Any]] = []
-    model = Oracle(limit)  # what is safe to send next
-    clock = START
-
-    def add(data: Any, event_id: str) -> None:
-        nonlocal clock
-        clock += timedelta(seconds=1)
-        event = new_event(data, source="/tests/chaos", id=event_id, time=clock)
-        originals.append(event)
-        model.apply(event)
-
-    for sku in [*names, LUX_SKU, RACE_SKU, DEAD_SKU]:
-        price = LUX_PRICE if sku == LUX_SKU else Decimal("9.99")
-        add(
-            ProductUpserted(
-                sku=sku,
-                name=f"Product {sku}",
-                description="",
-                category="chaos",
-                unit_cost=(price / 2).quantize(Decimal("0.01")),
-                unit_price=price,
-                lead_time_days=3,
-                reorder_point=5,
-                max_stock=100,
-                supplier="chaos supplies",
-            ),
-            f"product-{sku}",
-        )
-    for sku in [*names, LUX_SKU, RACE_SKU]:
-        quantity = DEEP_STOCK if sku in (LUX_SKU, RACE_SKU) else OPENING_STOCK
-        add(StockReceived(sku=sku, quantity=quantity), f"opening-{sku}")
-    opening = len(originals)
-
-    def order(order_id: str, lines: list[tuple[str, int, Decimal]]) -> OrderCreated:
-        return OrderCreated(
-            order_id=order_id,
-            customer_id=f"C-{rng.randint(1, 500):03d}",
-            lines=[OrderLine(sku=s, quantity=q, unit_price=p) for s, q, p in lines],
-            currency="EUR",
-        )
-
-    cancels_due: list[tuple[int, str]] = []  # (when, order id) for racy cancellations
-    rejected: list[str] = []
-    n = 0
-    while len(originals) - opening < events:
-        n += 1
-        for due in [c for c in cancels_due if c[0] <= n]:
-            cancels_due.remove(due)
-            add(OrderCancelled(order_id=due[1], reason="changed my mind"), f"cancel-{due[1]}")
-        roll = rng.random()
-        order_id = f"O-{n:06d}"
-        if roll < 0.60:  # an ordinary order, now and then for more than is left
-            lines = [
-                (sku, rng.randint(8, 20) if rng.random() < 0.1 else rng.randint(1, 3), price)
-                for sku in rng.sample(names, k=rng.choice((1, 1, 2, 3)))
-                for price in [rng.choice(PRICES)]
-            ]
-            add(order(order_id, lines), f"created-{order_id}")
-        elif roll < 0.66:  # luxury: one unit is authorized, two are over the limit
-            add(order(order_id, [(LUX_SKU, rng.choice((1, 2)), LUX_PRICE)]), f"created-{order_id}")
-        elif roll < 0.70:  # cancelled, and the cancellation races the payment
-            add(
-                order(order_id, [(RACE_SKU, rng.randint(1, 3), Decimal("9.99"))]),
-                f"created-{order_id}",
-            )
-            cancels_due.append((n + rng.randint(0, 6), order_id))
-        elif roll < 0.74:  # the cancellation overtakes its order
-            add(OrderCancelled(order_id=order_id, reason="never mind"), f"cancel-{order_id}")
-            add(order(order_id, [(rng.choice(names), 1, PRICES[0])]), f"created-{order_id}")
-        elif roll < 0.76 and rejected:  # cancelling an order that is rejected anyway
-            target = rng.choice(rejected[-50:])
-            rejected.remove(target)
-            add(OrderCancelled(order_id=target, reason="too slow"), f"cancel-{target}")
-        elif roll < 0.94:
-            add(StockReceived(sku=rng.choice(names), quantity=rng.randint(4, 16)), f"stock-{n}")
-        else:
-            sku = rng.choice(names)
-            room = model.lowest_available(sku)
-            if rng.random() < 0.2:
-                sku, delta = DEAD_SKU, -1  # surely refused: dead-lettered
-            elif room > 0 and rng.random() < 0.5:
-                delta = -rng.randint(1, min(3, room))
-            else:
-                delta = rng.randint(1, 5)
-            add(InventoryAdjusted(sku=sku, delta=delta, reason="stock count"), f"adjust-{n}")
-        created = model.outcomes.get(order_id)
-        if created and CANCELLED not in created and all(s == "rejected" for s, _ in created):
-            rejected.append(order_id)
-    for _, order_id in cancels_due:
-        add(OrderCancelled(order_id=order_id, reason="changed my mind"), f"cancel-{order_id}")
-
-    later: dict[int, list[Event[Any]]] = defaultdict(list)
-    duplicates = 0
-    for index, event in enumerate(originals):
-        if rng.random() < duplicate_rate:
-            later[rng.randint(index + 1, len(originals))].append(event)
-            duplicates += 1
-    published: list[Event[Any]] = []
-    for index, event in enumerate(originals):
-        published.extend(later.get(index, ()))
-        published.append(event)
-    published.extend(later.get(len(originals), ()))
-    return Stream(published, len(originals), duplicates)
-
-
-# -- processes and the broker ---------------------------------------------------------
-
-
-class ServiceProcess:
-    """One `agentbus run SERVICE` in a process group of its own."""
-
-    def __init__(
-        self,
-        service: str,
-        env: dict[str, str],
-        label: str | None = None,
-        args: Sequence[str] = (),
-    ) -> None:
-        self.service = service
-        self.args = tuple(args)
-        self.label = label or service
-        self.env = env
-        self.process: asyncio.subprocess.Process | None = None
-        self.tail: deque[str] = deque(maxlen=40)
-        self._running = asyncio.Event()
-        self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    async def start(self, timeout: float = 120.0) -> float:
-        """Spawn it and wait until it consumes; returns how long that took."""
-        started = time.monotonic()
-        self._running = asyncio.Event()
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agentbus",
-            "run",
-            self.service,
-            *self.args,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # its own process group
-        )
-        self._reader = asyncio.create_task(self._read(self.process, self._running))
-        waiter = asyncio.create_task(self._running.wait())
-        exited = asyncio.create_task(self.process.wait())
-        try:
-            await asyncio.wait({waiter, exited}, timeout=timeout, return_when="FIRST_COMPLETED")
-        finally:
-            waiter.cancel()
-            exited.cancel()
-        if not self._running.is_set():
-            await self.stop(timeout=10)
-            raise RuntimeError(f"{self.label} did not start in {timeout}s:\n{self.stderr()}")
-        return time.monotonic() - started
-
-    async def _read(self, process: asyncio.subprocess.Process, running: asyncio.Event) -> None:
-        assert process.stderr is not None
-        while line := await process.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            self.tail.append(text)
-            if text.startswith("running "):
-                running.set()
-
-    def stderr(self) -> str:
-        return "\n".join(self.tail)
-
-    async def kill(self) -> None:
-        """SIGKILL the whole group: no drain, no shutdown hooks, nothing acked."""
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        await process.wait()
-
-    async def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM (drain and exit 0 is the contract), SIGKILL after `timeout`."""
-        process = self.process
-        if process is None:
-            return None
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                await self.kill()
-        if self._reader is not None:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._reader, 5)
-        return process.returncode
-
-
-def is_shop_queue(name: str) -> bool:
-    return any(name == s or name.startswith(f"{s}.") for s in (*SERVICES, AGENT))
-
-
-def is_dlq(name: str) -> bool:
-    return name.endswith(".dlq")
-
-
-async def queue_names(nodes: Sequence[str] = ()) -> list[str]:
-    """Every queue on the broker (rabbitmqctl; its message counts lag by seconds); on a
-    cluster, as the first of its `nodes` that runs lists them."""
-    failure: Exception | None = None
-    for node in nodes:
-        try:
-            return await _queue_names("-n", node)
-        except (RuntimeError, TimeoutError) as exc:
-            failure = exc
-    if nodes:
-        raise RuntimeError(f"no node of {', '.join(nodes)} lists queues: {failure}")
-    return await _queue_names()
-
-
-async def _queue_names(*node: str) -> list[str]:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        *node,
-        "list_queues",
-        "name",
-        "--quiet",
-        "--no-table-headers",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    if process.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl list_queues failed: {err.decode()[-500:]}")
-    return [line.strip() for line in out.decode().splitlines() if line.strip()]
-
-
-async def queue_counts(amqp_url: str, names: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """(ready messages, consumers) per queue, as the queue itself answers right now."""
-    counts: dict[str, tuple[int, int]] = {}
-    connection = await connect_first(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                channel = await connection.channel()  # gone: the broker closed the channel
-                continue
-            result = queue.declaration_result
-            counts[name] = (result.message_count or 0, result.consumer_count or 0)
-    return counts
-
-
-async def clean_broker(amqp_url: str, exchange: str, nodes: Sequence[str] = ()) -> None:
-    """Delete the shop's queues (main, retry, dead letter) and the exchange."""
-    names = [name for name in await queue_names(nodes) if is_shop_queue(name)]
-    connection = await connect_first(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            await channel.queue_delete(name)
-        await channel.exchange_delete(exchange)
-        for service in (*SERVICES, AGENT):  # the hash exchanges of partitioned queues
-            await channel.exchange_delete(f"{exchange}.{service}")
-
-
-@contextlib.asynccontextmanager
-async def exclusive_queues(timeout: float = 1800.0, path: Path = LOCK_PATH) -> AsyncIterator[None]:
-    """Hold the machine-wide lock on the shop's fixed queue names (one per broker)."""
-    handle = path.open("a")
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{path} stayed locked for {timeout}s") from None
-                await asyncio.sleep(0.5)
-        yield
-    finally:
-        handle.close()  # closing releases the lock
-
-
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _admin_engine(url: str) -> sa.Engine:
-    rest = url.partition("://")[2]
-    return sa.create_engine(f"postgresql+psycopg://{rest}", isolation_level="AUTOCOMMIT")
-
-
-async def create_database(server_url: str, name: str) -> str:
-    """A fresh PostgreSQL database on the server of `server_url`; returns its URL."""
-
-    def create() -> None:
-        engine = _admin_engine(server_url)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        finally:
-            engine.dispose()
-
-    await asyncio.to_thread(create)
-    return _with_database(server_url, name)
-
-
-async def drop_database(server_url: str, name: str) -> None:
-    def drop() -> None:
-        engine = _admin_engine(server_url)
-        try:
-            with engine.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            engine.dispose()
-
-    await asyncio.to_thread(drop)
+from tests.integration.chaos_processes import (
+    CLUSTER_LOCK,
+    LOCK_PATH,
+    ServiceProcess,
+    command,
+    create_database,
+    drop_database,
+    exclusive_queues,
+)
+from tests.integration.chaos_rabbitmq import (
+    RabbitBroker,
+    clean_broker,
+    is_dlq,
+    is_shop_queue,
+    queue_counts,
+    queue_names,
+)
+from tests.integration.rabbit_cluster import NODES, ClusterFaults
+
+__all__ = [
+    "AGENT",
+    "LIMIT",
+    "SERVICES",
+    "START",
+    "AmbiguousStream",
+    "Chaos",
+    "KafkaBroker",
+    "Oracle",
+    "RabbitBroker",
+    "ServiceProcess",
+    "Shop",
+    "Stream",
+    "build_stream",
+    "clean_broker",
+    "compare",
+    "create_database",
+    "drop_database",
+    "exclusive_queues",
+    "is_dlq",
+    "is_shop_queue",
+    "publish_surely",
+    "queue_counts",
+    "queue_names",
+    "settle",
+]
+
+SECOND_MEMBER = "inventory-b"  # on Kafka: the group member a rebalance fault kills
 
 
 @dataclass
 class Shop:
-    """A clean place to run the shop: exchange, queues, SQLite dir or PostgreSQL DB."""
+    """A clean place to run the shop: the broker's scratch names, SQLite dir or PostgreSQL DB."""
 
-    amqp_url: str
+    broker: Broker | str  # a broker, or RabbitMQ's URL
     data_dir: Path
     postgres_url: str | None = None  # the server; each Shop gets a database of its own
-    exchange: str = field(default_factory=lambda: f"agentbus.test.{uuid.uuid4().hex[:12]}")
     database_name: str = field(default_factory=lambda: f"agentbus_test_{uuid.uuid4().hex[:12]}")
     payment_limit: Decimal = LIMIT
     database_url: str | None = None
     processes: list[ServiceProcess] = field(default_factory=list)
-    # On a cluster: its node names (for rabbitmqctl -n), and each service's AMQP_URL
-    # starting at another node, so that every node carries some of the connections.
-    nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.broker, str):
+            self.broker = RabbitBroker(self.broker)
+
+    @property
+    def bus(self) -> Broker:
+        assert not isinstance(self.broker, str)
+        return self.broker
+
+    @property
+    def amqp_url(self) -> str:
+        assert isinstance(self.broker, RabbitBroker), "RabbitMQ only"
+        return self.broker.amqp_url
+
+    @property
+    def exchange(self) -> str:
+        assert isinstance(self.broker, RabbitBroker), "RabbitMQ only"
+        return self.broker.exchange
 
     @property
     def backend(self) -> str:
@@ -581,11 +138,11 @@ class Shop:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("OTEL_", "AGENTBUS_")) and k != "DATABASE_URL"
+            if not k.startswith(("OTEL_", "AGENTBUS_", "KAFKA_"))
+            and k not in ("DATABASE_URL", "AMQP_URL")
         }
         env.update(
-            AMQP_URL=self.amqp_url,
-            AGENTBUS_EXCHANGE=self.exchange,
+            self.bus.env(),
             AGENTBUS_DATA=str(self.data_dir),
             # Transient failures (an order's payment request overtaking it, a
             # database busy) retry fast here, and often enough to outlast a restart.
@@ -598,12 +155,12 @@ class Shop:
         )
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
-        if self.nodes and service is not None:
-            env["AMQP_URL"] = spread(self.amqp_url, (*SERVICES, AGENT).index(service))
+        if service is not None and isinstance(self.broker, RabbitBroker):
+            env["AMQP_URL"] = self.broker.service_url(service)
         return env
 
     async def prepare(self) -> None:
-        await clean_broker(self.amqp_url, self.exchange, self.nodes)
+        await self.bus.prepare()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.postgres_url:
             self.database_url = await create_database(self.postgres_url, self.database_name)
@@ -611,7 +168,7 @@ class Shop:
     async def dispose(self) -> None:
         await self.stop_all()
         with contextlib.suppress(Exception):
-            await clean_broker(self.amqp_url, self.exchange, self.nodes)
+            await self.bus.dispose()
         if self.postgres_url and self.database_url:
             await drop_database(self.postgres_url, self.database_name)
 
@@ -626,17 +183,20 @@ class Shop:
         return {p.label: code for p, code in zip(self.processes, codes, strict=True)}
 
     async def counts(self) -> dict[str, tuple[int, int]]:
-        """(ready messages, consumers) of each of the shop's queues."""
-        names = [name for name in await queue_names(self.nodes) if is_shop_queue(name)]
-        return await queue_counts(self.amqp_url, names)
+        """(ready messages, consumers) of each of the shop's queues (RabbitMQ)."""
+        assert isinstance(self.broker, RabbitBroker), "RabbitMQ only"
+        return await self.broker.counts()
 
-    async def depth(self) -> int:
-        """Messages waiting in main and retry queues (dead letters not counted;
-        nor are deliveries in flight: `settle` also waits for states to be still)."""
-        return sum(n for name, (n, _) in (await self.counts()).items() if not is_dlq(name))
+    async def depth(self, reader: StateReader | None = None) -> int:
+        """What the services have yet to settle (dead letters not counted; nor, on
+        RabbitMQ, deliveries in flight: `settle` also waits for states to be still)."""
+        if reader is not None:
+            return await self.bus.depth(reader.positions)
+        async with self.reader() as fresh:
+            return await self.bus.depth(fresh.positions)
 
     async def dead_letters(self) -> dict[str, int]:
-        return {name: n for name, (n, _) in (await self.counts()).items() if is_dlq(name) and n}
+        return await self.bus.dead_letters()
 
     async def state(self, name: str) -> dict[str, Any]:
         """`agentbus state NAME --json`, as a user would read it."""
@@ -659,7 +219,7 @@ class Shop:
 
     @contextlib.asynccontextmanager
     async def publisher(self) -> AsyncIterator[Bus]:
-        transport = RabbitTransport(self.amqp_url, exchange=self.exchange, connection_name="chaos")
+        transport = self.bus.transport("chaos")
         await transport.start()
         try:
             yield Bus(transport, EventCodec(CATALOG))
@@ -683,12 +243,15 @@ class StateReader:
         from consumers.inventory import read_state as inventory_state
         from consumers.orders import read_state as orders_state
 
-        codec = EventCodec(CATALOG)
+        self._shop = shop
+        self._codec = EventCodec(CATALOG)
         self._views = {"inventory": inventory_state, "orders": orders_state}
-        self._databases = {
-            name: open_database(name, codec, url=shop.database_url, data_dir=shop.data_dir)
-            for name in self._views
-        }
+        self._databases = {name: self._open(name) for name in self._views}
+        self._prefix = shop.bus.env().get("AGENTBUS_KAFKA_PREFIX", "")
+
+    def _open(self, name: str) -> Database:
+        shop = self._shop
+        return open_database(name, self._codec, url=shop.database_url, data_dir=shop.data_dir)
 
     async def read(self, name: str) -> dict[str, Any]:
         view = self._views[name]
@@ -700,6 +263,27 @@ class StateReader:
                 return {}  # tables not there yet
 
         return await self._databases[name].read(query)
+
+    async def positions(self, service: str) -> dict[tuple[str, int], int]:
+        """The log positions `service` stored with its effects (none on RabbitMQ)."""
+        if service not in self._databases:
+            self._databases[service] = self._open(service)
+        table = store_tables.offsets
+        group = self._prefix + service
+
+        def query(connection: sa.Connection) -> dict[tuple[str, int], int]:
+            try:
+                rows = connection.execute(
+                    sa.select(table.c.topic, table.c.partition, table.c.next_offset).where(
+                        table.c.consumer_group == group
+                    )
+                )
+                return {(t, p): o for t, p, o in rows}
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+                return {}
+
+        result: dict[tuple[str, int], int] = await self._databases[service].read(query)
+        return result
 
     async def close(self) -> None:
         for database in self._databases.values():
@@ -727,7 +311,10 @@ async def settle(
         while True:
             if on_poll is not None:
                 await on_poll()
-            depth = await shop.depth()
+            try:
+                depth = await shop.depth(reader)
+            except Exception:  # the broker may be coming back: not calm yet
+                depth = -1
             snapshot = (await reader.read("inventory"), await reader.read("orders"))
             decided = snapshot[1]
             pending = sum(
@@ -752,12 +339,16 @@ async def settle(
 
 @dataclass
 class Recovery:
-    service: str  # what was hit: a service, "rabbitmq", "connections" or "postgresql"
+    service: str  # what was hit: a service, the broker, "connections" or "postgresql"
     killed_at: float  # seconds since the run started
     unfinished_orders: int  # published orders not yet confirmed or rejected, just before
     down_seconds: float  # the fault to the restart (or the end of the fault)
     restart_to_consuming_seconds: float  # then until every service consumes (or reads) again
     fault: str = "sigkill"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+FAULT_NAMES = {"postgresql": "database_restart", "rebalance": "rebalance_mid_batch"}
 
 
 @dataclass
@@ -768,13 +359,15 @@ class Chaos:
     but the last the driver waits a random moment (`kill_after` seconds) while
     the services work, then injects the next fault of a shuffled plan: SIGKILL
     of a service (every service in turn) and its restart, the broker closing
-    every connection, a restart of the broker application, a restart of
-    PostgreSQL. Every fault lands on work in flight. With `agent`, the restock
-    agent runs too, and every suggestion on the wire is tapped: a trigger must
-    never yield two different suggestions.
+    every connection (RabbitMQ), a restart of the broker, a restart of
+    PostgreSQL, and (Kafka) a SIGKILL of one of two inventory members while both
+    hold records unsettled, so that its partitions move to the other. Every fault
+    lands on work in flight. With `agent`, the restock agent runs too, and every
+    suggestion on the wire is read back: a trigger must never yield two different
+    suggestions.
     """
 
-    amqp_url: str
+    broker: Broker | str  # a broker, or RabbitMQ's URL
     data_dir: Path
     postgres_url: str | None = None
     seed: int = 7
@@ -785,17 +378,32 @@ class Chaos:
     connection_drops: int = 0
     broker_restarts: int = 0
     database_restarts: int = 0
-    # On a cluster (amqp_url lists its nodes): kills of the inventory queue's leader node
-    # and clean stops of another node, each node back a few seconds later.
+    rebalances: int = 0  # Kafka: mid-batch kills of a second inventory member
+    # On a cluster (the broker's URL lists its nodes): kills of the inventory queue's
+    # leader node and clean stops of another node, each node back a few seconds later.
     cluster: ClusterFaults | None = None
     leader_kills: int = 0
     node_stops: int = 0
     recoveries: list[Recovery] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.broker, str):
+            nodes = NODES if self.cluster is not None else ()
+            self.broker = RabbitBroker(self.broker, nodes=nodes, cluster=self.cluster)
+
+    @property
+    def bus(self) -> Broker:
+        assert not isinstance(self.broker, str)
+        return self.broker
+
     @property
     def services(self) -> tuple[str, ...]:
         return (*SERVICES, AGENT) if self.agent else SERVICES
+
+    def _members(self) -> dict[str, int]:
+        """How many consumers each service's queue has when all is well."""
+        return {s: 2 if s == "inventory" and self.rebalances else 1 for s in self.services}
 
     async def run(
         self,
@@ -805,23 +413,36 @@ class Chaos:
         duplicate_rate: float = 0.10,
         settle_timeout: float = 600.0,
     ) -> dict[str, Any]:
-        stream = build_stream(self.seed, events, duplicate_rate=duplicate_rate)
+        broker = self.bus
+        stream = build_stream(
+            self.seed, events, duplicate_rate=duplicate_rate, ordered=broker.ordered
+        )
         oracle = Oracle(LIMIT)
         for event in stream.events:
             oracle.apply(event)
-        shop = Shop(self.amqp_url, self.data_dir, self.postgres_url)
-        if self.cluster is not None:
-            shop.nodes = NODES
+        shop = Shop(broker, self.data_dir, self.postgres_url)
         suggestions: dict[str, set[str]] = {}
         async with exclusive_queues(path=CLUSTER_LOCK if self.cluster else LOCK_PATH):
             try:
                 await shop.prepare()
                 if self.agent:
-                    await _tap_suggestions(shop)
-                spawned = await asyncio.gather(*(shop.spawn(s) for s in self.services))
-                processes = dict(zip(self.services, spawned, strict=True))
+                    await broker.tap_suggestions()
+                labels = {s: s for s in self.services}
+                if self.rebalances:
+                    labels[SECOND_MEMBER] = "inventory"
+                spawned = await asyncio.gather(
+                    *(shop.spawn(service, label) for label, service in labels.items())
+                )
+                processes = dict(zip(labels, spawned, strict=True))
                 started = time.monotonic()
-                await self._storm(shop, processes, stream.events, self._plan(kills), started)
+                events_out = stream.events
+                if not broker.ordered:
+                    # Types are ordered apart: the catalog and opening stock first.
+                    async with shop.publisher() as bus:
+                        await publish_surely(bus, stream.events[: stream.opening])
+                    await _until_stocked(shop, stream.events[: stream.opening])
+                    events_out = stream.events[stream.opening :]
+                await self._storm(shop, processes, events_out, self._plan(kills), started)
                 storm_done = time.monotonic()
                 if self.cluster is not None:
                     await self.cluster.whole()
@@ -830,7 +451,7 @@ class Chaos:
                     for process in processes.values():
                         if not process.alive:  # died on its own: note it, bring it back
                             self.unexpected_exits.append(f"{process.label}:\n{process.stderr()}")
-                            await process.start()
+                            await process.start_surely()
 
                 settling = await settle(
                     shop, oracle.outcomes, timeout=settle_timeout, on_poll=watch
@@ -841,21 +462,19 @@ class Chaos:
                 )
                 dead_letters = await shop.dead_letters()
                 if self.agent:
-                    suggestions = await _drain_suggestions(shop)
+                    suggestions = await broker.suggestions()
                 exit_codes = await shop.stop_all()
             finally:
                 if self.cluster is not None:
                     await self.cluster.whole()
                 await shop.dispose()
-                if self.agent:
-                    with contextlib.suppress(Exception):
-                        await _delete_queue(self.amqp_url, SUGGESTION_TAP)
         report = compare(oracle, inventory, orders)
         statuses = Counter(
             f"{v['status']}:{v['reason']}" if v["reason"] else v["status"] for v in orders.values()
         )
         restart = [r.restart_to_consuming_seconds for r in self.recoveries]
         return {
+            "transport": broker.name,
             "backend": shop.backend,
             "seed": self.seed,
             "events": len(stream.events),
@@ -874,6 +493,7 @@ class Chaos:
                     "unfinished_orders_at_fault": r.unfinished_orders,
                     "down_seconds": round(r.down_seconds, 2),
                     "recovery_seconds": round(r.restart_to_consuming_seconds, 2),
+                    **r.detail,
                 }
                 for r in self.recoveries
             ],
@@ -900,13 +520,21 @@ class Chaos:
         rng = random.Random(self.seed + 1)
         victims = [self.services[i % len(self.services)] for i in range(kills)]
         rng.shuffle(victims)  # every service gets its share, in a random order
+        faults = {fault: 0 for fault in self.bus.faults}
+        for fault in faults:
+            if self.bus.faults[fault] == "connections_closed":
+                faults[fault] = self.connection_drops
+            elif self.bus.faults[fault] == "broker_restart":
+                faults[fault] = self.broker_restarts
+            elif fault == "leader_kill" and self.cluster is not None:
+                faults[fault] = self.leader_kills
+            elif fault == "node_stop" and self.cluster is not None:
+                faults[fault] = self.node_stops
         plan = [
             *victims,
-            *["connections"] * self.connection_drops,
-            *["rabbitmq"] * self.broker_restarts,
+            *[fault for fault, n in faults.items() for _ in range(n)],
             *["postgresql"] * (self.database_restarts if self.postgres_url else 0),
-            *["leader_kill"] * (self.leader_kills if self.cluster else 0),
-            *["node_stop"] * (self.node_stops if self.cluster else 0),
+            *["rebalance"] * self.rebalances,
         ]
         rng.shuffle(plan)
         return plan
@@ -926,96 +554,139 @@ class Chaos:
         async with shop.publisher() as bus, shop.reader() as reader:
             for segment in range(segments):
                 chunk = events[bounds[segment] : bounds[segment + 1]]
-                for start in range(0, len(chunk), 200):
-                    await publish_surely(bus, chunk[start : start + 200])
+                rebalance = segment < len(plan) and plan[segment] == "rebalance"
+                if rebalance:
+                    # Its first looks are slow (clients start, the queue registry is
+                    # read): taken now, the kill can follow the segment at once.
+                    await self._prime_rebalance(reader)
+                publishing = asyncio.create_task(_publish_in_batches(bus, chunk))
+                if not rebalance:
+                    await publishing
+                # else the kill comes while the segment still flows in: with work in
+                # flight on every member for sure, not only if the poll is quick.
                 placed += [e.data.order_id for e in chunk if e.type == "order.created"]
                 if segment == len(plan):
                     break
-                await asyncio.sleep(rng.uniform(*self.kill_after))
+                target = plan[segment]
+                if not rebalance:
+                    await asyncio.sleep(rng.uniform(*self.kill_after))
                 decided = await _read_surely(reader, "orders")
                 unfinished = sum(
                     1
                     for o in set(placed)
                     if (decided.get(o) or {}).get("status") in (None, "pending")
                 )
-                target = plan[segment]
-                hit = time.monotonic()
-                if target in processes:
-                    victim = processes[target]
-                    await victim.kill()
-                    await asyncio.sleep(rng.uniform(0.0, 0.5))
-                    restarted = time.monotonic()
-                    consuming = await victim.start()
-                    recovery = Recovery(
-                        target, hit - started, unfinished, restarted - hit, consuming
-                    )
-                else:
-                    if self.cluster is not None and target in CLUSTER_FAULTS:
-                        down = await self.cluster.inject(target)
-                    else:
-                        down = await _inject(target)
-                    back = time.monotonic()
-                    if target == "postgresql":
-                        await _read_surely(reader, "orders")
-                    else:
-                        await _until_consuming(shop, self.services)
-                    recovery = Recovery(
-                        target,
-                        hit - started,
-                        unfinished,
-                        down,
-                        time.monotonic() - back,
-                        fault=FAULT_NAMES[target],
-                    )
+                recovery = await self._hit(shop, processes, reader, target, rng)
+                await publishing
+                recovery.killed_at -= started
+                recovery.unfinished_orders = unfinished
                 self.recoveries.append(recovery)
 
+    async def _hit(
+        self,
+        shop: Shop,
+        processes: dict[str, ServiceProcess],
+        reader: StateReader,
+        target: str,
+        rng: random.Random,
+    ) -> Recovery:
+        hit = time.monotonic()
+        if target in processes:
+            victim = processes[target]
+            await victim.kill()
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
+            restarted = time.monotonic()
+            await victim.start_surely()
+            await self._until_consuming(shop, processes, reader)
+            return Recovery(target, hit, 0, restarted - hit, time.monotonic() - restarted)
+        if target == "rebalance":
+            broker = self.bus
+            assert isinstance(broker, KafkaBroker), "a mid-batch rebalance is a Kafka fault"
+            moved = await kill_mid_batch(
+                broker, "inventory", processes[SECOND_MEMBER], reader.positions
+            )
+            return Recovery(
+                SECOND_MEMBER,
+                hit,
+                0,
+                moved.rebalance_seconds,
+                moved.rejoin_seconds,
+                fault=FAULT_NAMES[target],
+                detail={
+                    "moved_partitions": moved.moved_partitions,
+                    "unsettled_on_moved_partitions": moved.unsettled_on_moved,
+                },
+            )
+        if target == "postgresql":
+            down = await _restart_postgres()
+            back = time.monotonic()
+            await _read_surely(reader, "orders")
+        else:
+            down = await self.bus.inject(target)
+            back = time.monotonic()
+            await self._until_consuming(shop, processes, reader)
+        return Recovery(
+            target,
+            hit,
+            0,
+            down,
+            time.monotonic() - back,
+            fault=FAULT_NAMES.get(target) or self.bus.faults[target],
+        )
 
-FAULT_NAMES = {
-    "connections": "connections_closed",
-    "rabbitmq": "broker_restart",
-    "postgresql": "database_restart",
-    "leader_kill": "leader_node_killed",
-    "node_stop": "node_stopped",
-}
+    async def _prime_rebalance(self, reader: StateReader) -> None:
+        broker = self.bus
+        assert isinstance(broker, KafkaBroker), "a mid-batch rebalance is a Kafka fault"
+        await broker.groups(["inventory"])
+        await broker.unsettled("inventory", reader.positions)
+
+    async def _until_consuming(
+        self,
+        shop: Shop,
+        processes: dict[str, ServiceProcess],
+        reader: StateReader,
+        timeout: float = 180,
+    ) -> None:
+        """Until every service's queue has its consumers again; a process that died
+        meanwhile (none should) is noted and started again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for process in processes.values():
+                if not process.alive:
+                    self.unexpected_exits.append(f"{process.label}:\n{process.stderr()}")
+                    await process.start_surely()
+            with contextlib.suppress(Exception):  # the broker may still be coming back
+                if await self.bus.consuming(self._members(), reader.positions):
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"services not consuming {timeout}s after the fault")
+            await asyncio.sleep(0.2)
 
 
-async def _command(*args: str, timeout: float = 180) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed: {(out + err).decode()[-500:]}")
-
-
-async def _inject(fault: str) -> float:
-    """Cause the fault and end it; returns how long the broken part was down."""
+async def _restart_postgres() -> float:
     began = time.monotonic()
-    if fault == "connections":
-        await _command("rabbitmqctl", "close_all_connections", "chaos: connections closed")
-    elif fault == "rabbitmq":
-        await _command("rabbitmqctl", "stop_app")
-        await _command("rabbitmqctl", "start_app")
-        await _command("rabbitmqctl", "await_startup")
-    elif fault == "postgresql":
-        version = sorted(os.listdir("/etc/postgresql"))[-1]
-        await _command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
-    else:
-        raise ValueError(f"unknown fault {fault!r}")
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    await command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart")
     return time.monotonic() - began
 
 
-async def _until_consuming(shop: Shop, services: Sequence[str], timeout: float = 120) -> None:
-    """Until every service's main queue has a consumer again."""
+async def _until_stocked(shop: Shop, opening: Sequence[Event[Any]], timeout: float = 120) -> None:
+    """Until inventory holds every product of the opening with its opening stock."""
+    wanted = {e.data.sku: e.data.quantity for e in opening if e.type == "stock.received"}
     deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):  # the broker may still be coming back
-            counts = await queue_counts(shop.amqp_url, list(services))
-            if all(counts.get(name, (0, 0))[1] > 0 for name in services):
+    async with shop.reader() as reader:
+        while True:
+            levels = await reader.read("inventory")
+            if all((levels.get(s) or {}).get("on_hand") == q for s, q in wanted.items()):
                 return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"services not consuming {timeout}s after the fault")
-        await asyncio.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the opening stock was not applied in {timeout}s")
+            await asyncio.sleep(0.3)
+
+
+async def _publish_in_batches(bus: Bus, events: Sequence[Event[Any]]) -> None:
+    for start in range(0, len(events), 200):
+        await publish_surely(bus, events[start : start + 200])
 
 
 async def publish_surely(bus: Bus, events: Sequence[Event[Any]], timeout: float = 180) -> None:
@@ -1040,78 +711,3 @@ async def _read_surely(reader: StateReader, name: str, timeout: float = 120) -> 
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.3)
-
-
-def _tap_arguments(shop: Shop) -> dict[str, Any] | None:
-    # On a cluster a classic queue lives on one node, and would miss what comes while
-    # that node is down.
-    return {"x-queue-type": "quorum"} if shop.nodes else None
-
-
-async def _tap_suggestions(shop: Shop) -> None:
-    connection = await connect_first(shop.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            shop.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        queue = await channel.declare_queue(
-            SUGGESTION_TAP, durable=True, arguments=_tap_arguments(shop)
-        )
-        await queue.bind(exchange, routing_key="restock.recommended")
-
-
-async def _drain_suggestions(shop: Shop) -> dict[str, set[str]]:
-    """Every suggestion that crossed the broker: trigger id -> suggestion event ids."""
-    found: dict[str, set[str]] = {}
-    connection = await connect_first(shop.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(
-            SUGGESTION_TAP, durable=True, arguments=_tap_arguments(shop)
-        )
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            body = json.loads(message.body)
-            trigger = str(body["data"]["trigger_event_id"])
-            found.setdefault(trigger, set()).add(str(body["id"]))
-    return found
-
-
-async def _delete_queue(amqp_url: str, name: str) -> None:
-    connection = await connect_first(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await channel.queue_delete(name)
-
-
-def compare(oracle: Oracle, inventory: dict[str, Any], orders: dict[str, Any]) -> dict[str, Any]:
-    """Lost orders, wrong outcomes and wrong stock levels, with a few examples."""
-    lost = sorted(
-        o for o in oracle.outcomes if (orders.get(o) or {}).get("status") in (None, "pending")
-    )
-    wrong_orders = {
-        o: {"got": orders[o], "expected": sorted(map(list, oracle.outcomes[o]), key=str)}
-        for o in sorted(oracle.outcomes)
-        if o not in lost and (orders[o]["status"], orders[o]["reason"]) not in oracle.outcomes[o]
-    }
-    unknown_orders = sorted(set(orders) - set(oracle.outcomes))
-    expected = oracle.expected_inventory(orders)
-    wrong_stock = {
-        sku: {"got": inventory.get(sku), "expected": expected.get(sku)}
-        for sku in sorted(set(expected) | set(inventory))
-        if inventory.get(sku) != expected.get(sku)
-    }
-    return {
-        "lost": len(lost),
-        "wrong_outcomes": len(wrong_orders),
-        "unknown_orders": len(unknown_orders),
-        "double_applied": len(wrong_stock),
-        "negative_on_hand": sum(1 for v in inventory.values() if v["on_hand"] < 0),
-        "racy_orders": len(oracle.racy),
-        "examples": {
-            "lost": lost[:5],
-            "wrong_outcomes": dict(list(wrong_orders.items())[:5]),
-            "wrong_stock": dict(list(wrong_stock.items())[:5]),
-            "unknown_orders": unknown_orders[:5],
-        },
-    }

@@ -3,7 +3,9 @@
 Inventory, orders, payments and the restock agent run as `agentbus run`
 subprocesses; while a seeded stream with re-sent duplicates flows, each is
 SIGKILLed and restarted, the broker closes every connection, and on
-PostgreSQL the broker and the database restart too. The final
+PostgreSQL the broker and the database restart too. On Kafka the broker
+restarts, and one of two inventory members is SIGKILLed while both hold records
+unsettled, so that its partitions move to the other. The final
 states must equal an independent oracle's: no order lost, no outcome wrong, no
 stock level applied twice, no trigger with two suggestions. The long run is
 `benchmarks/chaos_exactly_once.py`.
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.chaos import Chaos
+from tests.integration.chaos import Chaos, KafkaBroker
 
 EVENTS = 1500
 KILLS = 4
@@ -73,3 +75,22 @@ async def test_exactly_once_on_postgres_under_faults(
     )
     report = await chaos.run(EVENTS, KILLS)
     check(report, {"connections_closed": 1, "broker_restart": 1, "database_restart": 1})
+
+
+@pytest.mark.kafka
+async def test_exactly_once_on_kafka_under_faults(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # Restarts the shared Kafka broker once (deploy/dev/services down/up kafka).
+    chaos = Chaos(
+        KafkaBroker(kafka_bootstrap),
+        tmp_path / "data",
+        seed=13,
+        agent=True,
+        broker_restarts=1,
+        rebalances=1,
+    )
+    report = await chaos.run(EVENTS, KILLS)
+    check(report, {"broker_restart": 1, "rebalance_mid_batch": 1})
+    [moved] = [f for f in report["faults"] if f["fault"] == "rebalance_mid_batch"]
+    assert moved["moved_partitions"] > 0, moved
+    # The member died holding records it had not settled; the other settled them.
+    assert moved["unsettled_on_moved_partitions"] > 0, moved

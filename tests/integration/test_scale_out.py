@@ -1,4 +1,5 @@
-"""Scaling out: three `inventory` processes share one partitioned queue.
+"""Scaling out: three `inventory` processes share one partitioned queue (RabbitMQ) or
+the partitions of their topics as one consumer group (Kafka).
 
 Each SKU's events form a chain where order is everything: a receipt, then an
 adjustment taking exactly that stock away, again and again. An adjustment that
@@ -8,6 +9,9 @@ SIGKILLed mid-stream and comes back: its partitions move to the others and back.
 On PostgreSQL, where the deployment runs (the roster is advisory locks there);
 the SQLite roster's lock files are checked in tests/unit/test_partitions.py and,
 with two members over RabbitMQ, in tests/contract/test_transport_contract.py.
+
+On Kafka a topic per event type keeps order per key within a topic only, so there
+each chain is adjustments alone: +q then -q, on one topic under the SKU's key.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from agentbus.envelope import Event, new_event
 from events import InventoryAdjusted, StockReceived
 from tests.integration.chaos import (
     START,
+    KafkaBroker,
     ServiceProcess,
     Shop,
     exclusive_queues,
@@ -40,8 +45,9 @@ CYCLES = 25
 ASSIGNMENT = re.compile(r"consuming partitions \[([\d, ]*)\] of (\d+)")
 
 
-def chains(seed: int) -> list[Event[Any]]:
-    """Per SKU: receive q, take q away, CYCLES times; SKUs interleaved at random."""
+def chains(seed: int, *, one_topic: bool = False) -> list[Event[Any]]:
+    """Per SKU: receive q (or, on `one_topic`, adjust by +q), take q away, CYCLES times;
+    SKUs interleaved at random."""
     rng = random.Random(seed)
     clock = START
     events: list[Event[Any]] = []
@@ -59,7 +65,10 @@ def chains(seed: int) -> list[Event[Any]]:
         sku = rng.choice(sorted(steps))
         n = steps[sku]
         quantity = rng.randint(1, 9)
-        add(StockReceived(sku=sku, quantity=quantity), f"in-{sku}-{n}")
+        if one_topic:
+            add(InventoryAdjusted(sku=sku, delta=quantity, reason="found"), f"in-{sku}-{n}")
+        else:
+            add(StockReceived(sku=sku, quantity=quantity), f"in-{sku}-{n}")
         add(InventoryAdjusted(sku=sku, delta=-quantity, reason="shipped"), f"out-{sku}-{n}")
         steps[sku] = n + 1
         if steps[sku] == CYCLES:
@@ -146,3 +155,74 @@ async def test_three_inventory_processes_keep_each_skus_order(
     amqp_url: str, database_url: str, tmp_path: Path
 ) -> None:
     await run(amqp_url, tmp_path / "data", database_url)
+
+
+async def until_group(
+    broker: KafkaBroker, members: int, timeout: float = 90
+) -> dict[str, set[tuple[str, int]]]:
+    """Until the inventory group is stable with `members` members, each holding some."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        group = (await broker.groups(["inventory"]))["inventory"]
+        held = group.members
+        if group.state == "Stable" and len(held) == members and all(held.values()):
+            return held
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no stable group of {members}: {group}")
+        await asyncio.sleep(0.3)
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+async def test_three_inventory_members_share_the_partitions_on_kafka(
+    kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    events = chains(seed=6, one_topic=True)
+    products, chained = events[:SKUS], events[SKUS:]
+    broker = KafkaBroker(kafka_bootstrap)
+    shop = Shop(broker, tmp_path / "data", database_url)
+    try:
+        await shop.prepare()
+        processes = [
+            ServiceProcess("inventory", shop.env(), f"inventory-{n}") for n in range(INSTANCES)
+        ]
+        shop.processes.extend(processes)
+        for process in processes:
+            await process.start()
+        spread = await until_group(broker, INSTANCES)
+        everything = set().union(*spread.values())
+        third = len(chained) // 3
+        async with shop.publisher() as bus:
+            # Products first: they are another topic, with no order against the chains.
+            await publish_surely(bus, products)
+            for _ in range(120):
+                if len(await shop.state("inventory")) == SKUS:
+                    break
+                await asyncio.sleep(0.5)
+            await publish_surely(bus, chained[:third])
+            await processes[1].kill()  # its partitions must move to the other two
+            after = await until_group(broker, INSTANCES - 1)
+            assert set().union(*after.values()) == everything, "a partition was left behind"
+            assert set(after) < set(spread), "the survivors are the members they were"
+            await publish_surely(bus, chained[third : 2 * third])
+            await processes[1].start()  # and some come back
+            await until_group(broker, INSTANCES)
+            await publish_surely(bus, chained[2 * third :])
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            depth = await shop.depth()
+            inventory = await shop.state("inventory")
+            if depth == 0 and all(v["on_hand"] == 0 for v in inventory.values()):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(1)
+        dead = await shop.dead_letters()
+        assert dead == {}, f"a subject's events were applied out of order: {dead}"
+        assert len(inventory) == SKUS
+        wrong = {sku: v for sku, v in inventory.items() if v["on_hand"] != 0}
+        assert wrong == {}, f"stock left over, so a chain broke or doubled: {wrong}"
+        codes = await shop.stop_all()
+        assert all(code == 0 for code in codes.values()), codes
+    finally:
+        await shop.dispose()
