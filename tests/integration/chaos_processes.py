@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "agentbus-shop-queues.lock"
+CLUSTER_LOCK = Path(tempfile.gettempdir()) / "agentbus-cluster-shop-queues.lock"
 
 
 class ServiceProcess:
@@ -127,9 +128,9 @@ class ServiceProcess:
 
 
 @contextlib.asynccontextmanager
-async def exclusive_queues(timeout: float = 1800.0) -> AsyncIterator[None]:
-    """Hold the machine-wide lock on the shop's fixed queue names."""
-    handle = LOCK_PATH.open("a")
+async def exclusive_queues(timeout: float = 1800.0, path: Path = LOCK_PATH) -> AsyncIterator[None]:
+    """Hold the machine-wide lock on the shop's fixed queue names (one per broker)."""
+    handle = path.open("a")
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -138,7 +139,7 @@ async def exclusive_queues(timeout: float = 1800.0) -> AsyncIterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK_PATH} stayed locked for {timeout}s") from None
+                    raise TimeoutError(f"{path} stayed locked for {timeout}s") from None
                 await asyncio.sleep(0.5)
         yield
     finally:
