@@ -236,9 +236,15 @@ async def kill_mid_batch(
     stored: StoredPositions,
     timeout: float = 120.0,
 ) -> MidBatchKill:
-    """SIGKILL `victim`, one of two members of `service`'s group, once every member holds
-    unsettled records; wait until the other holds all, then start the victim again."""
-    deadline = time.monotonic() + 10
+    """SIGKILL `victim`, one of two members of `service`'s group, while it holds unsettled
+    records; wait until the other holds all, then start the victim again.
+
+    The victim is frozen first, while the segment is still being published: from then on
+    what reaches its partitions stays unsettled, however fast this machine drains the
+    rest. The kill follows once every member owes records, or after a few seconds
+    (well inside the group's 10 s session, so the frozen member is still in it)."""
+    victim.freeze()
+    deadline = time.monotonic() + 5
     while True:
         [group] = (await broker.groups([service])).values()
         unsettled = await broker.unsettled(service, stored)
@@ -250,6 +256,7 @@ async def kill_mid_batch(
             break
         if time.monotonic() > deadline + timeout:
             raise TimeoutError(f"{service}: not two members holding partitions: {group}")
+        await asyncio.sleep(0.1)
     await victim.kill()
     hit = time.monotonic()
     everything = set().union(*group.members.values())

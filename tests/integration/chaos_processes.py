@@ -100,6 +100,14 @@ class ServiceProcess:
     def stderr(self) -> str:
         return "\n".join(self.tail)
 
+    def freeze(self) -> None:
+        """SIGSTOP the whole group: it holds what it has fetched and settles nothing more
+        (a member of a group stays in it until its session times out)."""
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGSTOP)
+
     async def kill(self) -> None:
         """SIGKILL the whole group: no drain, no shutdown hooks, nothing acked."""
         process = self.process
