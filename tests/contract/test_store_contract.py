@@ -509,3 +509,48 @@ async def test_rows_by_key_read_in_key_order_and_update_in_one_statement(
     assert after[keys[3]] == (3, 0)  # not asked for: unchanged
     assert sum(count for _, count in after.values()) == 300
     assert await database.run(lambda tx: tx.rows([totals.c.key], totals.c.key, [])) == []
+
+
+async def test_a_connection_lost_under_a_claim_is_retried_as_the_outage_it_is(
+    database: Database,
+) -> None:
+    """The adapter runs its statements on the driver's own connection; a connection the
+    server ends in the middle of one must still read as SQLAlchemy's outage, which the
+    database retries on a new connection, not as an unknown error that fails the batch."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite has no server to end a connection")
+    await database.migrate(MIGRATIONS)
+    ended: list[int] = []
+
+    def claim(tx: Transaction) -> set[str]:
+        if not ended:
+            pid = tx.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with database.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            ended.append(pid)
+        return tx.claim("lost-connection", ["e1", "e2"])
+
+    assert await database.run(claim) == {"e1", "e2"}
+    assert ended, "the first attempt's connection was ended"
+
+
+async def test_a_connection_lost_under_the_relays_read_is_retried_as_the_outage_it_is(
+    database: Database,
+) -> None:
+    """As above, for a read outside any transaction: what the relay runs after commits."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite has no server to end a connection")
+    await database.migrate(MIGRATIONS)
+    ended: list[int] = []
+
+    def unpublished(connection: sa.Connection) -> int:
+        if not ended:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            connection.rollback()
+            with database.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            ended.append(pid)
+        return len(database.adapter.unpublished(connection, 10))
+
+    assert await database.read(unpublished) == 0
+    assert ended, "the first attempt's connection was ended"
