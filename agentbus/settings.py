@@ -97,6 +97,8 @@ class ModelSettings:
     embeddings_api_key: str | None = None
     replay_idle_wait: float = 300.0
     """How long a replay waits for the system to settle after a batch of inputs."""
+    agent_run_timeout: float | None = None
+    """Seconds one agent run may take, model calls included; None: the agent's own."""
 
     @property
     def longest_answer(self) -> float:
@@ -121,7 +123,13 @@ class ModelSettings:
         )
         # Settable; by default as long as the slowest answer, and never below 300 s.
         wait = _float(env, "AGENTBUS_REPLAY_IDLE_WAIT", max(300.0, made.longest_answer))
-        return replace(made, replay_idle_wait=wait)
+        # A slow local model may need longer than an agent's default run allows.
+        run_timeout = (
+            _float(env, "AGENTBUS_AGENT_RUN_TIMEOUT", 0.0)
+            if env.get("AGENTBUS_AGENT_RUN_TIMEOUT")
+            else None
+        )
+        return replace(made, replay_idle_wait=wait, agent_run_timeout=run_timeout)
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:

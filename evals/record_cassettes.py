@@ -30,6 +30,9 @@ CASSETTE = FIXTURES / "cassettes" / "smollm2-135m.jsonl"
 # A small model on two shared cores answers in seconds, but queued behind other
 # replays' calls an answer may wait minutes: give each attempt room.
 TIMEOUT_S = "600"
+# And a run as long as its calls may take: the agents' default 120 s dead-letters
+# a trigger whose answer waited behind other replays' calls.
+RUN_TIMEOUT_S = "3600"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 OPENAI_BASE_URL=server.base_url,
                 AGENTBUS_OPENAI_MODEL=MODEL,
                 AGENTBUS_MODEL_TIMEOUT=TIMEOUT_S,
+                AGENTBUS_AGENT_RUN_TIMEOUT=RUN_TIMEOUT_S,
             )
             os.environ.pop("OPENAI_API_KEY", None)  # a local server: never a hosted one
             with tempfile.TemporaryDirectory(prefix="agentbus-record-") as folder:

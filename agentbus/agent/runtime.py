@@ -33,6 +33,7 @@ from agentbus.envelope import Event
 from agentbus.errors import TransientError
 from agentbus.metrics import instruments
 from agentbus.service import Context, Service, ServiceEnv
+from agentbus.settings import ModelSettings
 from agentbus.store import Migration, StoreBinding, Transaction
 from agentbus.telemetry import tracer
 
@@ -95,6 +96,7 @@ class AgentRunner:
         self.checkpoints = Checkpoints(agent.name)
         self.context: RunContext | None = None
         self._graph: Any = None
+        self._run_timeout = agent.run_timeout
         self.runs_started = 0
         if agent.project is not None:
             agent.project(self.store)
@@ -115,6 +117,7 @@ class AgentRunner:
     async def _start(self, env: ServiceEnv) -> None:
         from agentbus.agent.models import model_from_env
 
+        self._run_timeout = ModelSettings.from_env().agent_run_timeout or self.agent.run_timeout
         model = self.options.model() if self.options.model else model_from_env()
         memory = self.options.memory(env) if self.options.memory else None
         embedder = self.options.embedder() if self.options.embedder else None
@@ -160,14 +163,14 @@ class AgentRunner:
             try:
                 state = await asyncio.wait_for(
                     self._run(event, thread_id, span, fresh=plan == "run"),
-                    self.agent.run_timeout,
+                    self._run_timeout,
                 )
             except TimeoutError:
                 span.set_attribute("error.type", "run_timeout")
                 span.set_status(StatusCode.ERROR, "run_timeout")
                 # The checkpoint keeps what was done; the retry resumes from there.
                 raise TransientError(
-                    f"run of {self.agent.name} on {event.id} exceeded {self.agent.run_timeout}s",
+                    f"run of {self.agent.name} on {event.id} exceeded {self._run_timeout}s",
                     code="run_timeout",
                 ) from None
             except Exception as exc:

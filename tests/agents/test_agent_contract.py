@@ -10,6 +10,7 @@ broker too; the model is the scripted test double.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,32 @@ async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
     assert crashes == [1]
     assert len(model.requests) == 1, "the completed model call was not repeated"
     assert suggestion.data.model == "scripted"
+
+
+class _FirstAnswerNeverComes(ScriptedModel):
+    """The first call hangs past any run timeout; later calls answer from the script."""
+
+    async def complete(self, request: Any) -> Any:
+        if not self.requests:
+            self.requests.append(request)
+            await asyncio.sleep(3600)
+        return await super().complete(request)
+
+
+@by_name
+async def test_a_run_is_cut_at_the_settable_run_timeout_and_retried(
+    case: AgentCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow local model needs runs longer than an agent's default; a short one here
+    # shows the setting governs: the hung first run is cut, the retry answers.
+    monkeypatch.setenv("AGENTBUS_AGENT_RUN_TIMEOUT", "0.5")
+    model = _FirstAnswerNeverComes([case.hostile_answer("S1")])
+    agent = case.runner(model)
+    async with Shop(tmp_path, case.services(agent)) as shop:
+        await shop.publish(case.world("S1", BENIGN))
+        trigger = case.trigger("S1", 1)
+        await shop.publish([trigger])
+    [suggestion] = shop.of_type(case.suggestion_type)
+    assert suggestion.data.trigger_event_id == trigger.id
+    # Under the default 120 s the hung call would hold the run (and this test) for good.
+    assert len(model.requests) >= 2, "the hung call was cut and the model asked again"

@@ -39,6 +39,9 @@ def test_defaults_and_what_each_variable_sets() -> None:
         {"AGENTBUS_MODEL_TIMEOUT": "120", "AGENTBUS_REPLAY_IDLE_WAIT": "50"}
     )
     assert settable.replay_idle_wait == 50.0
+    assert settable.agent_run_timeout is None, "unset: each agent's own run timeout"
+    longer = ModelSettings.from_env({"AGENTBUS_AGENT_RUN_TIMEOUT": "900"})
+    assert longer.agent_run_timeout == 900.0
 
 
 @pytest.mark.parametrize(
@@ -48,6 +51,7 @@ def test_defaults_and_what_each_variable_sets() -> None:
         ("AGENTBUS_MODEL_TIMEOUT", "0"),
         ("AGENTBUS_MODEL_MAX_TOKENS", "-5"),
         ("AGENTBUS_REPLAY_IDLE_WAIT", "x"),
+        ("AGENTBUS_AGENT_RUN_TIMEOUT", "-1"),
     ],
 )
 def test_a_bad_value_is_a_clear_error(name: str, value: str) -> None:
