@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -22,6 +22,8 @@ from agentbus.store import tables
 from agentbus.store.adapter import OutboxRow, Unpublished
 
 _DIALECT = sqlite.dialect()
+P = ParamSpec("P")
+R = TypeVar("R")
 _ROWS_PER_STATEMENT = 250  # bind values stay well under SQLite's limit (32,766)
 
 
@@ -71,7 +73,22 @@ def _driver(connection: sa.Connection) -> sqlite3.Connection:
     return cast(sqlite3.Connection, connection.connection.driver_connection)
 
 
+def _wrapped(method: Callable[P, R]) -> Callable[P, R]:
+    """The driver's errors raised as SQLAlchemy's would be, as the PostgreSQL adapter
+    raises them: the database's outage retries look for those, whatever the database."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(method.__name__, None, exc, sqlite3.Error) from exc
+
+    return call
+
+
 class SqliteAdapter:
+    @_wrapped
     def claim(
         self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime
     ) -> set[str]:
@@ -87,12 +104,14 @@ class SqliteAdapter:
             fresh.update(row[0] for row in driver.execute(_claim(len(chunk)), values))
         return fresh
 
+    @_wrapped
     def stage(self, connection: sa.Connection, rows: Sequence[OutboxRow], at: datetime) -> None:
         when = _write_time(at)
         _driver(connection).executemany(
             _STAGE, [(r.event_id, r.type, r.subject, r.body, when, r.causation_id) for r in rows]
         )
 
+    @_wrapped
     def unpublished(self, connection: sa.Connection, limit: int) -> list[Unpublished]:
         read_time = _read_time
         return [
@@ -109,6 +128,7 @@ class SqliteAdapter:
             )
         ]
 
+    @_wrapped
     def mark_published(self, connection: sa.Connection, seqs: Sequence[int], at: datetime) -> None:
         driver = _driver(connection)
         when = _write_time(at)
@@ -117,6 +137,7 @@ class SqliteAdapter:
             chunk = seqs[start : start + step]
             driver.execute(_mark(len(chunk)), (when, *chunk))
 
+    @_wrapped
     def rows(
         self,
         connection: sa.Connection,
@@ -140,6 +161,7 @@ class SqliteAdapter:
                 found.sort(key=lambda row: row[at])
         return found
 
+    @_wrapped
     def update(
         self,
         connection: sa.Connection,

@@ -554,3 +554,15 @@ async def test_a_connection_lost_under_the_relays_read_is_retried_as_the_outage_
 
     assert await database.read(unpublished) == 0
     assert ended, "the first attempt's connection was ended"
+
+
+async def test_the_adapters_raise_the_databases_errors_as_sqlalchemys(database: Database) -> None:
+    """Whatever the database, a failing statement of the adapter surfaces as SQLAlchemy's
+    error, which the outage retries and the relay's recovery tell apart; the driver's own
+    error class (sqlite3's, psycopg's) would escape them."""
+    await database.migrate(MIGRATIONS)
+    outbox = database.adapter
+    await database.run(lambda tx: tables.outbox.drop(tx.connection))
+    with pytest.raises(sa.exc.DBAPIError) as raised:
+        await database.read(lambda connection: outbox.unpublished(connection, 10))
+    assert "agentbus_outbox" in str(raised.value.orig)
