@@ -235,7 +235,8 @@ async def test_a_restock_suggestion_is_decided_once_with_an_audit_row(shop: ApiS
         theirs = await client.get("/suggestions", params={"agent": "restock-agent"})
         assert [s["agent"] for s in theirs.json()] == ["restock-agent"]
         assert (await client.get("/suggestions", params={"agent": "nobody"})).json() == []
-    audit = await shop.api.store.database.read(_audit)
+    # Decided in the console's database, the one owner of decisions, with its audit log.
+    audit = await shop.api.decisions.database.read(_audit)
     assert [row[:2] for row in audit] == [("approved", "rec-1"), ("decision_refused", "rec-1")]
 
 
