@@ -15,8 +15,8 @@ unsettled, so that its partitions move to the other; topics and groups carry a
 prefix of the run's own. When queues (consumer lags) are
 empty and states stop changing, `agentbus state inventory/orders --json` are
 compared with an independent oracle (tests/integration/chaos.py). On RabbitMQ a
-recorder (`agentbus record --queue`) runs as a process of its own, SIGKILLed in turn
-like the services; at the end `agentbus rebuild inventory --check` on its recording
+recorder (`agentbus record --queue`) runs as a process of its own, SIGKILLed with
+inventory each time inventory is; at the end `agentbus rebuild inventory --check` on its recording
 must find the live state exactly (exit 0), and exit 1 naming the row once one stock
 row is changed by hand (`--no-rebuild-check` leaves this out).
 

@@ -379,7 +379,7 @@ class Chaos:
     lands on work in flight. With `agent`, the restock agent runs too, and every
     suggestion on the wire is read back: a trigger must never yield two different
     suggestions. With `rebuild_check` (RabbitMQ), a recorder in a process of its own,
-    killed in turn like the services, records the run; at the end `agentbus rebuild
+    SIGKILLed with inventory each time inventory is, records the run; at the end `agentbus rebuild
     inventory --check` on that recording must find the live state exactly, and name the
     row once one is changed by hand.
     """
@@ -419,14 +419,10 @@ class Chaos:
     def services(self) -> tuple[str, ...]:
         return (*SERVICES, AGENT) if self.agent else SERVICES
 
-    @property
-    def victims(self) -> tuple[str, ...]:
-        """What the plan's SIGKILLs take turns on."""
-        return (*self.services, RECORDER) if self.rebuild_check else self.services
-
     def _members(self) -> dict[str, int]:
         """How many consumers each queue has when all is well."""
-        return {s: 2 if s == "inventory" and self.rebalances else 1 for s in self.victims}
+        members = {s: 2 if s == "inventory" and self.rebalances else 1 for s in self.services}
+        return {**members, RECORDER: 1} if self.rebuild_check else members
 
     async def run(
         self,
@@ -556,7 +552,7 @@ class Chaos:
 
     def _plan(self, kills: int) -> list[str]:
         rng = random.Random(self.seed + 1)
-        victims = [self.victims[i % len(self.victims)] for i in range(kills)]
+        victims = [self.services[i % len(self.services)] for i in range(kills)]
         rng.shuffle(victims)  # every service gets its share, in a random order
         faults = {fault: 0 for fault in self.bus.faults}
         for fault in faults:
@@ -630,13 +626,26 @@ class Chaos:
     ) -> Recovery:
         hit = time.monotonic()
         if target in processes:
-            victim = processes[target]
-            await victim.kill()
+            # The recorder dies with inventory: the service whose state the recording
+            # must rebuild, killed at the same moment, and no segment of its own (the
+            # suite's run stays as short as it was).
+            also = [RECORDER] if self.rebuild_check and target == "inventory" else []
+            victims = [processes[name] for name in (target, *also)]
+            for victim in victims:
+                await victim.kill()
             await asyncio.sleep(rng.uniform(0.0, 0.5))
             restarted = time.monotonic()
-            await victim.start_surely()
+            for victim in victims:
+                await victim.start_surely()
             await self._until_consuming(shop, processes, reader)
-            return Recovery(target, hit, 0, restarted - hit, time.monotonic() - restarted)
+            return Recovery(
+                target,
+                hit,
+                0,
+                restarted - hit,
+                time.monotonic() - restarted,
+                detail={"also_killed": also} if also else {},
+            )
         if target == "rebalance":
             broker = self.bus
             assert isinstance(broker, KafkaBroker), "a mid-batch rebalance is a Kafka fault"
