@@ -1,7 +1,8 @@
 """One decision per suggestion, whichever door it comes through.
 
 The review console and the HTTP API run as `agentbus run` processes over real RabbitMQ
-and share one SQLite folder, as they share one PostgreSQL database in a deployment.
+and share one PostgreSQL database, as in a deployment (compose, Helm), or one SQLite
+folder.
 Each suggestion is approved through both at the same moment: exactly one door wins,
 the other answers 409, one decision event reaches the broker, and the console's audit
 log holds both attempts.
@@ -12,20 +13,28 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from agentbus.bus import Bus
 from agentbus.envelope import Event, EventCodec, new_event
+from agentbus.store import open_database
 from agentbus.transport.rabbitmq import RabbitTransport
+from consumers.review import readmodel
 from events import CATALOG, RestockRecommended
-from tests.integration.chaos import ServiceProcess, exclusive_queues
+from tests.integration.chaos import (
+    ServiceProcess,
+    create_database,
+    drop_database,
+    exclusive_queues,
+)
 from tests.integration.test_trace_across_processes import free_port
 from tests.support.broker import delete_queues
 
@@ -66,8 +75,25 @@ async def eventually(check: Any, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.2)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def shared_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str | None]:
+    """None for SQLite files under one AGENTBUS_DATA, else a scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server: str = request.getfixturevalue("database_url")
+    name = f"agentbus_test_{uuid.uuid4().hex[:12]}"
+    url = await create_database(server, name)
+    try:
+        yield url
+    finally:
+        await drop_database(server, name)
+
+
 async def test_a_suggestion_approved_through_both_doors_at_once_is_decided_once(
-    amqp_url: str, tmp_path: Path
+    amqp_url: str, tmp_path: Path, shared_database: str | None
 ) -> None:
     exchange = f"agentbus.test.{uuid.uuid4().hex[:10]}"
     api_port, review_port = free_port(), free_port()
@@ -86,6 +112,8 @@ async def test_a_suggestion_approved_through_both_doors_at_once_is_decided_once(
         "REVIEW_COOKIE_SECURE": "false",
     }
     env.pop("DATABASE_URL", None)
+    if shared_database is not None:
+        env["DATABASE_URL"] = shared_database
     codec = EventCodec(CATALOG)
     decisions: list[Event[Any]] = []
     async with exclusive_queues():
@@ -179,15 +207,30 @@ async def test_a_suggestion_approved_through_both_doors_at_once_is_decided_once(
         [decision] = by_suggestion[f"both-{n}"]
         assert decision.data.quantity == (11 if door == "api" else 22), (n, door, decision)
     # Every attempt, won or lost, through either door, is in the one audit log.
-    with sqlite3.connect(data / "review.db") as database:
-        rows = database.execute(
-            "SELECT action, target FROM review_audit WHERE action IN "
-            "('approved', 'decision_refused') ORDER BY seq"
-        ).fetchall()
+    rows = await _audit(data, shared_database)
     for n in range(SUGGESTIONS):
         actions = sorted(action for action, target in rows if target == f"both-{n}")
         assert actions == ["approved", "decision_refused"], (n, rows)
     assert codes == [0, 0]
+
+
+async def _audit(data: Path, url: str | None) -> list[tuple[str, str]]:
+    """The console's audit log: its decisions and refusals, (action, suggestion)."""
+    database = open_database(readmodel.NAME, EventCodec(CATALOG), url=url, data_dir=data)
+    table = readmodel.audit
+
+    def read(connection: sa.Connection) -> list[tuple[str, str]]:
+        query = (
+            sa.select(table.c.action, table.c.target)
+            .where(table.c.action.in_(["approved", "decision_refused"]))
+            .order_by(table.c.seq)
+        )
+        return [(row.action, row.target) for row in connection.execute(query)]
+
+    try:
+        return await database.read(read)
+    finally:
+        await database.close()
 
 
 async def _csrf(client: httpx.AsyncClient, path: str) -> str:
