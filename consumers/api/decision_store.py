@@ -5,10 +5,12 @@ both pass their own conditional update before either decision event reached the
 other, and emit two decisions for one suggestion. So the console's database is the one
 owner: its suggestion row, whose update out of `pending` only one decision passes,
 its audit log, and its outbox, through which the decision event leaves in the same
-transaction. The API opens it as the console does (`DATABASE_URL`, a schema `review`,
-or `review.db` under `AGENTBUS_DATA`), applies the console's migrations if the console
-has not run yet, and runs a relay on that outbox too: the relay lease lets one of the
-two publish at a time, and decisions leave even while the console is down.
+transaction. The API's idempotency keys of decisions are kept there too, so that a
+key, its decision, the audit row and the event commit together. The API opens it as
+the console does (`DATABASE_URL`, a schema `review`, or `review.db` under
+`AGENTBUS_DATA`), applies the console's migrations if the console has not run yet, and
+runs a relay on that outbox too: the relay lease lets one of the two publish at a
+time, and decisions leave even while the console is down.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from agentbus.envelope import EventCodec
 from agentbus.service import ServiceEnv
 from agentbus.store import Database, open_database
 from agentbus.store.relay import OutboxRelay
+from consumers.api.tables import DECISION_KEYS
 from consumers.review import readmodel
 
 OWNER = readmodel.NAME
@@ -45,7 +48,7 @@ class DecisionStore:
         )
         try:
             # The console's own steps: safe while it applies them too (one lock).
-            await database.migrate(readmodel.MIGRATIONS)
+            await database.migrate([*readmodel.MIGRATIONS, *DECISION_KEYS])
             relay = OutboxRelay(database, env.bus, name=OWNER)
             await relay.start()
         except BaseException:

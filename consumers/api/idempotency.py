@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,64 +88,6 @@ async def run_once(database: Database, client: str, key: str, print_: str, work:
         # The same key committed by a concurrent request in the meantime: its answer
         # (or its 409) is ours now.
         return await database.run(unit)
-
-
-async def run_once_elsewhere(
-    database: Database,
-    client: str,
-    key: str,
-    print_: str,
-    work: Callable[[], Awaitable[Answer]],
-    kept: Callable[[Transaction, Answer], None],
-) -> Answer:
-    """`work()`, which commits in another database, under the key kept in this one; then
-    `kept(tx, answer)` in the transaction that keeps the answer.
-
-    Unlike `run_once` the two commits are apart: a process that dies between them has
-    done the work without keeping the key, and the same request again meets the work's
-    own refusal of a repeat (a decision: 409, decided already) instead of its answer.
-    """
-
-    def lookup(connection: sa.Connection) -> Answer | None:
-        found = connection.execute(
-            sa.select(idempotency.c.fingerprint, idempotency.c.status, idempotency.c.body).where(
-                idempotency.c.client == client, idempotency.c.key == key
-            )
-        ).first()
-        if found is None:
-            return None
-        if found.fingerprint != print_:
-            raise ProblemError(409, f"this {HEADER} was used for another request; use a new key")
-        return Answer(found.status, dict(found.body), replayed=True)
-
-    earlier = await database.read(lookup)
-    if earlier is not None:
-        return earlier
-    answer = await work()
-    if answer.status >= 400:
-        return answer
-
-    def keep(tx: Transaction) -> Answer:
-        raced = lookup(tx.connection)
-        if raced is not None:
-            return raced
-        kept(tx, answer)
-        tx.execute(
-            sa.insert(idempotency).values(
-                client=client,
-                key=key,
-                fingerprint=print_,
-                status=answer.status,
-                body=answer.body,
-                created_at=datetime.now(UTC),
-            )
-        )
-        return answer
-
-    try:
-        return await database.run(keep)
-    except sa.exc.IntegrityError:
-        return await database.run(keep)
 
 
 def emit(tx: Transaction, event: Event[Any]) -> None:

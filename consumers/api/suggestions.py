@@ -4,7 +4,7 @@ A decision is the console's (`consumers.review.deciding`), made in the console's
 database (`decision_store.py`), whichever door it comes through: one conditional
 update, one decision event through that database's outbox, an audit row in its log;
 the second decision, from the console or the API, is refused (here a 409) with its
-audit row too. The idempotency key stays in the API's own database.
+audit row too. The request's idempotency key commits there with its decision.
 """
 
 # No postponed annotations here: FastAPI reads the approval body's model, which is
@@ -22,7 +22,7 @@ from agentbus.store import Transaction
 from agentbus.telemetry import extract_context
 from consumers.api import schemas
 from consumers.api.context import ApiContext, IdempotencyKey, SuggestionId
-from consumers.api.idempotency import Answer, checked_key, fingerprint, run_once_elsewhere
+from consumers.api.idempotency import Answer, checked_key, fingerprint, run_once
 from consumers.api.problems import PROBLEM_JSON, ProblemError, documented
 from consumers.api.tables import NAME
 from consumers.api.writes import Writing, refused
@@ -81,6 +81,7 @@ def router(api: ApiContext) -> APIRouter:
         made: list[Event[Any]] = []  # the decision event, once the owner committed it
 
         def in_owner(tx: Transaction) -> Answer:
+            made.clear()  # a unit tried again after an outage starts afresh
             row = readmodel.one(tx.connection, suggestion_id)
             if row is None and known is not None:
                 if known["status"] != "pending":
@@ -117,23 +118,13 @@ def router(api: ApiContext) -> APIRouter:
             )
             return Answer(200, decided.model_dump())
 
-        async def work() -> Answer:
-            made.clear()  # a unit tried again after an outage starts afresh
-            answer = await api.decisions().run(in_owner)
-            if made:
-                api.wake_decisions()
-            return answer
-
-        def kept(tx: Transaction, answer: Answer) -> None:
+        answer = await run_once(api.decisions(), writing.client, checked, print_, in_owner)
+        if made and not answer.replayed:
+            api.wake_decisions()
             # The API's own list shows the decision at once; the event's copy coming
-            # back from the broker is then a duplicate here.
-            for event in made:
-                tx.claim(NAME, [event.id])
-                api.reviewing.settle_from(tx, event)
-
-        answer = await run_once_elsewhere(
-            api.database(), writing.client, checked, print_, work, kept
-        )
+            # back from the broker then changes nothing here (and would do the same).
+            event = made[0]
+            await api.database().run(lambda tx: _settle_here(tx, api.reviewing, event))
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
         media_type = PROBLEM_JSON if answer.status >= 400 else None
         response = JSONResponse(
@@ -181,6 +172,11 @@ def router(api: ApiContext) -> APIRouter:
         return await decide(request, suggestion_id, "reject", rejection, key, rejection.reason, {})
 
     return routes
+
+
+def _settle_here(tx: Transaction, reviewing: deciding.Reviewing, event: Event[Any]) -> None:
+    tx.claim(NAME, [event.id])
+    reviewing.settle_from(tx, event)
 
 
 def _link_to_suggestion(span: Span, traceparent: str | None) -> None:
