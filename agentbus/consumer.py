@@ -188,6 +188,7 @@ class Consumer:
         self._idle.set()
         self._broker = bus.transport.broker_info
         self._in_place = self._broker.retries == "in_place"
+        self._held_retries = service.retries_in_place and not self._in_place
         self._spans = ProcessSpans(self._broker, bus.transport.exchange, self._queue)
         self._in_flight = 0
         self._drains: set[asyncio.Task[None]] = set()
@@ -216,7 +217,7 @@ class Consumer:
             kind=self.settings.queue_kind,
             delivery_limit=self.settings.delivery_limit,
             partition_group=None if self.partition is None else self.group,
-            retry_queues=not self._in_place,
+            retry_queues=not (self._in_place or self._held_retries),
         )
 
     async def start(self) -> None:
@@ -470,7 +471,8 @@ class Consumer:
         self._count(item.event.type, "failed")
         delivery = item.delivery
         in_place = self._in_place and is_log_delivery(delivery)
-        attempt = (item.attempts if in_place else _attempt_of(delivery.message)) + 1
+        held = in_place or self._held_retries
+        attempt = (item.attempts if held else _attempt_of(delivery.message)) + 1
         code = exc.code if isinstance(exc, ProcessingError) else UNEXPECTED
         detail = _detail(exc)
         if isinstance(exc, PermanentError) or attempt >= self.settings.retry.max_attempts:
@@ -481,6 +483,9 @@ class Consumer:
         if in_place:
             assert is_log_delivery(delivery)
             await self._retry_in_place(replace(item, attempts=attempt), delivery)
+            return
+        if held:
+            await self._retry_held(replace(item, attempts=attempt))
             return
         delay_ms = self.settings.retry.delay_ms(attempt)
         headers = dict(item.delivery.message.headers)
@@ -514,6 +519,18 @@ class Consumer:
             await self._handle([item])
         finally:
             delivery.release()
+
+    async def _retry_held(self, item: _Item) -> None:
+        """Handle the delivery again after the policy's delay for its attempt, its lane
+        waiting meanwhile; a channel that closes ends the wait, and the broker delivers
+        the message again, ahead of what followed it."""
+        delivery = item.delivery
+        if not await self._wait_unless_stale(delivery, self.settings.retry.delay(item.attempts)):
+            self._finish(delivery, acked=False)
+            return
+        self.stats.retried += 1
+        self._count(item.event.type, "retried")
+        await self._handle([item])
 
     @staticmethod
     async def _wait_unless_stale(delivery: Delivery, seconds: float) -> bool:

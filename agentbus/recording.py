@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import io
 import json
+import os
+import stat
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -27,9 +31,9 @@ from typing import IO, Any
 
 from agentbus.bus import Bus
 from agentbus.envelope import CONTENT_TYPE, Event, EventCodec, is_binary, to_structured
-from agentbus.errors import AgentbusError, MalformedEvent
+from agentbus.errors import AgentbusError, BrokerUnavailable, MalformedEvent
 from agentbus.telemetry import inject_headers
-from agentbus.transport.base import Delivery, Message, QueueSpec, Transport
+from agentbus.transport.base import Delivery, Message, QueueKind, QueueSpec, Transport
 
 SKIPPED = "agentbus.skipped"
 _SKIPPED_PREFIX = b'{"' + SKIPPED.encode() + b'"'
@@ -225,6 +229,62 @@ class RecordSummary:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
+class _DurableLines:
+    """Lines written at once, their deliveries acked only once the file holds them.
+
+    A delivery is acked after an fsync that began after its line was written, so a
+    recorder killed at any moment (or a machine that loses power) has acked nothing
+    the file lacks; what it wrote but had not acked comes again and is written twice,
+    which readers take as the duplicate it is (the same event id). One fsync covers
+    every line written while the last one ran: group commit, as a service's inbox.
+    """
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._syncable = _is_regular_file(out)
+        self._unsynced: list[Delivery] = []
+        self._arrived = asyncio.Event()
+        self._closing = False
+
+    def write(self, line: bytes, delivery: Delivery) -> None:
+        self._out.write(line + b"\n")
+        # Out of our buffer before anything else: a reader of the file sees it now.
+        self._out.flush()
+        self._unsynced.append(delivery)
+        self._arrived.set()
+
+    async def run(self) -> None:
+        """Sync and ack until `close`, then once more for whatever came last."""
+        while True:
+            await self._arrived.wait()
+            await self._sync()
+            if self._closing:
+                return
+
+    def close(self) -> None:
+        self._closing = True
+        self._arrived.set()
+
+    async def _sync(self) -> None:
+        self._arrived.clear()
+        batch, self._unsynced = self._unsynced, []
+        if batch:
+            if self._syncable:
+                await asyncio.to_thread(os.fsync, self._out.fileno())
+            for delivery in batch:
+                # A closed channel: the broker delivers it again, and it is written twice.
+                with contextlib.suppress(BrokerUnavailable):
+                    await delivery.ack()
+
+
+def _is_regular_file(out: IO[bytes]) -> bool:
+    """Whether fsync means anything for `out` (a pipe or a buffer in memory cannot)."""
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+
+
 async def record(
     transport: Transport,
     codec: EventCodec,
@@ -233,42 +293,55 @@ async def record(
     stop: asyncio.Event,
     pattern: str = "#",
     limit: int | None = None,
+    queue: str | None = None,
+    queue_kind: QueueKind = "quorum",
     on_message: Callable[[RecordSummary], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> RecordSummary:
     """Write every message published on the exchange until `stop` is set or `limit` events
-    are written: events in structured form, anything else as a skipped entry."""
-    queue = f"agentbus.record.{uuid.uuid4().hex[:12]}"
-    await transport.declare(
-        [QueueSpec(name=queue, bindings=(pattern,), kind="classic", transient=True)]
-    )
+    are written: events in structured form, anything else as a skipped entry.
+
+    Without `queue` the recorder reads a private queue that lives as long as its
+    connection. With it, a durable queue of that name: what is published while the
+    recorder is down (killed, or the broker restarting) waits there for the next one,
+    so a recording appended to across restarts loses nothing (and may hold an event
+    twice, under one id).
+    """
+    if queue is None:
+        name = f"agentbus.record.{uuid.uuid4().hex[:12]}"
+        spec = QueueSpec(name=name, bindings=(pattern,), kind="classic", transient=True)
+    else:
+        name = queue
+        spec = QueueSpec(name=name, bindings=(pattern,), kind=queue_kind)
+    await transport.declare([spec])
     prefix = transport.broker_info.header_prefix
     summary = RecordSummary()
+    lines = _DurableLines(out)
 
     async def on_delivery(delivery: Delivery) -> None:
         if limit is not None and summary.written >= limit:
             return
         line, skipped = recorded_line(delivery.message, codec, prefix)
-        out.write(line + b"\n")
-        # Out of our buffer before the broker forgets it: a recorder killed after the
-        # ack would otherwise lose what it acked, and a reader of the file sees it now.
-        out.flush()
+        lines.write(line, delivery)
         if skipped is None:
             summary.written += 1
         else:
             summary.skipped[skipped] += 1
         if on_message is not None:
             on_message(summary)
-        await delivery.ack()
         if limit is not None and summary.written >= limit:
             stop.set()
 
-    subscription = await transport.consume(queue, on_delivery, prefetch=256)
-    if on_ready is not None:
-        on_ready(queue)
+    syncing = asyncio.create_task(lines.run())
     try:
-        await stop.wait()
+        subscription = await transport.consume(name, on_delivery, prefetch=256)
+        if on_ready is not None:
+            on_ready(name)
+        try:
+            await stop.wait()
+        finally:
+            await subscription.cancel()
     finally:
-        await subscription.cancel()
-        out.flush()
+        lines.close()
+        await syncing
     return summary

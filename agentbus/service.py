@@ -130,6 +130,12 @@ class Service:
     # subjects too, for a service whose decisions depend on events of several
     # subjects (an order reserves stock of several SKUs).
     max_concurrency: int | None = None
+    # A transient failure is tried again where it stands, holding its lane, instead of
+    # through a delay queue that lets later events overtake it: with max_concurrency 1
+    # nothing the queue delivered after it is applied before it, so the service applies
+    # the queue's order exactly, as a rebuild from a recording does. (On a log broker
+    # every service retries so.)
+    retries_in_place: bool = False
     # Lanes wanted regardless of the consumer default: an agent waiting on a model
     # keeps many runs in flight.
     concurrency: int | None = None

@@ -14,7 +14,11 @@ and a second inventory member is SIGKILLed while both members hold records
 unsettled, so that its partitions move to the other; topics and groups carry a
 prefix of the run's own. When queues (consumer lags) are
 empty and states stop changing, `agentbus state inventory/orders --json` are
-compared with an independent oracle (tests/integration/chaos.py).
+compared with an independent oracle (tests/integration/chaos.py). On RabbitMQ a
+recorder (`agentbus record --queue`) runs as a process of its own, SIGKILLed with
+inventory each time inventory is; at the end `agentbus rebuild inventory --check` on its recording
+must find the live state exactly (exit 0), and exit 1 naming the row once one stock
+row is changed by hand (`--no-rebuild-check` leaves this out).
 
 Prints JSON: events, duplicates, every fault with its recovery time, lost
 orders, wrong outcomes, double-applied stock, duplicate suggestions, seconds,
@@ -65,6 +69,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--rebalances", type=int, default=2, help="kafka only: mid-batch kills of a member"
     )
     parser.add_argument("--no-agent", action="store_true", help="leave the restock agent out")
+    parser.add_argument(
+        "--no-rebuild-check",
+        action="store_true",
+        help="rabbitmq: no recorder, no `rebuild inventory --check` at the end",
+    )
     parser.add_argument("--duplicates", type=float, default=0.10, help="share re-sent")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", DEFAULT_URL))
@@ -109,6 +118,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             leader_kills=args.leader_kills,
             node_stops=args.node_stops,
             rebalances=args.rebalances if kafka else 0,
+            rebuild_check=not kafka and not args.no_rebuild_check,
         )
         report = await chaos.run(
             args.events,
@@ -125,8 +135,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         and report["unknown_orders"] == 0
         and report["duplicate_suggestions"] == 0
         and not report["unexpected_exits"]
+        and _rebuild_ok(report["rebuild"])
     )
     return report
+
+
+def _rebuild_ok(rebuilt: dict[str, Any]) -> bool:
+    """No check asked for, or: the recording lacks nothing, rebuilds the live state
+    exactly, and a row changed by hand is found."""
+    if not rebuilt:
+        return True
+    return (
+        rebuilt["published_not_recorded"] == 0
+        and rebuilt["check"]["exit_code"] == 0
+        and rebuilt["check_after_tamper"]["exit_code"] == 1
+        and len(rebuilt["check_after_tamper"]["differences"] or []) == 1
+    )
 
 
 if __name__ == "__main__":

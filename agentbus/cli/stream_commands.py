@@ -88,12 +88,25 @@ def record_command(
         int | None, typer.Option("--count", min=1, help="Stop after this many events.")
     ] = None,
     pattern: Annotated[str, typer.Option("--pattern", help="Routing-key pattern.")] = "#",
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue",
+            help="Read a durable queue of this name (AGENTBUS_QUEUE_KIND, quorum by default) "
+            "and append to --out: what is published while no recorder runs waits there, "
+            "so a recorder started again loses nothing.",
+        ),
+    ] = None,
     amqp_url: AmqpUrl = None,
 ) -> None:
     """Record every event on the exchange until SIGINT/SIGTERM (or --count events).
 
     Binary-mode events are written in structured form; a message that is no event of the
     catalog is written as a skipped entry with its reason, which `publish` passes over.
+    A message is acknowledged only once its line is on disk (fsync), so a recorder killed
+    at any moment loses nothing it was given; with --queue, nothing published meanwhile
+    either. A line written but not yet acknowledged comes again: the file may hold an
+    event twice, under one id, which `publish` and `rebuild` treat as the duplicate it is.
     """
     config = settings()
     app = application()
@@ -102,7 +115,8 @@ def record_command(
         handle = sys.stdout.buffer
     else:
         try:
-            handle = out.open("wb")
+            # A durable queue resumes where the last recorder stopped: keep its lines.
+            handle = out.open("ab" if queue is not None else "wb")
         except OSError as exc:
             fail(f"cannot write {out}: {exc.strerror or exc}")
 
@@ -129,6 +143,8 @@ def record_command(
                     stop=stop,
                     pattern=pattern,
                     limit=count,
+                    queue=queue,
+                    queue_kind=config.consumer.queue_kind,
                     on_message=show,
                     on_ready=lambda _: err.print(
                         f"recording {pattern!r} on {transport.exchange}; Ctrl-C to stop",

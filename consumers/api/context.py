@@ -38,3 +38,6 @@ class ApiContext:
     tokens: Tokens
     reviewing: Reviewing
     ready: Callable[[], Awaitable[None]]
+    # The console's database, where suggestions are decided (decision_store.py).
+    decisions: Callable[[], Database]
+    wake_decisions: Callable[[], None]

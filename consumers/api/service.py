@@ -16,6 +16,7 @@ from agentbus.store import StoreBinding, Transaction
 from agents.registry import DECISIONS
 from consumers.api.app import ApiContext, build_app
 from consumers.api.auth import Tokens
+from consumers.api.decision_store import DecisionStore
 from consumers.api.projections import APPLIERS
 from consumers.api.tables import MIGRATIONS, NAME
 from consumers.review import readmodel
@@ -42,6 +43,7 @@ class HttpApi:
         self.port = port if port is not None else _port()
         self.bind = os.environ.get("AGENTBUS_API_BIND", "127.0.0.1")
         self.server: AppServer | None = None
+        self.decisions = DecisionStore()
         self._project()
         self.service.on_startup(self._start)
         self.service.on_shutdown(self._stop)
@@ -68,12 +70,15 @@ class HttpApi:
             tokens=self._tokens or Tokens.from_env(),
             reviewing=self.reviewing,
             ready=self._ready,
+            decisions=lambda: self.decisions.database,
+            wake_decisions=self.decisions.wake_relay,
         )
 
     async def _ready(self) -> None:
         await self.store.database.read(lambda c: c.execute(sa.text("SELECT 1")))
 
     async def _start(self, env: ServiceEnv) -> None:
+        await self.decisions.open(env, self.codec)
         app = build_app(self.context())
         self.server = AppServer(app, self.port, bind=self.bind, what="the API")
         await self.server.start()
@@ -83,6 +88,7 @@ class HttpApi:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        await self.decisions.close()
 
 
 def _as_applier(apply: Any) -> Any:

@@ -1,8 +1,10 @@
 """Every agent's suggestions: listed, approved and rejected by the agents' declarations.
 
-A decision is the console's (`consumers.review.deciding`) in the API's own database:
-one conditional update, one decision event through the outbox, an audit row; the
-second decision is a 409, with its audit row too.
+A decision is the console's (`consumers.review.deciding`), made in the console's
+database (`decision_store.py`), whichever door it comes through: one conditional
+update, one decision event through that database's outbox, an audit row in its log;
+the second decision, from the console or the API, is refused (here a 409) with its
+audit row too. The request's idempotency key commits there with its decision.
 """
 
 # No postponed annotations here: FastAPI reads the approval body's model, which is
@@ -15,14 +17,15 @@ from opentelemetry import trace
 from opentelemetry.trace import Span
 from pydantic import BaseModel
 
+from agentbus.envelope import Event
 from agentbus.store import Transaction
 from agentbus.telemetry import extract_context
 from consumers.api import schemas
 from consumers.api.context import ApiContext, IdempotencyKey, SuggestionId
-from consumers.api.idempotency import Answer
-from consumers.api.problems import ProblemError, documented
+from consumers.api.idempotency import Answer, checked_key, fingerprint, run_once
+from consumers.api.problems import PROBLEM_JSON, ProblemError, documented
 from consumers.api.tables import NAME
-from consumers.api.writes import Writing, refused, write
+from consumers.api.writes import Writing, refused
 from consumers.review import deciding, readmodel
 from consumers.review.deciding import DecisionInvalid
 
@@ -69,15 +72,30 @@ def router(api: ApiContext) -> APIRouter:
         text: str | None,
         changes: dict[str, Any],
     ) -> JSONResponse:
-        suggested: list[str] = []  # the suggestion's traceparent, seen by the work
+        checked = checked_key(key)
+        # Taken here: the work runs in the database's thread, outside the request's context.
+        writing = Writing(request.state.client, checked, trace.get_current_span())
+        print_ = fingerprint(request.method, request.url.path, body.model_dump(mode="json"))
+        reviewer = f"api:{writing.client}"
+        known = await api.database().read(lambda c: readmodel.one(c, suggestion_id))
+        made: list[Event[Any]] = []  # the decision event, once the owner committed it
 
-        def work(tx: Transaction, writing: Writing) -> Answer:
+        def in_owner(tx: Transaction) -> Answer:
+            made.clear()  # a unit tried again after an outage starts afresh
             row = readmodel.one(tx.connection, suggestion_id)
+            if row is None and known is not None:
+                if known["status"] != "pending":
+                    return refused(f"the suggestion was {known['status']} already")
+                # The console has not read it yet: the API's copy of the suggestion goes
+                # in first, as the console's own consumer would put it (that one then
+                # finds it there and changes nothing).
+                suggested = api.codec.decode(str(known["envelope"]).encode())
+                readmodel.record_suggestion(
+                    tx, suggested, readmodel.kind_of(suggested.type), str(known["envelope"])
+                )
+                row = readmodel.one(tx.connection, suggestion_id)
             if row is None:
                 raise ProblemError(404, f"no suggestion {suggestion_id!r}")
-            if isinstance(row.get("traceparent"), str):
-                suggested[:] = [row["traceparent"]]
-            reviewer = f"api:{writing.client}"
             if row["status"] != "pending":
                 readmodel.log(
                     tx.connection, reviewer, "decision_refused", suggestion_id, "decided already"
@@ -91,7 +109,7 @@ def router(api: ApiContext) -> APIRouter:
             approved = verb == "approve"
             if not deciding.commit(tx, row, event, reviewer, approved=approved):
                 return refused("the suggestion was decided already")
-            tx.claim(NAME, [event.id])
+            made[:] = [event]
             decided = schemas.Decided(
                 id=suggestion_id,
                 status="approved" if approved else "rejected",
@@ -100,9 +118,23 @@ def router(api: ApiContext) -> APIRouter:
             )
             return Answer(200, decided.model_dump())
 
-        response = await write(api, request, key, body, work)
+        answer = await run_once(api.decisions(), writing.client, checked, print_, in_owner)
+        if made and not answer.replayed:
+            api.wake_decisions()
+            # The API's own list shows the decision at once; the event's copy coming
+            # back from the broker then changes nothing here (and would do the same).
+            event = made[0]
+            await api.database().run(lambda tx: _settle_here(tx, api.reviewing, event))
+        headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+        media_type = PROBLEM_JSON if answer.status >= 400 else None
+        response = JSONResponse(
+            answer.body, status_code=answer.status, headers=headers, media_type=media_type
+        )
+        traceparent = (known or {}).get("traceparent")
         if response.status_code == 200:
-            _link_to_suggestion(trace.get_current_span(), suggested[0] if suggested else None)
+            _link_to_suggestion(
+                trace.get_current_span(), traceparent if isinstance(traceparent, str) else None
+            )
         return response
 
     @routes.post(
@@ -140,6 +172,11 @@ def router(api: ApiContext) -> APIRouter:
         return await decide(request, suggestion_id, "reject", rejection, key, rejection.reason, {})
 
     return routes
+
+
+def _settle_here(tx: Transaction, reviewing: deciding.Reviewing, event: Event[Any]) -> None:
+    tx.claim(NAME, [event.id])
+    reviewing.settle_from(tx, event)
 
 
 def _link_to_suggestion(span: Span, traceparent: str | None) -> None:

@@ -110,6 +110,24 @@ def _v1(op: Operations) -> None:
     readmodel.create_suggestions_v1(op)
 
 
+def _decision_keys_v1(op: Operations) -> None:
+    op.create_table(
+        "api_idempotency",
+        sa.Column("client", sa.String(64), primary_key=True),
+        sa.Column("key", sa.String(200), primary_key=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("status", sa.Integer, nullable=False),
+        sa.Column("body", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+# The keys of the API's decisions live in the console's database (decision_store.py),
+# beside the decisions: a key, its decision, the audit row and the event commit as one.
+DECISION_KEYS = (
+    Migration("api-decision-keys", 1, "idempotency keys of the API's decisions", _decision_keys_v1),
+)
+
 MIGRATIONS = (
     Migration(
         NAME,

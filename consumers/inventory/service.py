@@ -47,6 +47,10 @@ def build() -> Service:
         # Reservations read stock of several SKUs: apply in the queue's order, in
         # batches, so that outcomes follow the order events were published in.
         max_concurrency=1,
+        # And a transient failure holds the queue rather than letting later events
+        # overtake it: the state then follows the queue's order exactly, which is
+        # the order a recording of the exchange holds too (`agentbus rebuild`).
+        retries_in_place=True,
         prefetch=512,
         publishes=(
             "inventory.reserved",

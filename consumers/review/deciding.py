@@ -1,9 +1,10 @@
 """Deciding a suggestion, for every reviewing tool (the console, the HTTP API).
 
-Each tool keeps the suggestions it has seen in its own database (the read model's
-tables). A decision is one transaction there: the suggestion leaves `pending` only
-if it still was, the decision event goes to the outbox, the audit log gets a row;
-the loser of two decisions changes nothing but the audit log.
+Every tool decides in one database, the console's (the read model's tables there;
+the API reaches it through `consumers.api.decision_store`). A decision is one
+transaction there: the suggestion leaves `pending` only if it still was, the decision
+event goes to the outbox, the audit log gets a row; the loser of two decisions, from
+whichever tool, changes nothing but the audit log.
 """
 
 from __future__ import annotations
@@ -92,13 +93,14 @@ class Reviewing:
 def decision_event(
     codec: EventCodec, row: Mapping[str, Any], data: BaseModel, *, service: str
 ) -> Event[Any]:
-    """The decision, caused by the suggestion, with an id that `service` derives from it."""
+    """The decision, caused by the suggestion, made through `service`. Its id comes from
+    the suggestion alone: there is one decision per suggestion, whoever makes it."""
     cause = codec.decode(str(row["envelope"]).encode())
     return new_event(
         data,
         source=f"/services/{service}",
         cause=cause,
-        id=derived_id(service, str(row["suggestion_id"]), "decision"),
+        id=derived_id(readmodel.NAME, str(row["suggestion_id"]), "decision"),
     )
 
 

@@ -4,6 +4,7 @@ decisions on any agent's suggestions."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,32 @@ async def test_a_restock_suggestion_is_decided_once_with_an_audit_row(shop: ApiS
         theirs = await client.get("/suggestions", params={"agent": "restock-agent"})
         assert [s["agent"] for s in theirs.json()] == ["restock-agent"]
         assert (await client.get("/suggestions", params={"agent": "nobody"})).json() == []
-    audit = await shop.api.store.database.read(_audit)
+    # Decided in the console's database, the one owner of decisions, with its audit log.
+    audit = await shop.api.decisions.database.read(_audit)
     assert [row[:2] for row in audit] == [("approved", "rec-1"), ("decision_refused", "rec-1")]
+
+
+async def test_one_key_sent_twice_at_once_decides_once_and_answers_both_alike(
+    shop: ApiShop,
+) -> None:
+    """A client retrying a decision it has no answer for yet: the key, the decision and
+    its event commit together, so the copy gets the first one's answer, not a 409."""
+    await shop.shop.publish([restock_suggestion(7)])
+    body = {"quantity": 12, "note": "retried"}
+    async with shop.client() as client:
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/suggestions/rec-7/approve", json=body, headers={"Idempotency-Key": "same"}
+                )
+                for _ in range(4)
+            )
+        )
+    assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+    assert len({a.text for a in answers}) == 1
+    await shop.settle()
+    [decision] = shop.shop.of_type("restock.approved")
+    assert decision.id == answers[0].json()["event_id"]
 
 
 async def test_a_substitute_suggestion_is_accepted_with_a_substitute_it_offered(

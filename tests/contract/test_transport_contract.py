@@ -270,6 +270,41 @@ async def test_each_malformed_kind_is_dead_lettered_with_its_reason_and_service_
     assert all(letter.detail for letter in letters)
 
 
+async def test_a_service_that_retries_in_place_applies_the_queue_order_through_failures(
+    harness: Harness,
+) -> None:
+    """One lane, retries in place: the event that fails for a while is applied before
+    everything delivered after it, whatever its subject; with retries through delay
+    queues the others overtake it."""
+    if harness.name == "kafka":
+        pytest.skip("a log orders a partition, not a topic: subjects are spread over several")
+
+    async def applied(retries_in_place: bool, name: str) -> list[int]:
+        bus = await started_bus(harness)
+        service = Service(harness.queue(name), max_concurrency=1, retries_in_place=retries_in_place)
+        order: list[int] = []
+        failures = {0: 2, 3: 1}  # seq -> transient failures before it is applied
+
+        @service.handles("order.created")
+        async def handle(event: Event[Any], ctx: Context) -> None:
+            seq = event.data.seq
+            if failures.get(seq, 0):
+                failures[seq] -= 1
+                raise TransientError("the database is busy")
+            order.append(seq)
+
+        consumer = Consumer(service, bus, settings())
+        await consumer.start()
+        await bus.publish_many([sample("order.created", f"sku-{n}", n) for n in range(8)])
+        await eventually(lambda: len(order) == 8, harness, timeout=20)
+        await consumer.stop()
+        assert consumer.stats.retried == 3
+        return order
+
+    assert await applied(True, "held") == list(range(8))
+    assert await applied(False, "queued") != list(range(8))
+
+
 async def test_per_subject_order_is_kept_with_concurrency(harness: Harness) -> None:
     bus = await started_bus(harness)
     service = Service(harness.queue("ordered"))

@@ -139,3 +139,20 @@ def test_bad_input_is_one_line(recorded: tuple[Path, Path], tmp_path: Path) -> N
         agentbus("rebuild", "inventory", str(recording), "--into", str(full), data=data),
         "not an empty folder",
     )
+
+
+def test_a_recording_holding_events_twice_rebuilds_the_same_state(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A recorder killed between writing a line and acking it writes the line again when
+    the broker redelivers it: rebuild takes the copy for the duplicate it is, as the live
+    service's inbox does."""
+    data, recording = recorded
+    lines = recording.read_text().splitlines(keepends=True)
+    doubled = tmp_path / "doubled.jsonl"
+    # Each line at once again, and the whole run once more after it.
+    doubled.write_text("".join(line + line for line in lines) + "".join(lines))
+    for service in ("inventory", "orders"):
+        result = agentbus("rebuild", service, str(doubled), "--check", data=data)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "equal to the live state" in result.stdout

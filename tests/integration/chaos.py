@@ -39,7 +39,7 @@ from agentbus.store import open_database
 from agentbus.store import tables as store_tables
 from agentbus.store.database import Database
 from events import CATALOG
-from tests.integration.chaos_broker import AGENT, SERVICES, Broker
+from tests.integration.chaos_broker import AGENT, RECORDER, SERVICES, Broker
 from tests.integration.chaos_kafka import KafkaBroker, kill_mid_batch
 from tests.integration.chaos_oracle import (
     LIMIT,
@@ -67,6 +67,7 @@ from tests.integration.chaos_rabbitmq import (
     queue_counts,
     queue_names,
 )
+from tests.integration.chaos_rebuild import check_rebuild, recorder_command
 from tests.integration.rabbit_cluster import NODES, ClusterFaults
 
 __all__ = [
@@ -174,6 +175,19 @@ class Shop:
 
     async def spawn(self, service: str, label: str | None = None) -> ServiceProcess:
         process = ServiceProcess(service, self.env(service), label)
+        self.processes.append(process)
+        await process.start()
+        return process
+
+    async def spawn_recorder(self, path: Path) -> ServiceProcess:
+        """`agentbus record --queue` into `path`, as a process of its own (RabbitMQ)."""
+        process = ServiceProcess(
+            RECORDER,
+            self.env(),
+            RECORDER,
+            command=recorder_command(path, RECORDER),
+            ready="recording ",
+        )
         self.processes.append(process)
         await process.start()
         return process
@@ -364,7 +378,10 @@ class Chaos:
     hold records unsettled, so that its partitions move to the other. Every fault
     lands on work in flight. With `agent`, the restock agent runs too, and every
     suggestion on the wire is read back: a trigger must never yield two different
-    suggestions.
+    suggestions. With `rebuild_check` (RabbitMQ), a recorder in a process of its own,
+    SIGKILLed with inventory each time inventory is, records the run; at the end `agentbus rebuild
+    inventory --check` on that recording must find the live state exactly, and name the
+    row once one is changed by hand.
     """
 
     broker: Broker | str  # a broker, or RabbitMQ's URL
@@ -384,6 +401,7 @@ class Chaos:
     cluster: ClusterFaults | None = None
     leader_kills: int = 0
     node_stops: int = 0
+    rebuild_check: bool = False
     recoveries: list[Recovery] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
 
@@ -402,8 +420,9 @@ class Chaos:
         return (*SERVICES, AGENT) if self.agent else SERVICES
 
     def _members(self) -> dict[str, int]:
-        """How many consumers each service's queue has when all is well."""
-        return {s: 2 if s == "inventory" and self.rebalances else 1 for s in self.services}
+        """How many consumers each queue has when all is well."""
+        members = {s: 2 if s == "inventory" and self.rebalances else 1 for s in self.services}
+        return {**members, RECORDER: 1} if self.rebuild_check else members
 
     async def run(
         self,
@@ -422,6 +441,10 @@ class Chaos:
             oracle.apply(event)
         shop = Shop(broker, self.data_dir, self.postgres_url)
         suggestions: dict[str, set[str]] = {}
+        rebuilt: dict[str, Any] = {}
+        recording = self.data_dir.parent / "recording.jsonl"
+        if self.rebuild_check and not isinstance(broker, RabbitBroker):
+            raise ValueError("the rebuild check records through a RabbitMQ queue")
         async with exclusive_queues(path=CLUSTER_LOCK if self.cluster else LOCK_PATH):
             try:
                 await shop.prepare()
@@ -434,6 +457,8 @@ class Chaos:
                     *(shop.spawn(service, label) for label, service in labels.items())
                 )
                 processes = dict(zip(labels, spawned, strict=True))
+                if self.rebuild_check:
+                    processes[RECORDER] = await shop.spawn_recorder(recording)
                 started = time.monotonic()
                 events_out = stream.events
                 if not broker.ordered:
@@ -464,6 +489,14 @@ class Chaos:
                 if self.agent:
                     suggestions = await broker.suggestions()
                 exit_codes = await shop.stop_all()
+                if self.rebuild_check:
+                    rebuilt = await check_rebuild(
+                        shop.env(),
+                        recording,
+                        shop.data_dir,
+                        shop.database_url,
+                        {event.id for event in stream.events},
+                    )
             finally:
                 if self.cluster is not None:
                     await self.cluster.whole()
@@ -508,6 +541,7 @@ class Chaos:
             "dead_letters": dead_letters,
             "expected_dead_letters_at_least": {"inventory.dlq": oracle.dead_letters},
             "unexpected_exits": self.unexpected_exits,
+            "rebuild": rebuilt,
             "exit_codes_on_sigterm": exit_codes,
             **settling,
             "storm_seconds": round(storm_done - started, 1),
@@ -592,13 +626,26 @@ class Chaos:
     ) -> Recovery:
         hit = time.monotonic()
         if target in processes:
-            victim = processes[target]
-            await victim.kill()
+            # The recorder dies with inventory: the service whose state the recording
+            # must rebuild, killed at the same moment, and no segment of its own (the
+            # suite's run stays as short as it was).
+            also = [RECORDER] if self.rebuild_check and target == "inventory" else []
+            victims = [processes[name] for name in (target, *also)]
+            for victim in victims:
+                await victim.kill()
             await asyncio.sleep(rng.uniform(0.0, 0.5))
             restarted = time.monotonic()
-            await victim.start_surely()
+            for victim in victims:
+                await victim.start_surely()
             await self._until_consuming(shop, processes, reader)
-            return Recovery(target, hit, 0, restarted - hit, time.monotonic() - restarted)
+            return Recovery(
+                target,
+                hit,
+                0,
+                restarted - hit,
+                time.monotonic() - restarted,
+                detail={"also_killed": also} if also else {},
+            )
         if target == "rebalance":
             broker = self.bus
             assert isinstance(broker, KafkaBroker), "a mid-batch rebalance is a Kafka fault"

@@ -11,7 +11,9 @@ from agentbus.transport.base import Transport
 
 SERVICES: tuple[str, ...] = ("inventory", "orders", "payments")
 AGENT = "restock-agent"
-SHOP_QUEUES: tuple[str, ...] = (*SERVICES, AGENT)
+# `agentbus record --queue` in a process of its own, killed like the services (RabbitMQ).
+RECORDER = "chaos-recorder"
+SHOP_QUEUES: tuple[str, ...] = (*SERVICES, AGENT, RECORDER)
 
 # A service's positions stored in its own database: (topic, partition) -> next offset.
 StoredPositions = Callable[[str], Awaitable[Mapping[tuple[str, int], int]]]

@@ -27,7 +27,7 @@ from aiokafka.protocol.api import Request
 from agentbus.transport.kafka import KafkaTransport
 from events import CATALOG
 from tests.contract.harness import KafkaHarness
-from tests.integration.chaos_broker import SHOP_QUEUES, StoredPositions
+from tests.integration.chaos_broker import AGENT, SERVICES, StoredPositions
 from tests.integration.chaos_processes import ServiceProcess, command
 
 SERVICES_COMMAND = str(Path(__file__).resolve().parents[2] / "deploy/dev/services")
@@ -112,7 +112,7 @@ class KafkaBroker:
 
     async def depth(self, stored: StoredPositions) -> int:
         total = 0
-        for service in SHOP_QUEUES:
+        for service in (*SERVICES, AGENT):
             try:
                 total += sum((await self.unsettled(service, stored)).values())
             except KeyError:
@@ -122,7 +122,7 @@ class KafkaBroker:
     async def dead_letters(self) -> dict[str, int]:
         probe = await self._transport()
         found: dict[str, int] = {}
-        for service in SHOP_QUEUES:
+        for service in (*SERVICES, AGENT):
             try:
                 # No group reads a dead-letter topic: its lag is every record it holds.
                 count = await probe.depth(f"{service}.dlq")

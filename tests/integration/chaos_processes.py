@@ -24,7 +24,8 @@ CLUSTER_LOCK = Path(tempfile.gettempdir()) / "agentbus-cluster-shop-queues.lock"
 
 
 class ServiceProcess:
-    """One `agentbus run SERVICE` in a process group of its own."""
+    """One `agentbus run SERVICE` in a process group of its own (or another agentbus
+    command that runs until stopped: `command`, ready once it prints `ready`)."""
 
     def __init__(
         self,
@@ -32,11 +33,16 @@ class ServiceProcess:
         env: dict[str, str],
         label: str | None = None,
         args: Sequence[str] = (),
+        *,
+        command: Sequence[str] | None = None,
+        ready: str = "running ",
     ) -> None:
         self.service = service
         self.args = tuple(args)
         self.label = label or service
         self.env = env
+        self.command = ("run", service, *self.args) if command is None else tuple(command)
+        self.ready = ready
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=40)
         self._running = asyncio.Event()
@@ -54,9 +60,7 @@ class ServiceProcess:
             sys.executable,
             "-m",
             "agentbus",
-            "run",
-            self.service,
-            *self.args,
+            *self.command,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -94,7 +98,7 @@ class ServiceProcess:
         while line := await process.stderr.readline():
             text = line.decode(errors="replace").rstrip()
             self.tail.append(text)
-            if text.startswith("running "):
+            if text.startswith(self.ready):
                 running.set()
 
     def stderr(self) -> str:

@@ -7,8 +7,10 @@ PostgreSQL the broker and the database restart too. On Kafka the broker
 restarts, and one of two inventory members is SIGKILLed while both hold records
 unsettled, so that its partitions move to the other. The final
 states must equal an independent oracle's: no order lost, no outcome wrong, no
-stock level applied twice, no trigger with two suggestions. The long run is
-`benchmarks/chaos_exactly_once.py`.
+stock level applied twice, no trigger with two suggestions. On RabbitMQ a
+recorder, SIGKILLed with inventory, records the run, and `agentbus rebuild inventory
+--check` on its recording must find the live state exactly, then exit 1 naming
+the row changed by hand. The long run is `benchmarks/chaos_exactly_once.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.integration.chaos import Chaos, KafkaBroker
+from tests.integration.chaos_broker import RECORDER
 
 EVENTS = 1500
 KILLS = 4
@@ -51,11 +54,36 @@ def check(report: dict[str, Any], faults: dict[str, int]) -> None:
     assert outcomes.get("rejected:cancelled", 0) > 0, outcomes
 
 
+def check_rebuild(report: dict[str, Any]) -> None:
+    """The recording of the run rebuilds inventory's live state exactly, and a row
+    changed by hand is named."""
+    rebuilt = report["rebuild"]
+    [inventory_killed] = [f for f in report["faults"] if f["target"] == "inventory"]
+    assert inventory_killed["also_killed"] == [RECORDER], report["faults"]
+    assert rebuilt["check"]["exit_code"] == 0, rebuilt
+    assert rebuilt["check"]["differences"] == [], rebuilt
+    # The recorder was killed too, and lost nothing the run published.
+    assert rebuilt["published_not_recorded"] == 0, rebuilt
+    after = rebuilt["check_after_tamper"]
+    assert after["exit_code"] == 1, rebuilt
+    assert [d.split(":")[0] for d in after["differences"]] == [
+        f"stock[{rebuilt['tampered_sku']}].on_hand"
+    ], rebuilt
+
+
 @pytest.mark.rabbitmq
 async def test_exactly_once_on_sqlite_under_faults(amqp_url: str, tmp_path: Path) -> None:
-    chaos = Chaos(amqp_url, tmp_path / "data", seed=11, agent=True, connection_drops=1)
+    chaos = Chaos(
+        amqp_url,
+        tmp_path / "data",
+        seed=11,
+        agent=True,
+        connection_drops=1,
+        rebuild_check=True,
+    )
     report = await chaos.run(EVENTS, KILLS)
     check(report, {"connections_closed": 1})
+    check_rebuild(report)
 
 
 @pytest.mark.rabbitmq
@@ -72,9 +100,11 @@ async def test_exactly_once_on_postgres_under_faults(
         connection_drops=1,
         broker_restarts=1,
         database_restarts=1,
+        rebuild_check=True,
     )
     report = await chaos.run(EVENTS, KILLS)
     check(report, {"connections_closed": 1, "broker_restart": 1, "database_restart": 1})
+    check_rebuild(report)
 
 
 @pytest.mark.kafka

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,55 @@ def test_a_line_that_is_neither_an_event_nor_a_skipped_entry_is_refused(
     path.write_bytes(good + b"\n" + bad + b"\n")
     with pytest.raises(RecordingError, match=r"bad\.jsonl:2"):
         scan_recording(path, codec)
+
+
+async def test_a_line_is_acked_only_once_an_fsync_begun_after_it_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durability cannot be watched from a test, but its order can: the real fsync and ack
+    run, and each ack must come after an fsync that began with the line in the file."""
+    from agentbus import recording as recording_module
+    from agentbus.transport import memory
+
+    synced = 0  # bytes of the file when the last fsync began
+    fsync = os.fsync
+
+    def watched_fsync(fd: int) -> None:
+        nonlocal synced
+        size = os.fstat(fd).st_size
+        fsync(fd)
+        synced = max(synced, size)
+
+    acked_at: dict[str, int] = {}  # event id -> bytes synced when it was acked
+    ack = memory._MemoryDelivery.ack
+
+    async def watched_ack(self: Any, *, multiple: bool = False) -> None:
+        acked_at[str(self.message.message_id)] = synced
+        await ack(self, multiple=multiple)
+
+    monkeypatch.setattr(recording_module.os, "fsync", watched_fsync)
+    monkeypatch.setattr(memory._MemoryDelivery, "ack", watched_ack)
+    path = tmp_path / "synced.jsonl"
+    events = [sample("order.created", f"k-{n % 5}", n) for n in range(600)]
+    transport = InMemoryBroker().connect()
+    await transport.start()
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    with path.open("wb") as out:
+        recorder = asyncio.create_task(
+            record(transport, codec, out, stop=stop, on_ready=lambda _: ready.set())
+        )
+        await ready.wait()
+        await Bus(transport, codec).publish_many(events)
+        for _ in range(1000):
+            if len(acked_at) == len(events):
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await recorder
+    await transport.close()
+    written = path.read_bytes()
+    assert len(acked_at) == len(events)
+    for event in events:
+        end = written.index(b"\n", written.index(f'"id":"{event.id}"'.encode())) + 1
+        assert acked_at[event.id] >= end, "acked before its line was synced"
