@@ -20,10 +20,10 @@ from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.substitute.decisions import DECISIONS
-from agents.substitute.projection import MIGRATIONS, project
 from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
 from events import Substitute, SubstituteSuggested
 from tools import substitute as tools
+from tools.projections.substitute import MIGRATIONS, project
 
 NAME = "substitute-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
