@@ -3,6 +3,11 @@
 The platform never imports the application. It finds it through the
 `agentbus.apps` entry point group (or `AGENTBUS_APP=module:attribute`), so the
 same platform serves any catalog and any set of services.
+
+An application's demo and eval suite import the application (they run its
+services), so the application cannot name them without an import cycle. They
+register under its name in the entry point groups `agentbus.demos` and
+`agentbus.evals` instead; an `Application` built by hand may still carry its own.
 """
 
 from __future__ import annotations
@@ -104,6 +109,33 @@ def load_application() -> Application:
     loaded = found[0].load()
     if not isinstance(loaded, Application):
         raise ConfigurationError(f"entry point {found[0].value} is not an Application")
+    return loaded
+
+
+DEMOS = "agentbus.demos"
+EVAL_SUITES = "agentbus.evals"
+
+
+def demo_of(app: Application) -> DemoRunner | None:
+    """The application's demo: its own, else the one registered under its name."""
+    return app.demo or _registered(DEMOS, app.name)
+
+
+def eval_suite_of(app: Application) -> EvalRunner | None:
+    """The application's eval suite: its own, else the one registered under its name."""
+    return app.evaluate or _registered(EVAL_SUITES, app.name)
+
+
+def _registered(group: str, name: str) -> Any:
+    found = list(entry_points(group=group, name=name))
+    if len(found) > 1:
+        where = ", ".join(ep.value for ep in found)
+        raise ConfigurationError(f"several {group} entry points named {name!r}: {where}")
+    if not found:
+        return None
+    loaded = found[0].load()
+    if not callable(loaded):
+        raise ConfigurationError(f"entry point {found[0].value} ({group}) is not callable")
     return loaded
 
 
