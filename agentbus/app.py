@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -46,16 +46,18 @@ DemoRunner = Callable[[DemoOptions], Awaitable[int]]
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """What `agentbus eval` passes to the application's eval suite."""
+    """What `agentbus eval` passes to the application's eval suite (its options, with
+    the command's defaults): the suite takes this as its request, not a copy of it."""
 
-    paths: tuple[Path, ...]
-    model: str
-    record: Path | None
-    repeat: int
-    out: Path
-    baseline: Path | None
-    tolerance: float
-    contenders: tuple[str, ...]
+    # Recordings or folders of them; none: the suite's own fixtures.
+    paths: Sequence[Path] = ()
+    model: str = "policy"
+    record: Path | None = None
+    repeat: int = 1
+    out: Path = Path("eval-report")
+    baseline: Path | None = None
+    tolerance: float = 0.10
+    contenders: Sequence[str] = ()
     as_json: bool = False
     junit: Path | None = None
 
