@@ -3,13 +3,18 @@
 The platform never imports the application. It finds it through the
 `agentbus.apps` entry point group (or `AGENTBUS_APP=module:attribute`), so the
 same platform serves any catalog and any set of services.
+
+An application's demo and eval suite import the application (they run its
+services), so the application cannot name them without an import cycle. They
+register under its name in the entry point groups `agentbus.demos` and
+`agentbus.evals` instead; an `Application` built by hand may still carry its own.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -41,16 +46,18 @@ DemoRunner = Callable[[DemoOptions], Awaitable[int]]
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """What `agentbus eval` passes to the application's eval suite."""
+    """What `agentbus eval` passes to the application's eval suite (its options, with
+    the command's defaults): the suite takes this as its request, not a copy of it."""
 
-    paths: tuple[Path, ...]
-    model: str
-    record: Path | None
-    repeat: int
-    out: Path
-    baseline: Path | None
-    tolerance: float
-    contenders: tuple[str, ...]
+    # Recordings or folders of them; none: the suite's own fixtures.
+    paths: Sequence[Path] = ()
+    model: str = "policy"
+    record: Path | None = None
+    repeat: int = 1
+    out: Path = Path("eval-report")
+    baseline: Path | None = None
+    tolerance: float = 0.10
+    contenders: Sequence[str] = ()
     as_json: bool = False
     junit: Path | None = None
 
@@ -104,6 +111,33 @@ def load_application() -> Application:
     loaded = found[0].load()
     if not isinstance(loaded, Application):
         raise ConfigurationError(f"entry point {found[0].value} is not an Application")
+    return loaded
+
+
+DEMOS = "agentbus.demos"
+EVAL_SUITES = "agentbus.evals"
+
+
+def demo_of(app: Application) -> DemoRunner | None:
+    """The application's demo: its own, else the one registered under its name."""
+    return app.demo or _registered(DEMOS, app.name)
+
+
+def eval_suite_of(app: Application) -> EvalRunner | None:
+    """The application's eval suite: its own, else the one registered under its name."""
+    return app.evaluate or _registered(EVAL_SUITES, app.name)
+
+
+def _registered(group: str, name: str) -> Any:
+    found = list(entry_points(group=group, name=name))
+    if len(found) > 1:
+        where = ", ".join(ep.value for ep in found)
+        raise ConfigurationError(f"several {group} entry points named {name!r}: {where}")
+    if not found:
+        return None
+    loaded = found[0].load()
+    if not callable(loaded):
+        raise ConfigurationError(f"entry point {found[0].value} ({group}) is not callable")
     return loaded
 
 

@@ -21,7 +21,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,20 +48,19 @@ from agentbus.retry import (
     FAILED_AT_HEADER,
     ORIGIN_QUEUE_HEADER,
     ROUTING_KEY_HEADER,
-    RetryPolicy,
     dead_letter_queue,
     partition_queue,
     retry_queue,
     topology,
 )
 from agentbus.service import Context, Route, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.telemetry import extract_context, tracer
 from agentbus.transport.base import (
     Delivery,
     LogDelivery,
     LogPartition,
     Message,
-    QueueKind,
     QueueSpec,
     Subscription,
     is_log_delivery,
@@ -73,22 +72,6 @@ MAX_DETAIL = 500
 UNEXPECTED = "unexpected_error"
 # How often a retry waiting in place looks whether its partition was revoked.
 STALE_CHECK = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSettings:
-    """How a service consumes. Defaults follow RabbitMQ's advice (prefetch 100 to 300)."""
-
-    prefetch: int = 256
-    concurrency: int = 16
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    queue_kind: QueueKind = "quorum"
-    delivery_limit: int | None = 20
-    ack_linger: float = 0.002
-    drain_timeout: float = 30.0
-    # "wall": derived events carry the time they were made; "cause": their cause's
-    # time (simulations and replays, where time follows the events).
-    event_time: str = "wall"
 
 
 @dataclass

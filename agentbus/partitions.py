@@ -27,8 +27,9 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.service import Service
+from agentbus.settings import ConsumerSettings
 from agentbus.store.lease import FileLease
 from agentbus.transport.base import QueueSpec
 

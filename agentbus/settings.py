@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from agentbus.consumer import ConsumerSettings
 from agentbus.errors import ConfigurationError
 from agentbus.retry import RetryPolicy
 from agentbus.transport.amqp_addresses import amqp_addresses
-from agentbus.transport.base import EVENTS_EXCHANGE
+from agentbus.transport.base import EVENTS_EXCHANGE, QueueKind
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSettings:
+    """How a service consumes. Defaults follow RabbitMQ's advice (prefetch 100 to 300)."""
+
+    prefetch: int = 256
+    concurrency: int = 16
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    queue_kind: QueueKind = "quorum"
+    delivery_limit: int | None = 20
+    ack_linger: float = 0.002
+    drain_timeout: float = 30.0
+    # "wall": derived events carry the time they were made; "cause": their cause's
+    # time (simulations and replays, where time follows the events).
+    event_time: str = "wall"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,10 @@ import aio_pika
 from pydantic import BaseModel
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.envelope import EventCodec, new_event
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.transport.base import QueueSpec, describe
 from agentbus.transport.rabbitmq import RabbitTransport
 

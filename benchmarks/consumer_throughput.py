@@ -40,10 +40,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.envelope import EventCodec, new_event
 from agentbus.host import tune_gc_once
 from agentbus.metrics import use_meter_provider
+from agentbus.settings import ConsumerSettings
 from agentbus.store import OutboxRelay, StoreBinding, open_database
 from agentbus.telemetry import use_tracer_provider
 from agentbus.transport.base import QueueSpec

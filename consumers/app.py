@@ -1,4 +1,8 @@
-"""The shop: its catalog, services, state views and demo, as one application."""
+"""The shop: its catalog, services and state views, as one application.
+
+Its demo and eval suite live in `evals/`, which imports the shop; they register
+under the shop's name (entry points `agentbus.demos` and `agentbus.evals`).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,6 @@ from consumers import (
     review,
     shipping,
 )
-from consumers.demo import run_demo
-from evals.run import run_eval
 from events import CATALOG
 
 app = Application(
@@ -48,6 +50,4 @@ app = Application(
         StateView(restock.NAME, read_suggestions, "restock suggestions"),
         StateView(substitute.NAME, read_suggestions, "substitute suggestions"),
     ),
-    demo=run_demo,
-    evaluate=run_eval,
 )

@@ -22,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from agentbus.app import EvalOptions
 from agentbus.errors import ConfigurationError
 from evals.local_model import MODEL, LocalModelServer
-from evals.run import FIXTURES, EvalRequest, evaluate
+from evals.run import FIXTURES, evaluate
 
 CASSETTE = FIXTURES / "cassettes" / "smollm2-135m.jsonl"
 # A small model on two shared cores answers in seconds, but queued behind other
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop("OPENAI_API_KEY", None)  # a local server: never a hosted one
             with tempfile.TemporaryDirectory(prefix="agentbus-record-") as folder:
                 out = args.out or Path(folder)
-                request = EvalRequest(
+                request = EvalOptions(
                     paths=args.paths,
                     model="openai",
                     record=args.cassette,

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agentbus.app import EvalOptions
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError
 from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
@@ -38,19 +39,6 @@ HELD_OUT = WORLD_SPECS / f"held-out{WORLDS}"
 GATE = WORLD_SPECS / f"gate{WORLDS}"
 BASELINE = FIXTURES / "baseline.json"
 PARALLEL = 4  # replays in flight
-
-
-@dataclass
-class EvalRequest:
-    paths: Sequence[Path] = ()
-    model: str = "policy"
-    record: Path | None = None
-    repeat: int = 1
-    out: Path = Path("eval-report")
-    baseline: Path | None = None
-    tolerance: float = 0.10
-    contenders: Sequence[str] = ()
-    as_json: bool = False
 
 
 @dataclass
@@ -169,7 +157,7 @@ def model_factory(spec: str, record: Path | None) -> Callable[[], Model | None]:
     raise ConfigurationError(f"--model {spec!r}: use policy, cassette:PATH or openai")
 
 
-async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
+async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
     console = console or Console(stderr=request.as_json)
     if request.repeat < 1:
         raise ConfigurationError("--repeat must be at least 1")
@@ -287,6 +275,10 @@ async def evaluate(request: EvalRequest, console: Console | None = None) -> int:
     if request.as_json:
         console.file.flush()
         print(json.dumps(report.public(results), indent=2, sort_keys=True))
+    if request.junit is not None:
+        junit.write_results(
+            request.out / "results.json", request.junit, request.baseline, request.tolerance
+        )
     return exit_code
 
 
@@ -369,23 +361,6 @@ def _combine(scores: list[ScenarioScore]) -> dict[str, Any]:
     return combined
 
 
-async def run_eval(options: Any) -> int:
-    """The application's `agentbus eval` (options: agentbus.app.EvalOptions)."""
-    code = await evaluate(
-        EvalRequest(
-            paths=options.paths,
-            model=options.model,
-            record=options.record,
-            repeat=options.repeat,
-            out=options.out,
-            baseline=options.baseline,
-            tolerance=options.tolerance,
-            contenders=options.contenders,
-            as_json=options.as_json,
-        )
-    )
-    if getattr(options, "junit", None) is not None:
-        junit.write_results(
-            options.out / "results.json", options.junit, options.baseline, options.tolerance
-        )
-    return code
+async def run_eval(options: EvalOptions) -> int:
+    """The shop's `agentbus eval` (the `agentbus.evals` entry point named `shop`)."""
+    return await evaluate(options)

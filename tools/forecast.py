@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from agents.restock.projection import demand, products
 from tools import demand_patterns, forecasting
+from tools.projections.restock import demand, products
 
 WINDOW_DAYS = 56  # what the model sees of the recent past: eight weeks
 

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentbus.agent import known_event_ids, past_decisions
-from agents.restock.projection import demand, products, purchase_orders
+from tools.projections.restock import demand, products, purchase_orders
 
 # The runtime's records, as this agent's tools.
 __all__ = ["known_event_ids", "past_decisions"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agents.substitute.projection import products, shortages, stock
+from tools.projections.substitute import products, shortages, stock
 
 
 def missing_item(connection: sa.Connection, order_id: str) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from agentbus.agent import tables
 from agentbus.llm import Model, ModelError, ModelRequest, ModelResponse
 from agentbus.llm.pricing import price
+from agentbus.memory.base import Embedder, Hit, VectorStore, Where
 from agentbus.metrics import instruments
 from agentbus.store import Database
 from agentbus.telemetry import tracer
@@ -59,8 +60,8 @@ class RunContext:
     agent: str
     database: Database
     model: Model | None
-    memory: Any = None  # agentbus.memory.VectorStore
-    embedder: Any = None  # agentbus.memory.Embedder
+    memory: VectorStore | None = None
+    embedder: Embedder | None = None
     token_budget_per_hour: int | None = None
 
     async def read(self, query: Callable[[sa.Connection], T]) -> T:
@@ -96,8 +97,8 @@ class RunContext:
         return await self.database.read(read)
 
     async def search_memory(
-        self, collection: str, text: str, *, limit: int = 5, where: dict[str, Any] | None = None
-    ) -> list[Any]:
+        self, collection: str, text: str, *, limit: int = 5, where: Where | None = None
+    ) -> list[Hit]:
         if self.memory is None or self.embedder is None:
             return []
         with tracer().start_as_current_span(
@@ -111,12 +112,9 @@ class RunContext:
         ):
             [vector] = await self.embedder.embed_queries([text])
             try:
-                hits: list[Any] = await self.memory.search(
-                    collection, vector, limit=limit, where=where
-                )
+                return await self.memory.search(collection, vector, limit=limit, where=where)
             except KeyError:
                 return []  # nothing remembered yet
-            return hits
 
     async def complete(
         self, request: ModelRequest, *, fallback: Callable[[], BaseModel]

@@ -31,6 +31,8 @@ from agentbus.agent.nodes import trace_nodes
 from agentbus.conventions import invoke_agent_attributes
 from agentbus.envelope import Event
 from agentbus.errors import TransientError
+from agentbus.llm import Model
+from agentbus.memory.base import Embedder, VectorStore
 from agentbus.metrics import instruments
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.settings import ModelSettings
@@ -77,9 +79,9 @@ class Agent:
 class AgentRuntimeOptions:
     """How the runtime gets its model, memory and embedder (from the environment by default)."""
 
-    model: Callable[[], Any] | None = None  # () -> Model | None (None: the offline policy)
-    memory: Callable[[ServiceEnv], Any] | None = None  # env -> VectorStore | None
-    embedder: Callable[[], Any] | None = None
+    model: Callable[[], Model | None] | None = None  # a None model: the offline policy
+    memory: Callable[[ServiceEnv], VectorStore | None] | None = None
+    embedder: Callable[[], Embedder | None] | None = None
 
 
 class AgentRunner:

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from agentbus.app import EvalOptions
+from agentbus.app import EvalOptions, eval_suite_of
 from agentbus.cli.common import application, fail, run_async
+from agentbus.errors import ConfigurationError
 from agentbus.host import tune_gc_once
 
 
@@ -50,9 +51,12 @@ def evaluate(
 ) -> None:
     """Replay recorded event streams offline, score what the agents publish, write a report."""
     app = application()
-    if app.evaluate is None:
+    try:
+        runner = eval_suite_of(app)
+    except ConfigurationError as exc:
+        fail(str(exc))
+    if runner is None:
         fail(f"the application {app.name!r} has no eval suite")
-    runner = app.evaluate
     options = EvalOptions(
         paths=tuple(paths or ()),
         model=model,

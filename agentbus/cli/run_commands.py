@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentbus.app import DemoOptions
+from agentbus.app import DemoOptions, demo_of
 from agentbus.cli.common import (
     application,
     broker_transport,
@@ -110,9 +110,12 @@ def demo(
     """The whole system in one process on embedded defaults, with a summary at the end."""
     config = settings()
     app = application()
-    if app.demo is None:
+    try:
+        runner = demo_of(app)
+    except ConfigurationError as exc:
+        fail(str(exc))
+    if runner is None:
         fail(f"the application {app.name!r} has no demo")
-    runner = app.demo
     amqp_url = config.amqp_url if amqp else None
     if amqp and not amqp_url:
         fail("--amqp needs AMQP_URL")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +20,7 @@ from agentbus.store.database import Database
 from agentbus.store.lease import Lease, lease_for
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from agentbus.transport.base import PARTITION_KEY_HEADER, Message
+from agentbus.wake_loop import Round, WakeLoop
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,14 @@ class OutboxRelay:
         self.published = 0
         self.unroutable = 0
         self._lease: Lease = lease_for(database.engine, database.schema)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = WakeLoop(
+            self._round,
+            name="outbox relay",
+            idle=idle_poll,
+            backoff=idle_poll,
+            max_backoff=30.0,
+            retry_on=(AgentbusError, OSError, sa.exc.SQLAlchemyError),
+        )
         # Wakes so far, and how many there had been when a pump last found the outbox
         # empty: equal means nothing was committed since, which `quiet` answers
         # without a query (settling in-process replays asks that after every step).
@@ -66,7 +70,7 @@ class OutboxRelay:
 
     def wake(self) -> None:
         self._wakes += 1
-        self._wake.set()
+        self._loop.wake()
 
     @property
     def quiet(self) -> bool:
@@ -82,37 +86,17 @@ class OutboxRelay:
         return self._leader and not self.quiet
 
     async def start(self) -> None:
-        self._stopping = False
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
         """Publish what is committed, then stop and give up the lease."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
-        with contextlib.suppress(AgentbusError, sa.exc.SQLAlchemyError, OSError):
-            while await self.pump():
-                pass
+        await self._loop.stop()
+        await self._loop.drain()  # also when it was never started (an attached relay)
         await self.database.read(lambda _: self._lease.release())
 
-    async def _run(self) -> None:
-        delay = self.idle_poll
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                sent = await self.pump()
-                delay = self.idle_poll
-            except (AgentbusError, OSError, sa.exc.SQLAlchemyError) as exc:
-                log.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            if sent and not self.quiet:
-                continue  # more may be waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+    async def _round(self) -> Round:
+        sent = await self.pump()
+        return Round.MORE if sent and not self.quiet else Round.DONE
 
     async def backlog(self) -> int:
         """Rows committed but not yet confirmed by the broker."""

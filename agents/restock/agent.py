@@ -21,11 +21,11 @@ from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.restock import history, policy
 from agents.restock.decisions import DECISIONS
-from agents.restock.projection import MIGRATIONS, project
 from agents.restock.proposal import MAX_EVIDENCE, MAX_RATIONALE, RestockProposal
 from events import RestockRecommended
 from tools import forecast
 from tools import restock as tools
+from tools.projections.restock import MIGRATIONS, project
 
 NAME = "restock-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"

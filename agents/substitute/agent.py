@@ -19,11 +19,12 @@ from langgraph.graph import END, START, StateGraph
 from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.llm import ChatMessage, ModelRequest
+from agentbus.memory import Embedder
 from agents.substitute.decisions import DECISIONS
-from agents.substitute.projection import MIGRATIONS, project
 from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
 from events import Substitute, SubstituteSuggested
 from tools import substitute as tools
+from tools.projections.substitute import MIGRATIONS, project
 
 NAME = "substitute-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -33,7 +34,7 @@ MAX_SUBSTITUTES = MAX_RANKED
 SEARCHED = 10
 
 
-def min_score(embedder: Any = None) -> float:
+def min_score(embedder: Embedder | None = None) -> float:
     """Below this similarity a product is not a substitute, however in stock it is:
     `SUBSTITUTE_MIN_SCORE`, else where the embedder says texts start to be related
     (e5's similarities between unrelated texts run high), else 0.15."""

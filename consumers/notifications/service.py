@@ -9,8 +9,6 @@ marks it sent.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from agentbus.envelope import Event
 from agentbus.errors import AgentbusError
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import Migration, StoreBinding, Transaction
+from agentbus.wake_loop import Round, WakeLoop
 from consumers.notifications.mailer import Email, FolderMailer, Mailer, SmtpMailer
 
 if TYPE_CHECKING:
@@ -202,39 +201,34 @@ class Sender:
         self.mailer = mailer
         self.poll = poll
         self.sent = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._loop = WakeLoop(
+            self._round,
+            name="notifications",
+            idle=poll,
+            backoff=poll,
+            max_backoff=poll,
+            retry_on=(AgentbusError, OSError, sa.exc.SQLAlchemyError),
+        )
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def start(self, env: ServiceEnv) -> None:
         if env.settings.rebuilding:
             return  # the emails are state to rebuild, not mail to send again
         if self.mailer is None:
             self.mailer = mailer_from_env(env.settings.data_dir)
-        self._stopping = False
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        if not self._loop.running:
+            return  # never started (a rebuild): nothing may be sent
+        await self._loop.stop()
+        await self._loop.drain()  # what was queued before the stop goes out with it
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.send_pending()
-            except (AgentbusError, OSError, sa.exc.SQLAlchemyError) as exc:
-                log.warning("notifications: %s; retrying later", exc)
-            if self._stopping:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll)
+    async def _round(self) -> Round:
+        await self.send_pending()
+        return Round.DONE
 
     async def send_pending(self, limit: int = 100) -> int:
         assert self.mailer is not None

@@ -9,8 +9,6 @@ Webhooks, `consumers.review.signing`), so a receiver can tell them from forgerie
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -19,7 +17,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from agentbus.errors import AgentbusError
 from agentbus.store import Database, Transaction
+from agentbus.wake_loop import Round, WakeLoop
 from consumers.review.readmodel import notices
 from consumers.review.signing import key_of, sign
 
@@ -42,31 +42,29 @@ class WebhookSender:
         self.url = url
         self.secret = secret
         self._client = httpx.AsyncClient(timeout=timeout)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = WakeLoop(
+            self._round,
+            name="review webhook",
+            idle=30.0,
+            backoff=2.0,
+            max_backoff=60.0,
+            retry_on=(AgentbusError, OSError, sa.exc.SQLAlchemyError),
+            on_stop="cancel",  # a receiver that hangs must not hold the console's shutdown
+        )
         self.sent = 0
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._loop.stop()
         await self._client.aclose()
 
-    async def _run(self) -> None:
-        delay = 1.0
-        while True:
-            self._wake.clear()
-            failed = await self.send_due()
-            delay = min(delay * 2, 60.0) if failed else 1.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay if failed else 30.0)
+    async def _round(self) -> Round:
+        return Round.FAILED if await self.send_due() else Round.DONE
 
     async def send_due(self) -> int:
         """Post what is due; returns how many posts failed."""

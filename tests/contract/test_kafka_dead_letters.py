@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.deadletters import list_dead_letters, redrive
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import PermanentError
 from agentbus.retry import dead_letter_queue
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.transport.base import Transport
 from agentbus.transport.kafka_records import ORIGINAL_OFFSET_HEADER, ORIGINAL_PARTITION_HEADER
 from tests.contract.catalog import CATALOG, sample

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.envelope import Event, EventCodec
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.transport.kafka_group import FETCH_WAIT_MS
 from tests.contract.catalog import CATALOG, sample
 from tests.contract.harness import KafkaHarness, eventually

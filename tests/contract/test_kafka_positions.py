@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.envelope import Event, EventCodec
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.store import Database, StoreBinding, Transaction, open_database, tables
 from agentbus.transport.base import LogPartition
 from tests.contract.catalog import CATALOG, sample

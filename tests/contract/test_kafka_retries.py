@@ -10,11 +10,12 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import TransientError
 from agentbus.retry import RetryPolicy
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from tests.contract.catalog import CATALOG, sample
 from tests.contract.harness import KafkaHarness, eventually
 

@@ -14,10 +14,11 @@ import pytest
 import sqlalchemy as sa
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import PermanentError
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.store import (
     Database,
     Migration,

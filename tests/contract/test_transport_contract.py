@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from agentbus.bus import Bus
-from agentbus.consumer import Consumer, ConsumerSettings
+from agentbus.consumer import Consumer
 from agentbus.deadletters import list_dead_letters
 from agentbus.envelope import CONTENT_TYPE, Event, EventCodec, name_of
 from agentbus.errors import BrokerUnavailable, PermanentError, TransientError, Unroutable
 from agentbus.partitions import FileRoster, PartitionedConsumer
 from agentbus.retry import RetryPolicy
 from agentbus.service import Context, Service
+from agentbus.settings import ConsumerSettings
 from agentbus.transport.base import Delivery, Message, QueueSpec
 from tests.contract.catalog import CATALOG, sample
 from tests.contract.harness import Harness, eventually

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from agentbus.app import EvalOptions
 from evals.local_model import MODEL
 from evals.record_cassettes import CASSETTE
-from evals.run import FIXTURES, EvalRequest, evaluate
+from evals.run import FIXTURES, evaluate
 
 RECORDED = [FIXTURES / "discontinued.jsonl", FIXTURES / "duplicates.jsonl"]
 
@@ -25,7 +26,7 @@ async def test_recorded_answers_replay_offline_beside_policy_and_formula(
         monkeypatch.delenv(name, raising=False)  # nothing to reach: replay is strict
     console = Console(file=(tmp_path / "out.txt").open("w"), width=200)
     code = await evaluate(
-        EvalRequest(
+        EvalOptions(
             paths=RECORDED,
             model=f"cassette:{CASSETTE}",
             out=tmp_path,

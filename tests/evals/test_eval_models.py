@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from evals.run import FIXTURES, EvalRequest, evaluate
+from agentbus.app import EvalOptions
+from evals.run import FIXTURES, evaluate
 from tests.support.openai_server import FakeOpenAI
 
 
@@ -36,7 +37,7 @@ async def test_an_openai_model_is_evaluated_k_times_recorded_then_replayed_offli
         monkeypatch.setenv("OPENAI_API_KEY", "test")
         monkeypatch.setenv("AGENTBUS_MODEL_PRICES", json.dumps({"gpt-4o-mini": [150, 600]}))
         code = await evaluate(
-            EvalRequest(
+            EvalOptions(
                 paths=(storm,),
                 model="openai",
                 record=cassette,
@@ -60,7 +61,7 @@ async def test_an_openai_model_is_evaluated_k_times_recorded_then_replayed_offli
     monkeypatch.delenv("OPENAI_BASE_URL")
     monkeypatch.delenv("OPENAI_API_KEY")
     code = await evaluate(
-        EvalRequest(
+        EvalOptions(
             paths=(storm,),
             model=f"cassette:{cassette}",
             out=tmp_path / "replayed",

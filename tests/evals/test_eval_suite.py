@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from agentbus.app import EvalOptions
 from agentbus.envelope import EventCodec
 from agentbus.telemetry import use_tracer_provider
 from agents.registry import restock_agent
@@ -18,7 +19,7 @@ from agents.restock import policy
 from agents.restock.proposal import RestockProposal
 from evals.families import FAMILIES, GATE_SEEDS, HELD_OUT_SEEDS, TRAINING_SEEDS, from_spec
 from evals.replay import inputs_of, replay
-from evals.run import BASELINE, FIXTURES, GATE, HELD_OUT, EvalRequest, evaluate, load_cases
+from evals.run import BASELINE, FIXTURES, GATE, HELD_OUT, evaluate, load_cases
 from evals.scenarios import scenario
 from evals.simulate import record_scenario
 from events import CATALOG
@@ -99,7 +100,7 @@ async def test_eval_writes_the_report_and_passes_the_gate_on_the_committed_fixtu
     # seed): the held-out worlds, every contender, are `agentbus eval` (minutes; figures in
     # benchmarks/README.md).
     code = await evaluate(
-        EvalRequest(
+        EvalOptions(
             paths=(FIXTURES, GATE),
             out=tmp_path,
             baseline=BASELINE,
@@ -150,7 +151,7 @@ async def test_a_policy_broken_on_purpose_fails_the_gate(
 
     monkeypatch.setattr(policy, "recommend", broken)
     code = await evaluate(
-        EvalRequest(
+        EvalOptions(
             paths=(FIXTURES / "steady.jsonl", FIXTURES / "weekly.jsonl"),
             out=tmp_path,
             baseline=BASELINE,

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from agents.restock import history
-from agents.restock.projection import demand, metadata, products, purchase_orders
 from tools import forecasting
 from tools.forecast import demand_forecast, spread, total
+from tools.projections.restock import demand, metadata, products, purchase_orders
 
 NOW = datetime(2026, 3, 20, 12, tzinfo=UTC)
 DAY = timedelta(days=1)

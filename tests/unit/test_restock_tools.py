@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from agents.restock.projection import demand, metadata, purchase_orders
 from tools import restock as tools
+from tools.projections.restock import demand, metadata, purchase_orders
 
 T0 = datetime(2025, 5, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)

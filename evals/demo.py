@@ -38,9 +38,9 @@ from consumers import (
     purchasing,
     shipping,
 )
-from consumers.demo_api import DemoApi
 from consumers.notifications.service import ORDER_NEWS
 from evals import actors
+from evals.demo_api import DemoApi
 from evals.simulator import ShopSimulation
 from events import CATALOG
 
