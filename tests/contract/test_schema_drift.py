@@ -31,6 +31,7 @@ from agentbus.store import Database, Migration, open_database
 from agentbus.store import tables as platform
 from agentbus.store.drift import declared, schema_drift
 from agentbus.store.migrations import PLATFORM, run_migrations
+from consumers.api import tables as api_tables
 from consumers.review import readmodel
 from tests.contract.catalog import CATALOG
 
@@ -44,9 +45,11 @@ class Component:
 
     modules: tuple[str, ...]
     borrowed: tuple[sa.Table, ...] = field(default=())
+    steps: tuple[Migration, ...] = field(default=())  # another component's, run here too
 
     def migrations(self) -> list[Migration]:
-        return [step for m in self.modules for step in importlib.import_module(m).MIGRATIONS]
+        owned = [step for m in self.modules for step in importlib.import_module(m).MIGRATIONS]
+        return [*owned, *self.steps]
 
     def metadata(self) -> sa.MetaData:
         owned: list[Iterable[sa.Table]] = [
@@ -65,10 +68,14 @@ DATABASES = {
     "inventory": Component(("consumers.inventory.tables",)),
     "shipping": Component(("consumers.shipping.tables",)),
     "review": Component(("consumers.review.readmodel",)),
+    # The console's database as the API decides in it too (consumers/api/decision_store.py).
+    "review-with-api": Component(
+        ("consumers.review.readmodel",), (api_tables.idempotency,), api_tables.DECISION_KEYS
+    ),
     "api": Component(("consumers.api.tables",), (readmodel.suggestions, readmodel.audit)),
     "agent": Component((RUNTIME,)),
-    "restock": Component((RUNTIME, "agents.restock.projection")),
-    "substitute": Component((RUNTIME, "agents.substitute.projection")),
+    "restock": Component((RUNTIME, "tools.projections.restock")),
+    "substitute": Component((RUNTIME, "tools.projections.substitute")),
 }
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -172,7 +179,7 @@ async def test_a_model_changed_without_a_migration_is_drift(
 def test_every_database_that_migrates_is_checked() -> None:
     declaring = {
         ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        for folder in ("agentbus", "agents", "consumers")
+        for folder in ("agentbus", "agents", "consumers", "tools", "evals")
         for path in (ROOT / folder).rglob("*.py")
         if re.search(r"^MIGRATIONS\b.*=", path.read_text(), re.MULTILINE)
     }
