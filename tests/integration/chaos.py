@@ -486,6 +486,12 @@ class Chaos:
                     shop.state("inventory"), shop.state("orders")
                 )
                 dead_letters = await shop.dead_letters()
+                # Only refused adjustments are expected: anything else is listed with its
+                # reason while the queues still hold it, so that a failure explains itself.
+                surprises = sorted(
+                    q.removesuffix(".dlq") for q in dead_letters if q != "inventory.dlq"
+                )
+                letters = await dead_letter_details(shop.env(), surprises) if surprises else []
                 if self.agent:
                     suggestions = await broker.suggestions()
                 exit_codes = await shop.stop_all()
@@ -539,6 +545,7 @@ class Chaos:
             "suggestion_triggers": len(suggestions),
             "duplicate_suggestions": sum(len(ids) - 1 for ids in suggestions.values()),
             "dead_letters": dead_letters,
+            "unexpected_dead_letters": letters,
             "expected_dead_letters_at_least": {"inventory.dlq": oracle.dead_letters},
             "unexpected_exits": self.unexpected_exits,
             "rebuild": rebuilt,
@@ -758,3 +765,27 @@ async def _read_surely(reader: StateReader, name: str, timeout: float = 120) -> 
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.3)
+
+
+async def dead_letter_details(env: dict[str, str], queues: Sequence[str]) -> list[Any]:
+    """`agentbus dlq list --json` for these consumer queues (for a report, never raises)."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agentbus",
+            "dlq",
+            "list",
+            "--json",
+            *(arg for queue in queues for arg in ("--queue", queue)),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        if process.returncode != 0:
+            return [f"agentbus dlq list: {err.decode(errors='replace')[-400:]}"]
+        listed: list[Any] = json.loads(out)
+        return listed
+    except Exception as exc:  # a diagnostic: the report says what it could not list
+        return [f"could not list the dead letters of {', '.join(queues)}: {exc!r}"]

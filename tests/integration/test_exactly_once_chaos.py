@@ -43,7 +43,7 @@ def check(report: dict[str, Any], faults: dict[str, int]) -> None:
     assert report["double_applied"] == 0, report
     assert report["negative_on_hand"] == 0, report
     # Only refused adjustments are dead letters (a redelivery may add a copy).
-    assert set(report["dead_letters"]) <= {"inventory.dlq"}, report
+    assert set(report["dead_letters"]) <= {"inventory.dlq"}, report["unexpected_dead_letters"]
     at_least = report["expected_dead_letters_at_least"]["inventory.dlq"]
     assert report["dead_letters"].get("inventory.dlq", 0) >= at_least, report
     assert all(code == 0 for code in report["exit_codes_on_sigterm"].values()), report

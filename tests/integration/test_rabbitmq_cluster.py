@@ -157,7 +157,7 @@ async def test_no_order_lost_or_applied_twice_when_nodes_go(
     assert report["duplicate_suggestions"] == 0, report
     assert report["suggestion_triggers"] > 0, report
     assert report["unexpected_exits"] == [], report
-    assert set(report["dead_letters"]) <= {"inventory.dlq"}, report
+    assert set(report["dead_letters"]) <= {"inventory.dlq"}, report["unexpected_dead_letters"]
     at_least = report["expected_dead_letters_at_least"]["inventory.dlq"]
     assert report["dead_letters"].get("inventory.dlq", 0) >= at_least, report
     assert all(code == 0 for code in report["exit_codes_on_sigterm"].values()), report
