@@ -24,6 +24,10 @@ _tuned = False
 # one (2.7 ms, over all that was in flight) every 240, 7% of its time; at 10,000,
 # one of 7 ms every 800 messages; at 50,000, none in 20,000 messages.
 _YOUNG_THRESHOLD = 50_000
+# A settle that has waited this long is waiting on something slow, and from then on
+# looks at most this often.
+PATIENCE = 0.25
+SLOW_LOOK = 0.02
 
 
 def tune_gc_once() -> None:
@@ -143,14 +147,23 @@ class Host:
     async def settle(
         self, *, interval: float = 0.05, stable: int = 3, timeout: float = 300
     ) -> None:
-        """Wait until the system has been idle for `stable` looks in a row."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        """Wait until the system has been idle for `stable` looks in a row.
+
+        A wait that outlasts `PATIENCE` is waiting on something slow (a model's answer,
+        a delayed retry), and looks at most every `SLOW_LOOK` from then on: an offline
+        replay's interval of 0 would otherwise spin a core the model server needs.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + timeout
         calm = 0
         while calm < stable:
-            if asyncio.get_running_loop().time() > deadline:
+            now = loop.time()
+            if now > deadline:
                 raise TimeoutError(f"not idle after {timeout}s")
             calm = calm + 1 if await self.idle() else 0
-            await asyncio.sleep(interval)
+            slow = now - started > PATIENCE
+            await asyncio.sleep(max(interval, SLOW_LOOK) if slow else interval)
 
     async def run_until_signalled(self, on_started: Callable[[], None] | None = None) -> None:
         """Serve until SIGINT or SIGTERM, then drain in-flight work and return."""
