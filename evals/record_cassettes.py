@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="agentbus-record-") as folder:
                 out = args.out or Path(folder)
                 request = EvalOptions(
-                    paths=args.paths,
+                    # The committed recordings and the substitute cases: the generated
+                    # worlds' calls would take the model days on two cores.
+                    paths=args.paths or [FIXTURES],
                     model="openai",
                     record=args.cassette,
                     out=out,
