@@ -12,7 +12,10 @@ every placeholder stood for; on a hit, ids and times in the recorded output are
 rewritten to the values standing at the same places in the current request, so a
 replayed answer cites the ids of this run, not those of the recording.
 
-`replay` is strict: a miss raises `CassetteMiss` and never calls a live model.
+`replay` is strict: a miss raises `CassetteMiss` and never calls a live model. An
+answer that stayed malformed after its retry is recorded as such and replayed as
+`MalformedOutput`, so the agent falls back where it fell back when recorded. Outages
+(unavailable, timed out) are not the model's answer and are never recorded.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ from agentbus.llm.base import (
     ModelResponse,
     Usage,
 )
+
+MALFORMED = "MalformedOutput"
+"""A recorded line whose model answered malformed twice: replayed as that error."""
 
 _VOLATILE = re.compile(
     "|".join(
@@ -139,13 +145,34 @@ class CassetteModel:
         key = _digest(normalized)
         entry = self._entries.get(key)
         if entry is not None:
+            if entry.get("error") == MALFORMED:
+                raise MalformedOutput(str(entry.get("message") or "recorded as malformed"))
             return _replayed(entry, request, values)
         if self.mode == "replay" or self.inner is None:
             raise CassetteMiss(
                 f"no recorded answer for {request.output.__name__} request {key[:12]} "
                 f"in {self.path}"
             )
-        response = await self.inner.complete(request)
+        try:
+            response = await self.inner.complete(request)
+        except MalformedOutput as exc:
+            # An answer the model got wrong twice is its answer too: a replay must fall
+            # back where the recording did, and for the same reason, or every later
+            # prompt that shows the earlier suggestion differs and misses.
+            await asyncio.to_thread(
+                self._append,
+                {
+                    "key": key,
+                    "request": normalized,
+                    "values": values,
+                    "error": MALFORMED,
+                    "message": str(exc),
+                    "name": self.inner.name,
+                    "model": self.inner.name,
+                    "provider": self.inner.provider,
+                },
+            )
+            raise
         entry = {
             "key": key,
             "request": normalized,

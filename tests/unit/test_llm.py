@@ -449,6 +449,34 @@ async def test_replay_misses_raise_and_never_call_the_inner_model(
         CassetteModel(tmp_path / "missing.jsonl", mode="replay")
 
 
+async def test_an_answer_malformed_twice_is_recorded_and_replayed_as_malformed(
+    model_at: ModelAt, tmp_path: Path
+) -> None:
+    path = tmp_path / "answers.jsonl"
+    async with FakeOpenAI([malformed("{"), malformed("[")]) as server:
+        recorder = CassetteModel(path, inner=model_at(server), mode="record")
+        with pytest.raises(MalformedOutput):
+            await recorder.complete(request())
+        with pytest.raises(MalformedOutput):
+            await recorder.complete(request())  # recorded: not asked again
+    assert len(server.calls) == 2  # the one request and its retry
+    [line] = [json.loads(text) for text in path.read_text().splitlines()]
+    assert line["error"] == "MalformedOutput" and "output" not in line
+    replayer = CassetteModel(path, mode="replay")
+    with pytest.raises(MalformedOutput) as caught:
+        await replayer.complete(request())
+    assert not isinstance(caught.value, CassetteMiss)
+
+
+async def test_an_outage_is_not_recorded(model_at: ModelAt, tmp_path: Path) -> None:
+    path = tmp_path / "answers.jsonl"
+    async with FakeOpenAI([fail(500)] * 2) as server:
+        recorder = CassetteModel(path, inner=model_at(server, max_retries=1), mode="record")
+        with pytest.raises(ModelUnavailable):
+            await recorder.complete(request())
+    assert not path.exists() or path.read_text() == ""
+
+
 def test_volatile_ids_and_times_do_not_change_the_key() -> None:
     def prompt(order: str, other: str, at: str, day: str, trace: str) -> ModelRequest:
         return request(f"Order {order} (like {other}) at {at}, due {day}, trace {trace}.")
