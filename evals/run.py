@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from agentbus.app import EvalOptions
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError
 from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
-from agentbus.llm.pricing import price
+from agentbus.llm.pricing import price, price_table
 from agentbus.recording import read_recording
 from evals import junit, report
 from evals.contenders import CONTENDERS, POLICY, Contender
@@ -165,6 +166,7 @@ async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
     chosen = _contenders(request.contenders, uses_model=request.model != "policy")
     factory = model_factory(request.model, request.record)
     deterministic = request.model == "policy" or request.model.startswith("cassette:")
+    prices = price_table()
     plan = [
         (case, contender, 1 if deterministic or not contender.uses_model else request.repeat)
         for case in cases
@@ -229,7 +231,7 @@ async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
                 latencies=_latencies(replayed),
                 input_tokens=tokens_in,
                 output_tokens=tokens_out,
-                model_cost=price(model_name, tokens_in, tokens_out),
+                model_cost=price(model_name, tokens_in, tokens_out, table=prices),
             )
             return scored, judged, replayed, _model_figures(replayed, metered)
 
@@ -319,6 +321,9 @@ def _contenders(names: Sequence[str], *, uses_model: bool = False) -> list[Conte
     return [known[name] for name in names]
 
 
+_FALLBACK = re.compile(r"^policy \((?:fallback: (\w+)|token budget spent)\)")
+
+
 def _model_figures(replayed: Any, metered: list[Metered]) -> dict[str, Any]:
     """Who decided (the model, or the policy it fell back to) and how long answers took."""
     if not metered:
@@ -326,9 +331,18 @@ def _model_figures(replayed: Any, metered: list[Metered]) -> dict[str, Any]:
     suggestions = replayed.of_type("restock.recommended")
     by_model = [s for s in suggestions if not str(s.data.model).startswith("policy")]
     seconds = sorted(t for meter in metered for t in meter.seconds)
+    # Why the policy decided instead: MalformedOutput (the model's answer), CassetteMiss
+    # (a replay that left its recording), ModelUnavailable, budget.
+    fallbacks: dict[str, int] = {}
+    for suggestion in suggestions:
+        reason = _FALLBACK.search(str(suggestion.data.model))
+        if reason is not None:
+            name = reason.group(1) or "budget"
+            fallbacks[name] = fallbacks.get(name, 0) + 1
     return {
         "model": metered[0].name,
         "decided_by_model": len(by_model),
+        "fallbacks": dict(sorted(fallbacks.items())),
         "model_calls": sum(meter.calls for meter in metered),
         "model_p50_s": round(seconds[len(seconds) // 2], 2) if seconds else None,
     }
