@@ -13,7 +13,6 @@ register under its name in the entry point groups `agentbus.demos` and
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -23,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 from agentbus.service import Service
 from agentbus.settings import Settings
@@ -99,7 +99,7 @@ class Application:
 
 
 def load_application() -> Application:
-    target = os.environ.get("AGENTBUS_APP")
+    target = load_environment().app
     if target:
         return _import(target)
     found = list(entry_points(group="agentbus.apps"))

@@ -1,12 +1,12 @@
-"""Settings read from the environment, with embedded defaults."""
+"""The settings a process runs with, made from the variables (agentbus.environment)."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from agentbus.errors import ConfigurationError
+from agentbus.environment import Environment, load_environment
 from agentbus.retry import RetryPolicy
 from agentbus.transport.amqp_addresses import amqp_addresses
 from agentbus.transport.base import EVENTS_EXCHANGE, QueueKind
@@ -31,8 +31,9 @@ class ConsumerSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     # One amqp:// URL, or a cluster's nodes separated by commas (transport.amqp_addresses).
-    amqp_url: str | None
-    database_url: str | None
+    # Both URLs may hold credentials: kept out of the repr.
+    amqp_url: str | None = field(repr=False)
+    database_url: str | None = field(repr=False)
     data_dir: Path
     exchange: str
     consumer: ConsumerSettings
@@ -53,42 +54,38 @@ class Settings:
     rebuilding: bool = False
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if environ is None else environ)
-        kind = env.get("AGENTBUS_QUEUE_TYPE", "quorum")
-        if kind not in ("quorum", "classic"):
-            raise ConfigurationError(f"AGENTBUS_QUEUE_TYPE must be quorum or classic, not {kind!r}")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """From the process's environment and `.env`, or from `environ` alone."""
+        return cls.of(load_environment(environ))
+
+    @classmethod
+    def of(cls, env: Environment) -> Settings:
         retry = RetryPolicy(
-            max_attempts=_int(env, "AGENTBUS_MAX_ATTEMPTS", 5),
-            base_delay=_float(env, "AGENTBUS_RETRY_DELAY", 1.0),
-            max_delay=_float(env, "AGENTBUS_RETRY_MAX_DELAY", 300.0),
+            max_attempts=env.max_attempts,
+            base_delay=env.retry_delay,
+            max_delay=env.retry_max_delay,
         )
-        event_time = env.get("AGENTBUS_EVENT_TIME", "wall")
-        if event_time not in ("wall", "cause"):
-            raise ConfigurationError(
-                f"AGENTBUS_EVENT_TIME must be wall or cause, not {event_time!r}"
-            )
         consumer = ConsumerSettings(
-            event_time=event_time,
-            prefetch=_int(env, "AGENTBUS_PREFETCH", 256),
-            concurrency=_int(env, "AGENTBUS_CONCURRENCY", 16),
+            event_time=env.event_time,
+            prefetch=env.prefetch,
+            concurrency=env.concurrency,
             retry=retry,
-            queue_kind="quorum" if kind == "quorum" else "classic",
+            queue_kind=env.queue_type,
         )
-        amqp_url = env.get("AMQP_URL") or None
+        amqp_url = env.secret("amqp_url")
         if amqp_url is not None:
             amqp_addresses(amqp_url)  # refused here, in one line, before anything connects
         return cls(
             amqp_url=amqp_url,
-            database_url=env.get("DATABASE_URL") or None,
-            data_dir=Path(env.get("AGENTBUS_DATA", ".agentbus")),
-            exchange=env.get("AGENTBUS_EXCHANGE", EVENTS_EXCHANGE),
+            database_url=env.secret("database_url"),
+            data_dir=env.data_dir,
+            exchange=env.exchange or EVENTS_EXCHANGE,
             consumer=consumer,
-            partitions=_int(env, "AGENTBUS_PARTITIONS", 1),
-            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-            kafka_prefix=env.get("AGENTBUS_KAFKA_PREFIX", ""),
-            kafka_partitions=_int(env, "AGENTBUS_KAFKA_PARTITIONS", 6),
-            kafka_replication=_int(env, "AGENTBUS_KAFKA_REPLICATION", 1),
+            partitions=env.partitions,
+            kafka_bootstrap_servers=env.kafka_bootstrap_servers,
+            kafka_prefix=env.kafka_prefix,
+            kafka_partitions=env.kafka_partitions,
+            kafka_replication=env.kafka_replication,
         )
 
 
@@ -101,7 +98,7 @@ class ModelSettings:
     """
 
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     model: str = "gpt-4o-mini"
     timeout: float = 30.0
     """Seconds per HTTP attempt."""
@@ -109,7 +106,7 @@ class ModelSettings:
     max_tokens: int = 1024
     """Sent with every call; an answer cut at the limit is a malformed answer."""
     embeddings_base_url: str | None = None
-    embeddings_api_key: str | None = None
+    embeddings_api_key: str | None = field(default=None, repr=False)
     replay_idle_wait: float = 300.0
     """How long a replay waits for the system to settle after a batch of inputs."""
     agent_run_timeout: float | None = None
@@ -122,52 +119,23 @@ class ModelSettings:
         return 2 * (self.max_retries + 1) * self.timeout
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ModelSettings:
-        env = dict(os.environ if environ is None else environ)
-        timeout = _float(env, "AGENTBUS_MODEL_TIMEOUT", 30.0)
-        base_url = env.get("OPENAI_BASE_URL") or None
-        api_key = env.get("OPENAI_API_KEY") or None
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:
+        """From the process's environment and `.env`, or from `environ` alone."""
+        return cls.of(load_environment(environ))
+
+    @classmethod
+    def of(cls, env: Environment) -> ModelSettings:
+        api_key = env.secret("openai_api_key")
         made = cls(
-            base_url=base_url,
+            base_url=env.openai_base_url,
             api_key=api_key,
-            model=env.get("AGENTBUS_OPENAI_MODEL") or "gpt-4o-mini",
-            timeout=timeout,
-            max_tokens=_int(env, "AGENTBUS_MODEL_MAX_TOKENS", 1024),
-            embeddings_base_url=env.get("AGENTBUS_EMBEDDINGS_BASE_URL") or base_url,
-            embeddings_api_key=env.get("AGENTBUS_EMBEDDINGS_API_KEY") or api_key,
+            model=env.openai_model,
+            timeout=env.model_timeout,
+            max_tokens=env.model_max_tokens,
+            embeddings_base_url=env.embeddings_base_url or env.openai_base_url,
+            embeddings_api_key=env.secret("embeddings_api_key") or api_key,
+            agent_run_timeout=env.agent_run_timeout,
         )
         # Settable; by default as long as the slowest answer, and never below 300 s.
-        wait = _float(env, "AGENTBUS_REPLAY_IDLE_WAIT", max(300.0, made.longest_answer))
-        # A slow local model may need longer than an agent's default run allows.
-        run_timeout = (
-            _float(env, "AGENTBUS_AGENT_RUN_TIMEOUT", 0.0)
-            if env.get("AGENTBUS_AGENT_RUN_TIMEOUT")
-            else None
-        )
-        return replace(made, replay_idle_wait=wait, agent_run_timeout=run_timeout)
-
-
-def _int(env: dict[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise ConfigurationError(f"{name} must be at least 1, not {value}")
-    return value
-
-
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be above 0, not {value}")
-    return value
+        wait = env.replay_idle_wait or max(300.0, made.longest_answer)
+        return replace(made, replay_idle_wait=wait)

@@ -8,7 +8,6 @@ context carried in the W3C `traceparent`/`tracestate` message headers.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -27,6 +26,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 
 TRACER_NAME = "agentbus"
@@ -151,24 +151,31 @@ def _exporter(name: str) -> SpanExporter:
 def exporter_names(variable: str) -> list[str] | None:
     """The exporters an `OTEL_*_EXPORTER` variable names (unset: none, unlike the SDK,
     so a laptop without a collector stays quiet); None when `OTEL_SDK_DISABLED=true`."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    env = load_environment()
+    if env.otel_sdk_disabled:
         return None
-    names = [n.strip().lower() for n in os.environ.get(variable, "none").split(",")]
+    chosen = env.otel_traces_exporter if "TRACES" in variable else env.otel_metrics_exporter
+    names = [n.strip().lower() for n in chosen.split(",")]
     return [name for name in names if name and name != "none"]
 
 
 def require_http_protobuf(signal: str) -> None:
     """Only OTLP over HTTP with protobuf is installed: say so at start, not at export."""
-    protocol = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    env = load_environment()
+    per_signal = (
+        env.otel_exporter_otlp_traces_protocol
+        if signal == "TRACES"
+        else env.otel_exporter_otlp_metrics_protocol
     )
+    protocol = per_signal or env.otel_exporter_otlp_protocol
     if protocol != "http/protobuf":
         raise ConfigurationError(f"OTLP protocol {protocol!r} is not installed; use http/protobuf")
 
 
 def service_resource(service_name: str) -> Resource:
     """`OTEL_SERVICE_NAME` if set, else the name the command gives; plus `OTEL_RESOURCE_*`."""
-    return Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name})
+    chosen = load_environment().otel_service_name or service_name
+    return Resource.create({"service.name": chosen})
 
 
 def shutdown_tracing() -> None:

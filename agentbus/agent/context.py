@@ -11,10 +11,9 @@ only when `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -33,7 +32,6 @@ from agentbus.telemetry import tracer
 
 T = TypeVar("T")
 POLICY = "policy"
-CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 COST_ATTRIBUTE = "agentbus.gen_ai.usage.cost_usd"
 
 
@@ -63,6 +61,10 @@ class RunContext:
     memory: VectorStore | None = None
     embedder: Embedder | None = None
     token_budget_per_hour: int | None = None
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """`AGENTBUS_MODEL_PRICES`, read at start: wins over the maintained table."""
+    capture_content: bool = False
+    """`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`: prompts and answers on spans."""
 
     async def read(self, query: Callable[[sa.Connection], T]) -> T:
         """A read-only query over the agent's own projection."""
@@ -137,7 +139,7 @@ class RunContext:
             kind=SpanKind.CLIENT,
             attributes={**attributes, "gen_ai.agent.name": self.agent},
         ) as span:
-            if _capture_content():
+            if self.capture_content:
                 span.set_attribute("gen_ai.input.messages", _messages_json(request))
             try:
                 response = await model.complete(request)
@@ -167,14 +169,20 @@ class RunContext:
     ) -> None:
         """Token usage and cost, on the span and in the metrics."""
         usage = response.usage
-        cost = price(response.model, usage.input_tokens, usage.output_tokens, response.provider)
+        cost = price(
+            response.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            response.provider,
+            self.prices,
+        )
         span.set_attribute("gen_ai.response.model", response.model)
         span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
         span.set_attribute(COST_ATTRIBUTE, cost)
         if response.finish_reason:
             span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
-        if _capture_content():
+        if self.capture_content:
             span.set_attribute(
                 "gen_ai.output.messages",
                 json.dumps(
@@ -238,10 +246,6 @@ def _add_usage(tx: Any) -> Any:
             "fallbacks": usage.c.fallbacks + insert.excluded.fallbacks,
         },
     )
-
-
-def _capture_content() -> bool:
-    return os.environ.get(CAPTURE_CONTENT, "").strip().lower() == "true"
 
 
 def _messages_json(request: ModelRequest) -> str:

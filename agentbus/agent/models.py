@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 from agentbus.llm import CassetteModel, Model, openai_model_from_env
 
@@ -16,9 +16,8 @@ def model_from_env() -> Model | None:
 
     None means the agent's own offline policy decides.
     """
-    choice = os.environ.get("AGENTBUS_MODEL") or (
-        "openai" if os.environ.get("OPENAI_API_KEY") else "policy"
-    )
+    env = load_environment()
+    choice = env.model or ("openai" if env.openai_api_key else "policy")
     if choice == "policy":
         return None
     if choice == "openai":

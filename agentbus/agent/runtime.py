@@ -30,8 +30,10 @@ from agentbus.agent.decisions import Decisions
 from agentbus.agent.nodes import trace_nodes
 from agentbus.conventions import invoke_agent_attributes
 from agentbus.envelope import Event
+from agentbus.environment import load_environment
 from agentbus.errors import TransientError
 from agentbus.llm import Model
+from agentbus.llm.pricing import price_table
 from agentbus.memory.base import Embedder, VectorStore
 from agentbus.metrics import instruments
 from agentbus.service import Context, Service, ServiceEnv
@@ -119,7 +121,9 @@ class AgentRunner:
     async def _start(self, env: ServiceEnv) -> None:
         from agentbus.agent.models import model_from_env
 
-        self._run_timeout = ModelSettings.from_env().agent_run_timeout or self.agent.run_timeout
+        environment = load_environment()
+        run_timeout = ModelSettings.of(environment).agent_run_timeout
+        self._run_timeout = run_timeout or self.agent.run_timeout
         model = self.options.model() if self.options.model else model_from_env()
         memory = self.options.memory(env) if self.options.memory else None
         embedder = self.options.embedder() if self.options.embedder else None
@@ -130,6 +134,8 @@ class AgentRunner:
             memory=memory,
             embedder=embedder,
             token_budget_per_hour=self.agent.token_budget_per_hour,
+            prices=price_table(environment),
+            capture_content=environment.otel_capture_message_content,
         )
         saver = await self.checkpoints.open(env.settings)
         graph = self.agent.build_graph(self.context)

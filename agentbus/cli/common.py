@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
@@ -15,6 +14,7 @@ from rich.console import Console
 from agentbus.app import Application, load_application
 from agentbus.bus import Bus
 from agentbus.envelope import EventCodec
+from agentbus.environment import Environment, load_environment
 from agentbus.errors import AgentbusError, ConfigurationError, one_line
 from agentbus.settings import Settings
 from agentbus.transport.base import Transport
@@ -42,7 +42,7 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     except KeyboardInterrupt:
         fail("interrupted", 130)
     except Exception as exc:
-        if os.environ.get("AGENTBUS_DEBUG"):
+        if _debugging():
             raise
         fail(f"{one_line(f'{type(exc).__name__}: {exc}')} (set AGENTBUS_DEBUG=1 for a traceback)")
 
@@ -54,6 +54,13 @@ async def _as_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
 def settings() -> Settings:
     try:
         return Settings.from_env()
+    except ConfigurationError as exc:
+        fail(str(exc))
+
+
+def environment() -> Environment:
+    try:
+        return load_environment()
     except ConfigurationError as exc:
         fail(str(exc))
 
@@ -103,3 +110,10 @@ async def open_bus(transport: Transport, app: Application) -> Bus:
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _debugging() -> bool:
+    try:
+        return load_environment().debug
+    except ConfigurationError:
+        return False  # the error being reported may be this very variable's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import typer
 
@@ -19,6 +18,8 @@ from agentbus.cli import (
     stream_commands,
     suggestion_commands,
 )
+from agentbus.environment import load_environment
+from agentbus.errors import ConfigurationError
 
 app = typer.Typer(
     name="agentbus",
@@ -41,9 +42,16 @@ app.add_typer(dlq_commands.app, name="dlq")
 
 def main() -> None:
     logging.basicConfig(
-        level=os.environ.get("AGENTBUS_LOG_LEVEL", "WARNING").upper(),
+        level=_log_level(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # aiormq logs each failed connect at ERROR; the CLI reports it once, itself.
     logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     app()
+
+
+def _log_level() -> str:
+    try:
+        return load_environment().log_level.upper()
+    except ConfigurationError:
+        return "WARNING"  # the command that needs the bad variable says what is wrong

@@ -10,6 +10,7 @@ from agentbus.app import DemoOptions, demo_of
 from agentbus.cli.common import (
     application,
     broker_transport,
+    environment,
     err,
     fail,
     open_bus,
@@ -35,8 +36,8 @@ def run(
         int | None,
         typer.Option(
             "--metrics-port",
-            envvar="AGENTBUS_METRICS_PORT",
-            help="Serve /metrics (Prometheus), /healthz and /readyz on this port.",
+            help="Serve /metrics (Prometheus), /healthz and /readyz on this port "
+            "(AGENTBUS_METRICS_PORT).",
             min=0,
             max=65535,
         ),
@@ -44,6 +45,8 @@ def run(
 ) -> None:
     """Run services as queue consumers until SIGINT/SIGTERM, then drain and exit 0."""
     config = settings()
+    if metrics_port is None:
+        metrics_port = environment().metrics_port
     app = application()
     try:
         chosen = app.resolve(services)

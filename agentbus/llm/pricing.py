@@ -12,20 +12,27 @@ it does not know (an offline policy, a local model) costs 0.
 from __future__ import annotations
 
 import json
-import os
-from functools import lru_cache
+from collections.abc import Mapping
 
 from genai_prices import Usage as PricedUsage
 from genai_prices import calc_price
 
+from agentbus.environment import Environment, load_environment
 from agentbus.errors import ConfigurationError
 
 PRICES_VARIABLE = "AGENTBUS_MODEL_PRICES"
 
 
-def price(model: str, input_tokens: int, output_tokens: int, provider: str | None = None) -> float:
-    """US dollars for a call of `model` (of `provider`, when known) with these token counts."""
-    table = _table(os.environ.get(PRICES_VARIABLE, ""))
+def price(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    provider: str | None = None,
+    table: Mapping[str, tuple[float, float]] | None = None,
+) -> float:
+    """US dollars for a call of `model` (of `provider`, when known) with these token counts;
+    `table` (`price_table()`, read at start) wins for the models it lists."""
+    table = table or {}
     rates = table.get(model)
     if rates is None:
         prefixes = [name for name in table if model.startswith(name)]
@@ -50,8 +57,9 @@ def _listed_price(model: str, input_tokens: int, output_tokens: int, provider: s
     return float(found.total_price)
 
 
-@lru_cache(maxsize=4)
-def _table(raw: str) -> dict[str, tuple[float, float]]:
+def price_table(environment: Environment | None = None) -> dict[str, tuple[float, float]]:
+    """`AGENTBUS_MODEL_PRICES`, parsed: {model: (input, output) dollars per 1M tokens}."""
+    raw = (environment or load_environment()).model_prices or ""
     if not raw.strip():
         return {}
     try:

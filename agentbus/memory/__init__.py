@@ -7,9 +7,9 @@ a process needs only one of them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 from agentbus.memory.base import Embedder, Hit, Point, VectorStore, Where, point_id
 from agentbus.memory.embeddings import (
@@ -34,22 +34,16 @@ def open_vector_store(data_dir: Path, url: str | None) -> VectorStore:
     if url:
         from agentbus.memory.server import QdrantServerStore
 
+        env = load_environment()
         return QdrantServerStore(
             url,
-            os.environ.get("QDRANT_API_KEY") or None,
-            shards=_count("QDRANT_SHARDS"),
-            replicas=_count("QDRANT_REPLICATION_FACTOR"),
+            env.secret("qdrant_api_key"),
+            shards=env.qdrant_shards,
+            replicas=env.qdrant_replication_factor,
         )
     from agentbus.memory.edge import EdgeStore
 
     return EdgeStore(data_dir / "vectors")
-
-
-def _count(name: str) -> int:
-    raw = os.environ.get(name) or "1"
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigurationError(f"{name} must be a whole number of at least 1, not {raw!r}")
-    return int(raw)
 
 
 def embedder_from_env() -> Embedder:
@@ -62,7 +56,7 @@ def embedder_from_env() -> Embedder:
       asked for DIM dimensions; `openai:MODEL` takes the native size of a known OpenAI model;
     - `sentence-transformers:NAME_OR_PATH`: a local model (needs the package and torch).
     """
-    choice = os.environ.get("AGENTBUS_EMBEDDINGS", "").strip() or "hashing"
+    choice = load_environment().embeddings.strip() or "hashing"
     kind, _, rest = choice.partition(":")
     if kind == "hashing" and not rest:
         return HashingEmbedder()

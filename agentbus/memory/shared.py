@@ -7,16 +7,16 @@ processes, point them at a Qdrant server with `QDRANT_URL`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from agentbus.environment import load_environment
 from agentbus.memory import VectorStore, open_vector_store
 
 _stores: dict[tuple[str, str | None], VectorStore] = {}
 
 
 def shared_vector_store(data_dir: Path) -> VectorStore:
-    url = os.environ.get("QDRANT_URL") or None
+    url = load_environment().qdrant_url
     key = (str(data_dir.resolve()), url)
     store = _stores.get(key)
     if store is None:
@@ -31,5 +31,5 @@ def forget_shared_stores() -> None:
 
 def release_shared_store(data_dir: Path) -> VectorStore | None:
     """Forget the store of one data folder and hand it back for closing (a finished replay)."""
-    url = os.environ.get("QDRANT_URL") or None
+    url = load_environment().qdrant_url
     return _stores.pop((str(data_dir.resolve()), url), None)

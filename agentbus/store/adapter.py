@@ -37,6 +37,9 @@ class Unpublished(NamedTuple):
 
 
 class Adapter(Protocol):
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT of this database's dialect, which knows ON CONFLICT."""
+
     def claim(
         self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime
     ) -> set[str]:

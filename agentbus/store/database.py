@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError, one_line
@@ -66,9 +65,7 @@ class Transaction:
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that knows ON CONFLICT, for the dialect in use."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return self._adapter.insert(table)
 
     def execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
         return self.connection.execute(statement, parameters)

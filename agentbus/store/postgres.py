@@ -22,6 +22,7 @@ from typing import Any, cast
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.dialects import postgresql
 
 from agentbus.errors import ConfigurationError
 from agentbus.store import tables
@@ -57,6 +58,9 @@ def _execute(
 class PostgresAdapter:
     def __init__(self, schema: str | None) -> None:
         self.schema = schema
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
 
     def claim(
         self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime

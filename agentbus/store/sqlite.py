@@ -88,6 +88,9 @@ def _wrapped(method: Callable[P, R]) -> Callable[P, R]:
 
 
 class SqliteAdapter:
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
+
     @_wrapped
     def claim(
         self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime

@@ -8,7 +8,6 @@ run resumed after a crash does not ask the model again.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agentbus.agent import Agent, Prompt, RunContext, evidence_known, quote
 from agentbus.envelope import Event
+from agentbus.environment import load_environment
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.restock import history, policy
 from agents.restock.decisions import DECISIONS
@@ -50,8 +50,8 @@ class RestockState(TypedDict, total=False):
     history: dict[str, Any]
 
 
-def cap(trigger: Mapping[str, Any]) -> int:
-    multiple = int(os.environ.get("RESTOCK_CAP_MULTIPLE", CAP_MULTIPLE))
+def cap(trigger: Mapping[str, Any], multiple: int = CAP_MULTIPLE) -> int:
+    """The most one suggestion may order: `multiple` (RESTOCK_CAP_MULTIPLE) x max stock."""
     return max(1, multiple * int(trigger["max_stock"]))
 
 
@@ -70,6 +70,7 @@ def graph_factory(
 def build_graph(
     ctx: RunContext, offline: OfflinePolicy = policy.recommend, *, remember: bool = True
 ) -> StateGraph[RestockState]:
+    multiple = load_environment().restock_cap_multiple  # read once, as the graph is built
 
     async def gather(state: RestockState) -> RestockState:
         # Every read before the model in one node and one trip to the database:
@@ -122,7 +123,7 @@ def build_graph(
 
     async def decide(state: RestockState) -> RestockState:
         facts = state["facts"]
-        limit = cap(state["trigger"])
+        limit = cap(state["trigger"], multiple)
         request = ModelRequest(
             messages=(
                 ChatMessage(
@@ -156,7 +157,7 @@ def build_graph(
     async def guard(state: RestockState) -> RestockState:
         proposal = dict(state["proposal"])
         notes: list[str] = []
-        limit = cap(state["trigger"])
+        limit = cap(state["trigger"], multiple)
         quantity = int(proposal["quantity"])
         if quantity < 1 or quantity > limit:
             clamped = min(max(quantity, 1), limit)
@@ -225,6 +226,7 @@ def suggest(state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> 
 
 def declaration(offline: OfflinePolicy = policy.recommend, *, remember: bool = True) -> Agent:
     """The restock agent; evals swap the offline policy and switch memory off for baselines."""
+    environment = load_environment()
     return Agent(
         name=NAME,
         triggers=("inventory.low",),
@@ -235,7 +237,7 @@ def declaration(offline: OfflinePolicy = policy.recommend, *, remember: bool = T
         decisions=DECISIONS,
         migrations=MIGRATIONS,
         project=project,
-        token_budget_per_hour=int(os.environ.get("RESTOCK_TOKEN_BUDGET", "200000")),
-        coalesce_window=float(os.environ.get("RESTOCK_COALESCE_SECONDS", "0")),
+        token_budget_per_hour=environment.restock_token_budget,
+        coalesce_window=environment.restock_coalesce_seconds,
         description="Turns low stock into a reviewed restock suggestion.",
     )

@@ -9,7 +9,6 @@ nothing similar is in stock, the run ends with no suggestion.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -18,6 +17,7 @@ from langgraph.graph import END, START, StateGraph
 
 from agentbus.agent import Agent, Prompt, RunContext, quote
 from agentbus.envelope import Event
+from agentbus.environment import load_environment
 from agentbus.llm import ChatMessage, ModelRequest
 from agentbus.memory import Embedder
 from agents.substitute.decisions import DECISIONS
@@ -38,9 +38,9 @@ def min_score(embedder: Embedder | None = None) -> float:
     """Below this similarity a product is not a substitute, however in stock it is:
     `SUBSTITUTE_MIN_SCORE`, else where the embedder says texts start to be related
     (e5's similarities between unrelated texts run high), else 0.15."""
-    configured = os.environ.get("SUBSTITUTE_MIN_SCORE")
-    if configured:
-        return float(configured)
+    configured = load_environment().substitute_min_score
+    if configured is not None:
+        return configured
     return float(getattr(embedder, "related_from", 0.15))
 
 
@@ -59,6 +59,8 @@ class SubstituteState(TypedDict, total=False):
 
 
 def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
+    threshold = min_score(ctx.embedder)  # read once, as the graph is built
+
     async def gather(state: SubstituteState) -> SubstituteState:
         order_id = state["order_id"]
         found = await ctx.tools({"missing_item": lambda c: tools.missing_item(c, order_id)})
@@ -86,7 +88,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
             for hit in hits
             if str(hit.payload.get("sku")) in by_sku
         ]
-        return {"scored": [s for s in scored if s["score"] >= min_score(ctx.embedder)]}
+        return {"scored": [s for s in scored if s["score"] >= threshold]}
 
     async def decide(state: SubstituteState) -> SubstituteState:
         scored = state.get("scored", [])
@@ -175,6 +177,7 @@ def suggest(
 
 
 def declaration() -> Agent:
+    environment = load_environment()
     return Agent(
         name=NAME,
         triggers=("order.rejected",),
@@ -186,7 +189,7 @@ def declaration() -> Agent:
         decisions=DECISIONS,
         migrations=MIGRATIONS,
         project=project,
-        token_budget_per_hour=int(os.environ.get("SUBSTITUTE_TOKEN_BUDGET", "100000")),
-        coalesce_window=float(os.environ.get("SUBSTITUTE_COALESCE_SECONDS", "0")),
+        token_budget_per_hour=environment.substitute_token_budget,
+        coalesce_window=environment.substitute_coalesce_seconds,
         description="Finds in-stock substitutes for what an order could not get.",
     )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from dataclasses import dataclass
 
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 
 
@@ -20,7 +20,7 @@ class Tokens:
 
     @classmethod
     def from_env(cls) -> Tokens:
-        raw = os.environ.get("AGENTBUS_API_TOKENS", "")
+        raw = load_environment().secret("api_tokens") or ""
         return cls.of([token.strip() for token in raw.split(",") if token.strip()])
 
     @classmethod

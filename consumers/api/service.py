@@ -3,13 +3,12 @@ in one process, on one database."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event, EventCodec
-from agentbus.errors import ConfigurationError
+from agentbus.environment import load_environment
 from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import StoreBinding, Transaction
@@ -40,8 +39,9 @@ class HttpApi:
         self.store = StoreBinding(self.service, MIGRATIONS)
         self.codec = EventCodec(CATALOG)
         self._tokens = tokens
-        self.port = port if port is not None else _port()
-        self.bind = os.environ.get("AGENTBUS_API_BIND", "127.0.0.1")
+        environment = load_environment()
+        self.port = port if port is not None else environment.api_port
+        self.bind = environment.api_bind
         self.server: AppServer | None = None
         self.decisions = DecisionStore()
         self._project()
@@ -96,17 +96,6 @@ def _as_applier(apply: Any) -> Any:
         apply(tx, event)
 
     return applier
-
-
-def _port() -> int:
-    raw = os.environ.get("AGENTBUS_API_PORT", "")
-    try:
-        port = int(raw) if raw else 8080
-    except ValueError:
-        raise ConfigurationError(f"AGENTBUS_API_PORT must be a port number, not {raw!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigurationError(f"AGENTBUS_API_PORT must be a port number, not {raw!r}")
-    return port
 
 
 def build() -> Service:

@@ -10,8 +10,8 @@ marks it sent.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
+from agentbus.environment import Environment, load_environment
 from agentbus.errors import AgentbusError
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import Migration, StoreBinding, Transaction
@@ -72,21 +73,32 @@ def _v1(op: Operations) -> None:
 MIGRATIONS = (Migration(NAME, 1, "emails to send, customers of orders", _v1),)
 
 
-def customer_address(customer_id: str) -> str:
-    template = os.environ.get("CUSTOMER_EMAIL_TEMPLATE", "{customer_id}@customers.invalid")
-    return template.format(customer_id=customer_id)
+@dataclass(frozen=True)
+class Addresses:
+    """Who mail goes to, and the console's address for links: read when the service is built."""
 
+    customer_template: str
+    reviewers: str
+    console_url: str
 
-def reviewers_address() -> str:
-    return os.environ.get("REVIEWERS_EMAIL", "reviewers@shop.invalid")
+    @classmethod
+    def of(cls, environment: Environment) -> Addresses:
+        return cls(
+            environment.customer_email_template,
+            environment.reviewers_email,
+            environment.review_public_url.rstrip("/"),
+        )
+
+    def customer(self, customer_id: str) -> str:
+        return self.customer_template.format(customer_id=customer_id)
 
 
 def mailer_from_env(data_dir: Path) -> Mailer:
-    sender = os.environ.get("MAIL_FROM", "agentbus@shop.invalid")
-    url = os.environ.get("SMTP_URL")
+    environment = load_environment()
+    url = environment.secret("smtp_url")
     if url:
-        return SmtpMailer(url, sender)
-    return FolderMailer(data_dir / "mail", sender)
+        return SmtpMailer(url, environment.mail_from)
+    return FolderMailer(data_dir / "mail", environment.mail_from)
 
 
 def build(mailer: Mailer | None = None) -> Service:
@@ -97,6 +109,7 @@ def build(mailer: Mailer | None = None) -> Service:
     )
     store = StoreBinding(service, MIGRATIONS)
     sender = Sender(store, mailer)
+    addresses = Addresses.of(load_environment())
     store.after_commit(sender.wake)
     service.on_startup(sender.start)
     service.on_shutdown(sender.stop)
@@ -122,11 +135,11 @@ def build(mailer: Mailer | None = None) -> Service:
         if row is None:
             return  # cancelled before it was placed: no customer to write to
         subject, body = order_email(event)
-        queue_email(tx, Email(event.id, customer_address(row.customer_id), subject, body))
+        queue_email(tx, Email(event.id, addresses.customer(row.customer_id), subject, body))
 
     @store.applies(*SUGGESTIONS)
     def suggestion(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        queue_email(tx, suggestion_email(event))
+        queue_email(tx, suggestion_email(event, addresses))
 
     return service
 
@@ -158,9 +171,9 @@ def order_email(event: Event[Any]) -> tuple[str, str]:
     )
 
 
-def suggestion_email(event: Event[Any]) -> Email:
+def suggestion_email(event: Event[Any], addresses: Addresses) -> Email:
     data = event.data
-    console = os.environ.get("REVIEW_PUBLIC_URL", "").rstrip("/")
+    console = addresses.console_url
     if event.type == "restock.recommended":
         subject = f"Restock suggested: {data.quantity} x {data.sku} ({data.urgency})"
         body = (
@@ -176,7 +189,7 @@ def suggestion_email(event: Event[Any]) -> Email:
     if console:
         suggestion_id = getattr(data, "recommendation_id", None) or data.suggestion_id
         body += f"\n\nReview it: {console}/suggestions/{suggestion_id}"
-    return Email(event.id, reviewers_address(), subject, body)
+    return Email(event.id, addresses.reviewers, subject, body)
 
 
 def queue_email(tx: Transaction, email: Email) -> None:

@@ -7,14 +7,13 @@ stock is reserved.
 
 from __future__ import annotations
 
-import os
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
-from agentbus.errors import ConfigurationError
+from agentbus.environment import load_environment
 from agentbus.service import Context, Service
 from agentbus.store import Migration, StoreBinding, Transaction
 from events import InventoryReserved, OrderCreated, PaymentAuthorized, PaymentFailed
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from agentbus.store import Operations
 
 NAME = "payments"
-DEFAULT_LIMIT = Decimal("5000.00")
 CENT = Decimal("0.01")
 
 metadata = sa.MetaData()
@@ -72,16 +70,8 @@ def order_total(lines: list[tuple[int, Decimal]]) -> Decimal:
 
 
 def limit_from_env() -> Decimal:
-    raw = os.environ.get("PAYMENT_LIMIT")
-    if not raw:
-        return DEFAULT_LIMIT
-    try:
-        limit = Decimal(raw)
-    except InvalidOperation:
-        raise ConfigurationError(f"PAYMENT_LIMIT must be a decimal amount, not {raw!r}") from None
-    if limit < 0:
-        raise ConfigurationError("PAYMENT_LIMIT must not be negative")
-    return limit
+    """`PAYMENT_LIMIT`: the simulated gateway's limit."""
+    return load_environment().payment_limit
 
 
 def build(limit: Decimal | None = None) -> Service:

@@ -15,15 +15,16 @@ import base64
 import getpass
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 
 TOKEN_USER = "token"
@@ -124,12 +125,11 @@ class AuthConfig:
         return None
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> AuthConfig:
-        env = dict(os.environ if environ is None else environ)
-        users = parse_users(env.get("REVIEW_USERS", ""))
-        secret = env.get("REVIEW_SECRET") or secrets.token_urlsafe(32)
-        secure = env.get("REVIEW_COOKIE_SECURE", "true").strip().lower() != "false"
-        return cls(users, env.get("REVIEW_TOKEN") or None, secret, secure)
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
+        env = load_environment(environ)
+        users = parse_users(env.secret("review_users") or "")
+        secret = env.secret("review_secret") or secrets.token_urlsafe(32)
+        return cls(users, env.secret("review_token"), secret, env.review_cookie_secure)
 
 
 def parse_users(text: str) -> dict[str, str]:

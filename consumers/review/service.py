@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 from agentbus.envelope import Event, EventCodec
+from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
 from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
@@ -22,14 +22,6 @@ from events import CATALOG
 NAME = readmodel.NAME
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a port number, not {raw!r}") from None
-
-
 class ReviewConsole:
     """The service, its database, its web server and its webhook sender."""
 
@@ -43,11 +35,12 @@ class ReviewConsole:
         self.store = StoreBinding(self.service, readmodel.MIGRATIONS)
         self.codec = EventCodec(CATALOG)
         self._auth = auth
-        self.port = port if port is not None else _int("REVIEW_PORT", 8080)
-        self.bind = os.environ.get("REVIEW_BIND", "127.0.0.1")
-        self.public_url = os.environ.get("REVIEW_PUBLIC_URL", "").rstrip("/")
-        self.webhook_url = os.environ.get("REVIEW_WEBHOOK_URL") or None
-        self.webhook_secret = os.environ.get("REVIEW_WEBHOOK_SECRET", "")
+        environment = load_environment()
+        self.port = port if port is not None else environment.review_port
+        self.bind = environment.review_bind
+        self.public_url = environment.review_public_url.rstrip("/")
+        self.webhook_url = environment.review_webhook_url
+        self.webhook_secret = environment.secret("review_webhook_secret") or ""
         self.console: Console | None = None
         self.server: AppServer | None = None
         self.sender: WebhookSender | None = None

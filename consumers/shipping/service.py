@@ -13,7 +13,6 @@ confirmation is kept, so that the confirmation, if orders gives it, refunds at o
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from agentbus.envelope import Event, derived_id
-from agentbus.errors import ConfigurationError, TransientError
+from agentbus.environment import load_environment
+from agentbus.errors import TransientError
 from agentbus.service import Context, Service
 from agentbus.store import StoreBinding, Transaction
 from consumers.shipping.scheduler import ShipmentScheduler
@@ -34,23 +34,12 @@ from events import (
 )
 
 NAME = "shipping"
-DEFAULT_DELAY_S = 60.0
 REFUND_REASON = "cancelled"
 
 
 def delay_from_env() -> float:
-    raw = os.environ.get("AGENTBUS_SHIPPING_DELAY_S")
-    if not raw:
-        return DEFAULT_DELAY_S
-    try:
-        delay = float(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"AGENTBUS_SHIPPING_DELAY_S must be a number of seconds, not {raw!r}"
-        ) from None
-    if not 0 <= delay <= 366 * 86400:
-        raise ConfigurationError("AGENTBUS_SHIPPING_DELAY_S must be between 0 and a year")
-    return delay
+    """`AGENTBUS_SHIPPING_DELAY_S`: seconds from confirmation to shipment."""
+    return load_environment().shipping_delay_s
 
 
 def build(delay: float | None = None) -> Service:

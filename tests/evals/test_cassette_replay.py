@@ -17,7 +17,6 @@ from evals.record_cassettes import CASSETTE
 from evals.run import FIXTURES, evaluate
 
 
-
 async def test_recorded_answers_replay_offline_beside_policy_and_formula(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ from agentbus.agent.runtime import AgentRunner
 from agentbus.errors import ConfigurationError
 from agentbus.llm import ChatMessage, MalformedOutput, ModelRequest, ModelUnavailable
 from agentbus.llm.langchain_model import LangChainModel
-from agentbus.llm.pricing import price
+from agentbus.llm.pricing import price, price_table
 from agents.restock import declaration
 from tests.agents.harness import Shop, low, order, product
 
@@ -198,4 +198,7 @@ def test_prices_come_from_the_maintained_table_unless_configured(
     assert listed > 0
     assert price("SmolLM2-135M-Instruct", 1000, 100, "openai") == 0.0, "a local model"
     monkeypatch.setenv("AGENTBUS_MODEL_PRICES", json.dumps({"gpt-4o-mini": [1.0, 2.0]}))
-    assert price("gpt-4o-mini", 1_000_000, 1_000_000, "openai") == pytest.approx(3.0)
+    configured = price_table()  # read where a run starts
+    assert price("gpt-4o-mini", 1_000_000, 1_000_000, "openai", configured) == pytest.approx(3.0)
+    snapshot = price("gpt-4o-mini-2024-07-18", 1_000_000, 0, "openai", configured)
+    assert snapshot == pytest.approx(1.0), "a dated snapshot takes its model's price"

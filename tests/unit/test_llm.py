@@ -461,7 +461,8 @@ async def test_an_answer_malformed_twice_is_recorded_and_replayed_as_malformed(
             await recorder.complete(request())  # recorded: not asked again
     assert len(server.calls) == 2  # the one request and its retry
     [line] = [json.loads(text) for text in path.read_text().splitlines()]
-    assert line["error"] == "MalformedOutput" and "output" not in line
+    assert line["error"] == "MalformedOutput"
+    assert "output" not in line
     replayer = CassetteModel(path, mode="replay")
     with pytest.raises(MalformedOutput) as caught:
         await replayer.complete(request())

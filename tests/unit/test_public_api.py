@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLIC = (
     "agentbus.agent",
     "agentbus.envelope",
+    "agentbus.environment",
     "agentbus.llm",
     "agentbus.memory",
     "agentbus.service",
