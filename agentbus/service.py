@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from opentelemetry import trace
 from opentelemetry.trace import Span
@@ -93,9 +93,50 @@ class Context:
         return value if isinstance(value, str) else None
 
 
-Handler = Callable[[Event[Any], Context], Awaitable[None]]
-BatchHandler = Callable[[Sequence[Event[Any]], Context], Awaitable[None]]
+# The data class of the events a handler is registered for, and a union when it is
+# registered for several, so that the handler declares `Event[A | B]` and narrows the
+# data with `isinstance`. (One TypeVar over all the classes would be inferred as their
+# common base, of which the handler could read no field; hence one per class.)
+D = TypeVar("D", bound=BaseModel)
+D1 = TypeVar("D1", bound=BaseModel)
+D2 = TypeVar("D2", bound=BaseModel)
+D3 = TypeVar("D3", bound=BaseModel)
+D4 = TypeVar("D4", bound=BaseModel)
+D5 = TypeVar("D5", bound=BaseModel)
+D6 = TypeVar("D6", bound=BaseModel)
+D7 = TypeVar("D7", bound=BaseModel)
+D8 = TypeVar("D8", bound=BaseModel)
+
+
+# Protocols rather than `Callable` aliases: an alias over `Event[D]` cannot be
+# subscripted at run time (pydantic's generic models hide their parameters), and the
+# arguments are positional-only so that any parameter names match.
+class Handler(Protocol[D]):
+    """`handler(event, ctx)` of a service, for events of data class `D`."""
+
+    def __call__(self, event: Event[D], ctx: Context, /) -> Awaitable[None]: ...
+
+
+class BatchHandler(Protocol[D]):
+    """`handler(events, ctx)` of a service, for a batch of events of data class `D`."""
+
+    def __call__(self, events: Sequence[Event[D]], ctx: Context, /) -> Awaitable[None]: ...
+
+
+_Handles = Callable[[Handler[D]], Handler[D]]
+_HandlesBatch = Callable[[BatchHandler[D]], BatchHandler[D]]
 H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+
+
+def event_type_of(kind: str | type[BaseModel]) -> str:
+    """The type string a route is registered under: a catalog class's `event_type`, or
+    the string itself (routes built from declarations that name types, as agents do)."""
+    if isinstance(kind, str):
+        return kind
+    event_type = getattr(kind, "event_type", None)
+    if not isinstance(event_type, str) or not event_type:
+        raise TypeError(f"{kind.__name__} declares no `event_type`: is it a catalog model?")
+    return event_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,23 +224,150 @@ class Service:
         self.shutdown.append(hook)
         return hook
 
-    def handles(self, *event_types: str) -> Callable[[H], H]:
-        """Register `handler(event, ctx)` for each of the event types."""
-        return self._register(event_types, batch=False, max_batch=1)
+    @overload
+    def handles(self, c1: type[D1], /) -> _Handles[D1]: ...
+    @overload
+    def handles(self, c1: type[D1], c2: type[D2], /) -> _Handles[D1 | D2]: ...
+    @overload
+    def handles(self, c1: type[D1], c2: type[D2], c3: type[D3], /) -> _Handles[D1 | D2 | D3]: ...
+    @overload
+    def handles(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], /
+    ) -> _Handles[D1 | D2 | D3 | D4]: ...
+    @overload
+    def handles(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], c5: type[D5], /
+    ) -> _Handles[D1 | D2 | D3 | D4 | D5]: ...
+    @overload
+    def handles(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], c5: type[D5], c6: type[D6], /
+    ) -> _Handles[D1 | D2 | D3 | D4 | D5 | D6]: ...
+    @overload
+    def handles(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        /,
+    ) -> _Handles[D1 | D2 | D3 | D4 | D5 | D6 | D7]: ...
+    @overload
+    def handles(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        c8: type[D8],
+        /,
+    ) -> _Handles[D1 | D2 | D3 | D4 | D5 | D6 | D7 | D8]: ...
 
-    def handles_batch(self, *event_types: str, max_batch: int = 128) -> Callable[[H], H]:
+    @overload
+    def handles(self, *event_types: str) -> Callable[[H], H]: ...
+    def handles(self, *kinds: str | type[BaseModel]) -> Callable[[H], H]:
+        """Register `handler(event, ctx)` for each of the event classes.
+
+        `@service.handles(OrderCreated)` wants `handler(event: Event[OrderCreated], ctx)`,
+        and mypy checks it; several classes want `Event[A | B]`. Type strings, which
+        nothing checks, are for routes built from declarations (an agent's triggers).
+        """
+        return self._register(kinds, batch=False, max_batch=1)
+
+    @overload
+    def handles_batch(self, c1: type[D1], /, *, max_batch: int = ...) -> _HandlesBatch[D1]: ...
+    @overload
+    def handles_batch(
+        self, c1: type[D1], c2: type[D2], /, *, max_batch: int = ...
+    ) -> _HandlesBatch[D1 | D2]: ...
+    @overload
+    def handles_batch(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], /, *, max_batch: int = ...
+    ) -> _HandlesBatch[D1 | D2 | D3]: ...
+    @overload
+    def handles_batch(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], /, *, max_batch: int = ...
+    ) -> _HandlesBatch[D1 | D2 | D3 | D4]: ...
+    @overload
+    def handles_batch(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        /,
+        *,
+        max_batch: int = ...,
+    ) -> _HandlesBatch[D1 | D2 | D3 | D4 | D5]: ...
+    @overload
+    def handles_batch(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        /,
+        *,
+        max_batch: int = ...,
+    ) -> _HandlesBatch[D1 | D2 | D3 | D4 | D5 | D6]: ...
+    @overload
+    def handles_batch(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        /,
+        *,
+        max_batch: int = ...,
+    ) -> _HandlesBatch[D1 | D2 | D3 | D4 | D5 | D6 | D7]: ...
+    @overload
+    def handles_batch(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        c8: type[D8],
+        /,
+        *,
+        max_batch: int = ...,
+    ) -> _HandlesBatch[D1 | D2 | D3 | D4 | D5 | D6 | D7 | D8]: ...
+
+    @overload
+    def handles_batch(self, *event_types: str, max_batch: int = ...) -> Callable[[H], H]: ...
+    def handles_batch(
+        self, *kinds: str | type[BaseModel], max_batch: int = 128
+    ) -> Callable[[H], H]:
         """Register `handler(events, ctx)`: consecutive deliveries arrive as one list.
 
-        The list is applied as a unit (one transaction, one ack). If it raises, the
-        runtime replays its events one at a time, so one bad event cannot sink the rest.
+        Typed as `handles` is: `Sequence[Event[A | B]]` for classes A and B. The list is
+        applied as a unit (one transaction, one ack). If it raises, the runtime replays
+        its events one at a time, so one bad event cannot sink the rest.
         """
-        return self._register(event_types, batch=True, max_batch=max_batch)
+        return self._register(kinds, batch=True, max_batch=max_batch)
 
     def _register(
-        self, event_types: Sequence[str], *, batch: bool, max_batch: int
+        self, kinds: Sequence[str | type[BaseModel]], *, batch: bool, max_batch: int
     ) -> Callable[[H], H]:
-        if not event_types:
+        if not kinds:
             raise ValueError("name at least one event type")
+        # Resolved here, once: the runtime routes by the type string alone.
+        event_types = [event_type_of(kind) for kind in kinds]
 
         def decorate(handler: H) -> H:
             for event_type in event_types:

@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 import sqlalchemy as sa
+from pydantic import BaseModel
 
 from agentbus.envelope import Event
 from agentbus.errors import ConfigurationError
-from agentbus.service import Context, Service, ServiceEnv
+from agentbus.service import (
+    D1,
+    D2,
+    D3,
+    D4,
+    D5,
+    D6,
+    D7,
+    D8,
+    Context,
+    D,
+    Service,
+    ServiceEnv,
+    event_type_of,
+)
 from agentbus.store.database import Database, Transaction, open_database, stored_positions
 from agentbus.store.migrations import Migration
 from agentbus.store.relay import OutboxRelay
 
-Apply = Callable[[Transaction, Event[Any], Context], None]
-ApplyBatch = Callable[[Transaction, Sequence[Event[Any]], Context], None]
-A = TypeVar("A", bound=Apply)
-B = TypeVar("B", bound=ApplyBatch)
+
+class Apply(Protocol[D]):
+    """`apply(tx, event, ctx)`, for events of data class `D`: a union for several classes."""
+
+    def __call__(self, tx: Transaction, event: Event[D], ctx: Context, /) -> None: ...
+
+
+class ApplyBatch(Protocol[D]):
+    """`apply(tx, events, ctx)`, for a batch of events of data class `D`."""
+
+    def __call__(self, tx: Transaction, events: Sequence[Event[D]], ctx: Context, /) -> None: ...
+
+
+_Applies = Callable[[Apply[D]], Apply[D]]
+_AppliesBatch = Callable[[ApplyBatch[D]], ApplyBatch[D]]
+A = TypeVar("A", bound=Apply[Any])
+B = TypeVar("B", bound=ApplyBatch[Any])
 
 
 class StoreBinding:
@@ -37,8 +65,8 @@ class StoreBinding:
         self.max_batch = max_batch
         self._database: Database | None = None
         self._relay: OutboxRelay | None = None
-        self._appliers: dict[str, Apply] = {}
-        self._batch_appliers: dict[str, ApplyBatch] = {}
+        self._appliers: dict[str, Apply[Any]] = {}
+        self._batch_appliers: dict[str, ApplyBatch[Any]] = {}
         self._after_commit: list[Callable[[], None]] = []
         # One bound method object, so the runtime batches events of all our types together.
         self._handler = self._handle
@@ -64,8 +92,60 @@ class StoreBinding:
         """Call `hook()` after each committed batch (wake a sender, say)."""
         self._after_commit.append(hook)
 
-    def applies(self, *event_types: str) -> Callable[[A], A]:
-        """Register `apply(tx, event, ctx)` for event types, inside the service's transaction."""
+    @overload
+    def applies(self, c1: type[D1], /) -> _Applies[D1]: ...
+    @overload
+    def applies(self, c1: type[D1], c2: type[D2], /) -> _Applies[D1 | D2]: ...
+    @overload
+    def applies(self, c1: type[D1], c2: type[D2], c3: type[D3], /) -> _Applies[D1 | D2 | D3]: ...
+    @overload
+    def applies(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], /
+    ) -> _Applies[D1 | D2 | D3 | D4]: ...
+    @overload
+    def applies(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], c5: type[D5], /
+    ) -> _Applies[D1 | D2 | D3 | D4 | D5]: ...
+    @overload
+    def applies(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], c5: type[D5], c6: type[D6], /
+    ) -> _Applies[D1 | D2 | D3 | D4 | D5 | D6]: ...
+    @overload
+    def applies(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        /,
+    ) -> _Applies[D1 | D2 | D3 | D4 | D5 | D6 | D7]: ...
+    @overload
+    def applies(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        c8: type[D8],
+        /,
+    ) -> _Applies[D1 | D2 | D3 | D4 | D5 | D6 | D7 | D8]: ...
+
+    @overload
+    def applies(self, *event_types: str) -> Callable[[A], A]: ...
+    def applies(self, *kinds: str | type[BaseModel]) -> Callable[[A], A]:
+        """Register `apply(tx, event, ctx)` for event classes, inside the service's transaction.
+
+        `@store.applies(OrderCreated)` wants `apply(tx, event: Event[OrderCreated], ctx)`,
+        and mypy checks it; several classes want `Event[A | B]`. Type strings, which
+        nothing checks, are for appliers built from declarations (an agent's decisions).
+        """
+        event_types = [event_type_of(kind) for kind in kinds]
 
         def decorate(apply: A) -> A:
             for event_type in event_types:
@@ -75,12 +155,62 @@ class StoreBinding:
 
         return decorate
 
-    def applies_batch(self, *event_types: str) -> Callable[[B], B]:
+    @overload
+    def applies_batch(self, c1: type[D1], /) -> _AppliesBatch[D1]: ...
+    @overload
+    def applies_batch(self, c1: type[D1], c2: type[D2], /) -> _AppliesBatch[D1 | D2]: ...
+    @overload
+    def applies_batch(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], /
+    ) -> _AppliesBatch[D1 | D2 | D3]: ...
+    @overload
+    def applies_batch(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], /
+    ) -> _AppliesBatch[D1 | D2 | D3 | D4]: ...
+    @overload
+    def applies_batch(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], c5: type[D5], /
+    ) -> _AppliesBatch[D1 | D2 | D3 | D4 | D5]: ...
+    @overload
+    def applies_batch(
+        self, c1: type[D1], c2: type[D2], c3: type[D3], c4: type[D4], c5: type[D5], c6: type[D6], /
+    ) -> _AppliesBatch[D1 | D2 | D3 | D4 | D5 | D6]: ...
+    @overload
+    def applies_batch(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        /,
+    ) -> _AppliesBatch[D1 | D2 | D3 | D4 | D5 | D6 | D7]: ...
+    @overload
+    def applies_batch(
+        self,
+        c1: type[D1],
+        c2: type[D2],
+        c3: type[D3],
+        c4: type[D4],
+        c5: type[D5],
+        c6: type[D6],
+        c7: type[D7],
+        c8: type[D8],
+        /,
+    ) -> _AppliesBatch[D1 | D2 | D3 | D4 | D5 | D6 | D7 | D8]: ...
+
+    @overload
+    def applies_batch(self, *event_types: str) -> Callable[[B], B]: ...
+    def applies_batch(self, *kinds: str | type[BaseModel]) -> Callable[[B], B]:
         """Register `apply(tx, events, ctx)`: the batch's new events, in delivery order.
 
         For services that load what a batch touches in a few queries, change it in
-        memory and save it in a few more.
+        memory and save it in a few more. Typed as `applies` is, with
+        `Sequence[Event[A | B]]` for classes A and B.
         """
+        event_types = [event_type_of(kind) for kind in kinds]
 
         def decorate(apply: B) -> B:
             for event_type in event_types:
@@ -167,7 +297,7 @@ class StoreBinding:
                 fresh.discard(event.id)  # a second copy within the batch is a duplicate
                 new.append(event)
         run: list[Event[Any]] = []
-        batch_apply: ApplyBatch | None = None
+        batch_apply: ApplyBatch[Any] | None = None
         for event in new:
             found = self._batch_appliers.get(event.type)
             if found is not None and found is batch_apply:
