@@ -9,18 +9,43 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.store import Transaction
 from consumers.api.tables import orders, products, reservations, stock
+from events import (
+    EventData,
+    InventoryAdjusted,
+    InventoryReleased,
+    InventoryReserved,
+    OrderConfirmed,
+    OrderCreated,
+    OrderRejected,
+    ProductUpserted,
+    StockReceived,
+)
 
-Apply = Callable[[Transaction, Event[Any]], None]
+D = TypeVar("D", bound=EventData)
+Apply = Callable[[Transaction, Event[D]], None]
+
+# By type string, as the consumer and the API's own writes find them; filled by
+# `projects`, which checks that each function takes the events of its class.
+APPLIERS: dict[str, Apply[Any]] = {}
 
 
-def product_upserted(tx: Transaction, event: Event[Any]) -> None:
+def projects(kind: type[D]) -> Callable[[Apply[D]], Apply[D]]:
+    def register(apply: Apply[D]) -> Apply[D]:
+        APPLIERS[kind.event_type] = apply
+        return apply
+
+    return register
+
+
+@projects(ProductUpserted)
+def product_upserted(tx: Transaction, event: Event[ProductUpserted]) -> None:
     data = event.data
     row = {
         "sku": data.sku,
@@ -34,7 +59,8 @@ def product_upserted(tx: Transaction, event: Event[Any]) -> None:
     )
 
 
-def order_created(tx: Transaction, event: Event[Any]) -> None:
+@projects(OrderCreated)
+def order_created(tx: Transaction, event: Event[OrderCreated]) -> None:
     data = event.data
     lines = [line.model_dump(mode="json") for line in data.lines]
     total = sum((line.unit_price * line.quantity for line in data.lines), Decimal(0))
@@ -57,7 +83,8 @@ def order_created(tx: Transaction, event: Event[Any]) -> None:
     )
 
 
-def order_confirmed(tx: Transaction, event: Event[Any]) -> None:
+@projects(OrderConfirmed)
+def order_confirmed(tx: Transaction, event: Event[OrderConfirmed]) -> None:
     order_id = event.data.order_id
     _set_status(tx, order_id, "confirmed", None)
     held = tx.execute(
@@ -68,7 +95,8 @@ def order_confirmed(tx: Transaction, event: Event[Any]) -> None:
     tx.execute(sa.delete(reservations).where(reservations.c.order_id == order_id))
 
 
-def order_rejected(tx: Transaction, event: Event[Any]) -> None:
+@projects(OrderRejected)
+def order_rejected(tx: Transaction, event: Event[OrderRejected]) -> None:
     data = event.data
     if not _set_status(tx, data.order_id, "rejected", data.reason):
         # Rejected before it was seen here (a cancellation overtook it).
@@ -87,11 +115,13 @@ def order_rejected(tx: Transaction, event: Event[Any]) -> None:
         )
 
 
-def stock_received(tx: Transaction, event: Event[Any]) -> None:
+@projects(StockReceived)
+def stock_received(tx: Transaction, event: Event[StockReceived]) -> None:
     _change_stock(tx, event.data.sku, on_hand=event.data.quantity)
 
 
-def inventory_adjusted(tx: Transaction, event: Event[Any]) -> None:
+@projects(InventoryAdjusted)
+def inventory_adjusted(tx: Transaction, event: Event[InventoryAdjusted]) -> None:
     data = event.data
     on_hand = tx.execute(sa.select(stock.c.on_hand).where(stock.c.sku == data.sku)).scalar() or 0
     if on_hand + data.delta < 0:
@@ -99,7 +129,8 @@ def inventory_adjusted(tx: Transaction, event: Event[Any]) -> None:
     _change_stock(tx, data.sku, on_hand=data.delta)
 
 
-def inventory_reserved(tx: Transaction, event: Event[Any]) -> None:
+@projects(InventoryReserved)
+def inventory_reserved(tx: Transaction, event: Event[InventoryReserved]) -> None:
     data = event.data
     lines = [{"sku": line.sku, "quantity": line.quantity} for line in data.lines]
     inserted = tx.execute(
@@ -108,27 +139,16 @@ def inventory_reserved(tx: Transaction, event: Event[Any]) -> None:
         .on_conflict_do_nothing(index_elements=[reservations.c.order_id])
     )
     if inserted.rowcount:
-        for line in lines:
-            _change_stock(tx, line["sku"], reserved=line["quantity"])
+        for line in data.lines:
+            _change_stock(tx, line.sku, reserved=line.quantity)
 
 
-def inventory_released(tx: Transaction, event: Event[Any]) -> None:
+@projects(InventoryReleased)
+def inventory_released(tx: Transaction, event: Event[InventoryReleased]) -> None:
     data = event.data
     for line in data.lines:
         _change_stock(tx, line.sku, reserved=-line.quantity)
     tx.execute(sa.delete(reservations).where(reservations.c.order_id == data.order_id))
-
-
-APPLIERS: dict[str, Apply] = {
-    "product.upserted": product_upserted,
-    "order.created": order_created,
-    "order.confirmed": order_confirmed,
-    "order.rejected": order_rejected,
-    "stock.received": stock_received,
-    "inventory.adjusted": inventory_adjusted,
-    "inventory.reserved": inventory_reserved,
-    "inventory.released": inventory_released,
-}
 
 
 def _set_status(tx: Transaction, order_id: str, status: str, reason: str | None) -> bool:

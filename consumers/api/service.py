@@ -11,12 +11,13 @@ from agentbus.envelope import Event, EventCodec
 from agentbus.environment import load_environment
 from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
+from agentbus.store import Apply as StoreApply
 from agentbus.store import StoreBinding, Transaction
 from agents.registry import DECISIONS
 from consumers.api.app import ApiContext, build_app
 from consumers.api.auth import Tokens
 from consumers.api.decision_store import DecisionStore
-from consumers.api.projections import APPLIERS
+from consumers.api.projections import APPLIERS, Apply
 from consumers.api.tables import MIGRATIONS, NAME
 from consumers.review import readmodel
 from consumers.review.deciding import Reviewing
@@ -50,9 +51,13 @@ class HttpApi:
 
     def _project(self) -> None:
         store = self.store
+        # The projections are typed where `projects` registers them; here they are a
+        # table by type string, which the API's own writes look up too.
         for event_type, apply in APPLIERS.items():
             store.applies(event_type)(_as_applier(apply))
 
+        # Suggestions and decisions are routed by the types the agents declare (an open
+        # set, read from the registry), so by string.
         @store.applies(*self.reviewing.suggestion_types)
         def suggested(tx: Transaction, event: Event[Any], ctx: Context) -> None:
             envelope = self.codec.encode(event).decode()
@@ -91,7 +96,7 @@ class HttpApi:
         await self.decisions.close()
 
 
-def _as_applier(apply: Any) -> Any:
+def _as_applier(apply: Apply[Any]) -> StoreApply[Any]:
     def applier(tx: Transaction, event: Event[Any], ctx: Context) -> None:
         apply(tx, event)
 

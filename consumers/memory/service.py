@@ -20,26 +20,36 @@ from agentbus.envelope import Event
 from agentbus.memory import Embedder, Point, VectorStore, embedder_from_env, point_id
 from agentbus.memory.shared import shared_vector_store
 from agentbus.service import Context, Service, ServiceEnv
+from events import (
+    InventoryLow,
+    InventoryReservationFailed,
+    ProductUpserted,
+    RestockApproved,
+    RestockRecommended,
+    RestockRejected,
+    StockReceived,
+)
 
 NAME = "memory"
 COLLECTION = "restock-episodes"
 CATALOG = "product-catalog"
-TYPES = (
-    "product.upserted",
-    "inventory.low",
-    "restock.recommended",
-    "restock.approved",
-    "restock.rejected",
-    "stock.received",
-    "inventory.reservation_failed",
+# A product goes into the catalog collection, every other one into the episodes.
+Remembered = (
+    ProductUpserted
+    | InventoryLow
+    | RestockRecommended
+    | RestockApproved
+    | RestockRejected
+    | StockReceived
+    | InventoryReservationFailed
 )
 
 
-def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
+def episode(event: Event[Remembered]) -> list[tuple[str, dict[str, Any]]]:
     """(text, payload) per SKU the event speaks of; empty when it says nothing to remember."""
     data = event.data
     base = {"event_id": event.id, "at": event.time.isoformat(), "type": event.type}
-    if event.type == "inventory.low":
+    if isinstance(data, InventoryLow):
         text = (
             f"low stock of {data.sku}: {data.available} available, reorder point "
             f"{data.reorder_point}, lead time {data.lead_time_days} days"
@@ -57,7 +67,7 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
                 },
             )
         ]
-    if event.type == "restock.recommended":
+    if isinstance(data, RestockRecommended):
         text = f"suggested ordering {data.quantity} of {data.sku} ({data.urgency})"
         return [
             (
@@ -73,7 +83,7 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
                 },
             )
         ]
-    if event.type == "restock.approved":
+    if isinstance(data, RestockApproved):
         text = f"reviewer approved ordering {data.quantity} of {data.sku}: {data.note or ''}"
         return [
             (
@@ -89,7 +99,7 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
                 },
             )
         ]
-    if event.type == "restock.rejected":
+    if isinstance(data, RestockRejected):
         text = f"reviewer rejected the restock of {data.sku}: {data.reason}"
         return [
             (
@@ -104,7 +114,7 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
                 },
             )
         ]
-    if event.type == "stock.received":
+    if isinstance(data, StockReceived):
         if data.purchase_order_id is None:
             return []
         text = f"{data.quantity} of {data.sku} arrived for {data.purchase_order_id}"
@@ -120,7 +130,7 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
                 },
             )
         ]
-    if event.type == "inventory.reservation_failed":
+    if isinstance(data, InventoryReservationFailed):
         return [
             (
                 f"stockout of {s.sku}: {s.requested} asked, {s.available} available",
@@ -137,9 +147,8 @@ def episode(event: Event[Any]) -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
-def catalog_entry(event: Event[Any]) -> tuple[str, str, dict[str, Any]]:
+def catalog_entry(data: ProductUpserted) -> tuple[str, str, dict[str, Any]]:
     """A product as the embedder sees it (what it is) and as filters see it."""
-    data = event.data
     text = f"{data.name}. {data.description}"
     payload = {"sku": data.sku, "name": data.name, "category": data.category}
     return point_id("product", data.sku), text, payload
@@ -159,15 +168,21 @@ class MemoryWriter:
         await self.store.ensure_collection(COLLECTION, self.embedder.dim, indexed=("sku", "kind"))
         await self.store.ensure_collection(CATALOG, self.embedder.dim, indexed=("sku", "category"))
 
-    async def write(self, events: Sequence[Event[Any]], ctx: Context) -> None:
-        products = [event for event in events if event.type == "product.upserted"]
-        await self._put(CATALOG, [catalog_entry(event) for event in products])
+    async def write(self, events: Sequence[Event[Remembered]], ctx: Context) -> None:
+        await self._put(
+            CATALOG,
+            [
+                catalog_entry(event.data)
+                for event in events
+                if isinstance(event.data, ProductUpserted)
+            ],
+        )
         await self._put(
             COLLECTION,
             [
                 (point_id(event.id, str(n)), text, payload)
                 for event in events
-                if event.type != "product.upserted"
+                if not isinstance(event.data, ProductUpserted)
                 for n, (text, payload) in enumerate(episode(event))
             ],
         )
@@ -192,5 +207,14 @@ def build(store: VectorStore | None = None, embedder: Embedder | None = None) ->
     service = Service(NAME, description="Writes restock episodes into the vector store.")
     writer = MemoryWriter(store, embedder)
     service.on_startup(writer.start)
-    service.handles_batch(*TYPES, max_batch=128)(writer.write)
+    service.handles_batch(
+        ProductUpserted,
+        InventoryLow,
+        RestockRecommended,
+        RestockApproved,
+        RestockRejected,
+        StockReceived,
+        InventoryReservationFailed,
+        max_batch=128,
+    )(writer.write)
     return service

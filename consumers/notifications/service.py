@@ -25,13 +25,26 @@ from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import Migration, StoreBinding, Transaction
 from agentbus.wake_loop import Round, WakeLoop
 from consumers.notifications.mailer import Email, FolderMailer, Mailer, SmtpMailer
+from events import (
+    OrderConfirmed,
+    OrderCreated,
+    OrderRejected,
+    PaymentRefunded,
+    RestockRecommended,
+    ShipmentPrepared,
+    SubstituteSuggested,
+)
 
 if TYPE_CHECKING:
     from agentbus.store import Operations
 
 NAME = "notifications"
-SUGGESTIONS = ("restock.recommended", "substitute.suggested")
-ORDER_NEWS = ("order.confirmed", "order.rejected", "shipment.prepared", "payment.refunded")
+# What a customer hears about, and what reviewers hear about.
+OrderNews = OrderConfirmed | OrderRejected | ShipmentPrepared | PaymentRefunded
+Suggestion = RestockRecommended | SubstituteSuggested
+ORDER_NEWS = tuple(
+    kind.event_type for kind in (OrderConfirmed, OrderRejected, ShipmentPrepared, PaymentRefunded)
+)
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -114,16 +127,16 @@ def build(mailer: Mailer | None = None) -> Service:
     service.on_startup(sender.start)
     service.on_shutdown(sender.stop)
 
-    @store.applies("order.created")
-    def order_created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(OrderCreated)
+    def order_created(tx: Transaction, event: Event[OrderCreated], ctx: Context) -> None:
         tx.connection.execute(
             tx.insert(order_customers)
             .values(order_id=event.data.order_id, customer_id=event.data.customer_id)
             .on_conflict_do_nothing(index_elements=[order_customers.c.order_id])
         )
 
-    @store.applies(*ORDER_NEWS)
-    def order_news(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(OrderConfirmed, OrderRejected, ShipmentPrepared, PaymentRefunded)
+    def order_news(tx: Transaction, event: Event[OrderNews], ctx: Context) -> None:
         order_id = event.data.order_id
         row = (
             tx.connection.execute(
@@ -134,60 +147,63 @@ def build(mailer: Mailer | None = None) -> Service:
         ).first()
         if row is None:
             return  # cancelled before it was placed: no customer to write to
-        subject, body = order_email(event)
+        subject, body = order_email(event.data)
         queue_email(tx, Email(event.id, addresses.customer(row.customer_id), subject, body))
 
-    @store.applies(*SUGGESTIONS)
-    def suggestion(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(RestockRecommended, SubstituteSuggested)
+    def suggestion(tx: Transaction, event: Event[Suggestion], ctx: Context) -> None:
         queue_email(tx, suggestion_email(event, addresses))
 
     return service
 
 
-def order_email(event: Event[Any]) -> tuple[str, str]:
+def order_email(data: OrderNews) -> tuple[str, str]:
     """Subject and body of what a customer is told about their order."""
-    data = event.data
     order_id = data.order_id
-    if event.type == "order.confirmed":
-        return (
-            f"Your order {order_id} is confirmed",
-            f"Thank you. Order {order_id} is confirmed and will be shipped.",
-        )
-    if event.type == "order.rejected":
-        return (
-            f"Your order {order_id} could not be completed",
-            f"Order {order_id} was not completed (reason: {data.reason}).",
-        )
-    if event.type == "shipment.prepared":
-        items = ", ".join(f"{line.quantity} x {line.sku}" for line in data.lines)
-        return (
-            f"Your order {order_id} is ready to ship",
-            f"Order {order_id} has been prepared for shipment {data.shipment_id}: {items}.",
-        )
-    return (
-        f"Your order {order_id} is refunded",
-        f"Order {order_id} was cancelled before it shipped; "
-        f"{data.amount:.2f} {data.currency} has been refunded.",
-    )
+    match data:
+        case OrderConfirmed():
+            return (
+                f"Your order {order_id} is confirmed",
+                f"Thank you. Order {order_id} is confirmed and will be shipped.",
+            )
+        case OrderRejected():
+            return (
+                f"Your order {order_id} could not be completed",
+                f"Order {order_id} was not completed (reason: {data.reason}).",
+            )
+        case ShipmentPrepared():
+            items = ", ".join(f"{line.quantity} x {line.sku}" for line in data.lines)
+            return (
+                f"Your order {order_id} is ready to ship",
+                f"Order {order_id} has been prepared for shipment {data.shipment_id}: {items}.",
+            )
+        case PaymentRefunded():
+            return (
+                f"Your order {order_id} is refunded",
+                f"Order {order_id} was cancelled before it shipped; "
+                f"{data.amount:.2f} {data.currency} has been refunded.",
+            )
 
 
-def suggestion_email(event: Event[Any], addresses: Addresses) -> Email:
+def suggestion_email(event: Event[Suggestion], addresses: Addresses) -> Email:
     data = event.data
+    match data:
+        case RestockRecommended():
+            suggestion_id = data.recommendation_id
+            subject = f"Restock suggested: {data.quantity} x {data.sku} ({data.urgency})"
+            body = (
+                f"{data.agent} suggests ordering {data.quantity} of {data.sku}.\n"
+                f"Urgency: {data.urgency}; confidence {data.confidence:.2f}.\n\n"
+                f"Rationale (written by a model; check it):\n{data.rationale}\n\n"
+                f"Recommendation {data.recommendation_id}."
+            )
+        case SubstituteSuggested():
+            suggestion_id = data.suggestion_id
+            names = ", ".join(s.sku for s in data.substitutes) or "none"
+            subject = f"Substitutes suggested for {data.sku} in order {data.order_id}"
+            body = f"{data.agent} suggests: {names}.\n\n{data.message}"
     console = addresses.console_url
-    if event.type == "restock.recommended":
-        subject = f"Restock suggested: {data.quantity} x {data.sku} ({data.urgency})"
-        body = (
-            f"{data.agent} suggests ordering {data.quantity} of {data.sku}.\n"
-            f"Urgency: {data.urgency}; confidence {data.confidence:.2f}.\n\n"
-            f"Rationale (written by a model; check it):\n{data.rationale}\n\n"
-            f"Recommendation {data.recommendation_id}."
-        )
-    else:
-        names = ", ".join(s.sku for s in data.substitutes) or "none"
-        subject = f"Substitutes suggested for {data.sku} in order {data.order_id}"
-        body = f"{data.agent} suggests: {names}.\n\n{data.message}"
     if console:
-        suggestion_id = getattr(data, "recommendation_id", None) or data.suggestion_id
         body += f"\n\nReview it: {console}/suggestions/{suggestion_id}"
     return Email(event.id, addresses.reviewers, subject, body)
 

@@ -17,6 +17,7 @@ from agentbus.envelope import Event
 from agentbus.service import Context, Service
 from agentbus.store import Migration, StoreBinding, Transaction
 from events import (
+    InventoryReservationFailed,
     OrderCancelled,
     OrderConfirmed,
     OrderCreated,
@@ -63,9 +64,9 @@ def build() -> Service:
     )
     store = StoreBinding(service, MIGRATIONS)
 
-    @store.applies("order.created")
-    def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: OrderCreated = event.data
+    @store.applies(OrderCreated)
+    def created(tx: Transaction, event: Event[OrderCreated], ctx: Context) -> None:
+        data = event.data
         if status_of(tx, data.order_id) is not None:
             # Cancelled, or decided, before it arrived: it stays as it is.
             tx.connection.execute(
@@ -80,18 +81,17 @@ def build() -> Service:
             return
         insert(tx, data.order_id, "pending", None, data.customer_id)
 
-    @store.applies("inventory.reservation_failed")
-    def short(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(InventoryReservationFailed)
+    def short(tx: Transaction, event: Event[InventoryReservationFailed], ctx: Context) -> None:
         reject_if_pending(tx, event, ctx, event.data.order_id, "out_of_stock")
 
-    @store.applies("payment.failed")
-    def payment_failed(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: PaymentFailed = event.data
-        reject_if_pending(tx, event, ctx, data.order_id, "payment_failed")
+    @store.applies(PaymentFailed)
+    def payment_failed(tx: Transaction, event: Event[PaymentFailed], ctx: Context) -> None:
+        reject_if_pending(tx, event, ctx, event.data.order_id, "payment_failed")
 
-    @store.applies("order.cancelled")
-    def cancelled(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: OrderCancelled = event.data
+    @store.applies(OrderCancelled)
+    def cancelled(tx: Transaction, event: Event[OrderCancelled], ctx: Context) -> None:
+        data = event.data
         if status_of(tx, data.order_id) is None:
             # The cancellation overtook the order: remember it, so the order is
             # rejected when (if) it arrives and its stock is never held.
@@ -100,9 +100,9 @@ def build() -> Service:
             return
         reject_if_pending(tx, event, ctx, data.order_id, "cancelled")
 
-    @store.applies("payment.authorized")
-    def authorized(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: PaymentAuthorized = event.data
+    @store.applies(PaymentAuthorized)
+    def authorized(tx: Transaction, event: Event[PaymentAuthorized], ctx: Context) -> None:
+        data = event.data
         status = status_of(tx, data.order_id)
         if status is None:
             # Where event types travel apart (on Kafka, a topic each) the gateway's answer
@@ -117,9 +117,9 @@ def build() -> Service:
         update(tx, data.order_id, "confirmed", None)
         ctx.emit(OrderConfirmed(order_id=data.order_id), cause=event)
 
-    @store.applies("payment.refunded")
-    def refunded(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: PaymentRefunded = event.data
+    @store.applies(PaymentRefunded)
+    def refunded(tx: Transaction, event: Event[PaymentRefunded], ctx: Context) -> None:
+        data = event.data
         # Shipping refunds only a cancellation of a confirmed order, so that is the reason.
         if status_of(tx, data.order_id) == "confirmed":
             update(tx, data.order_id, "refunded", "cancelled")

@@ -108,9 +108,9 @@ def build(limit: Decimal | None = None) -> Service:
             )
         tx.connection.execute(_OUTCOME, {"order": order_id, "outcome": outcome})
 
-    @store.applies("order.created")
-    def created(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: OrderCreated = event.data
+    @store.applies(OrderCreated)
+    def created(tx: Transaction, event: Event[OrderCreated], ctx: Context) -> None:
+        data = event.data
         total = order_total([(line.quantity, line.unit_price) for line in data.lines])
         tx.connection.execute(
             tx.once(_new_amount, _new_amount),
@@ -121,9 +121,9 @@ def build(limit: Decimal | None = None) -> Service:
             tx.connection.execute(_EARLY_DONE, {"order": data.order_id})
             decide(tx, ctx, data.order_id, event)
 
-    @store.applies("inventory.reserved")
-    def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: InventoryReserved = event.data
+    @store.applies(InventoryReserved)
+    def reserved(tx: Transaction, event: Event[InventoryReserved], ctx: Context) -> None:
+        data = event.data
         if tx.connection.execute(_AMOUNT, {"order": data.order_id}).first() is None:
             tx.connection.execute(tx.once(_new_early, _new_early), {"order_id": data.order_id})
             return

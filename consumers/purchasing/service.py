@@ -7,7 +7,7 @@ reviewers at once, a redelivery, a replay) creates nothing more.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -15,7 +15,7 @@ from agentbus.envelope import Event, derived_id
 from agentbus.errors import TransientError
 from agentbus.service import Context, Service
 from agentbus.store import Migration, StoreBinding, Transaction
-from events import PurchaseOrderCreated, RestockApproved
+from events import ProductUpserted, PurchaseOrderCreated, RestockApproved
 
 if TYPE_CHECKING:
     from agentbus.store import Operations
@@ -65,8 +65,8 @@ def build() -> Service:
     )
     store = StoreBinding(service, MIGRATIONS)
 
-    @store.applies("product.upserted")
-    def product(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(ProductUpserted)
+    def product(tx: Transaction, event: Event[ProductUpserted], ctx: Context) -> None:
         tx.execute(
             tx.insert(suppliers)
             .values(sku=event.data.sku, supplier=event.data.supplier)
@@ -75,9 +75,9 @@ def build() -> Service:
             )
         )
 
-    @store.applies("restock.approved")
-    def approved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: RestockApproved = event.data
+    @store.applies(RestockApproved)
+    def approved(tx: Transaction, event: Event[RestockApproved], ctx: Context) -> None:
+        data = event.data
         supplier = tx.execute(
             sa.select(suppliers.c.supplier).where(suppliers.c.sku == data.sku)
         ).scalar()

@@ -17,7 +17,7 @@ from consumers.review.auth import AuthConfig
 from consumers.review.deciding import Reviewing
 from consumers.review.notify import WebhookSender, notice_text
 from consumers.review.web import Console, build_app
-from events import CATALOG
+from events import CATALOG, InventoryLow, OrderCreated, PurchaseOrderCreated
 
 NAME = readmodel.NAME
 
@@ -51,6 +51,9 @@ class ReviewConsole:
     def _project(self) -> None:
         store = self.store
 
+        # Suggestions and decisions are routed by the types the agents declare (an open
+        # set, read from the registry), so by string: these appliers read no field of a
+        # particular class.
         @store.applies(*self.reviewing.suggestion_types)
         def suggested(tx: Transaction, event: Event[Any], ctx: Context) -> None:
             kind = readmodel.kind_of(event.type)
@@ -73,8 +76,8 @@ class ReviewConsole:
         def decided(tx: Transaction, event: Event[Any], ctx: Context) -> None:
             self.reviewing.settle_from(tx, event)
 
-        @store.applies("inventory.low")
-        def low(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        @store.applies(InventoryLow)
+        def low(tx: Transaction, event: Event[InventoryLow], ctx: Context) -> None:
             data = event.data
             readmodel.record_context(
                 tx,
@@ -83,13 +86,13 @@ class ReviewConsole:
                 f"{data.reserved} reserved), reorder point {data.reorder_point}",
             )
 
-        @store.applies("order.created")
-        def ordered(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        @store.applies(OrderCreated)
+        def ordered(tx: Transaction, event: Event[OrderCreated], ctx: Context) -> None:
             lines = ", ".join(f"{line.quantity} x {line.sku}" for line in event.data.lines[:20])
             readmodel.record_context(tx, event, f"order {event.data.order_id}: {lines}")
 
-        @store.applies("purchase_order.created")
-        def purchased(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+        @store.applies(PurchaseOrderCreated)
+        def purchased(tx: Transaction, event: Event[PurchaseOrderCreated], ctx: Context) -> None:
             data = event.data
             readmodel.record_context(
                 tx,

@@ -29,8 +29,11 @@ from consumers.shipping.tables import MIGRATIONS, shipments
 from events import (
     InventoryReserved,
     OrderCancellationRefused,
+    OrderCancelled,
+    OrderConfirmed,
     PaymentAuthorized,
     PaymentRefunded,
+    ShipmentPrepared,
 )
 
 NAME = "shipping"
@@ -58,21 +61,21 @@ def build(delay: float | None = None) -> Service:
     service.on_shutdown(scheduler.stop)
     service.idle_checks.append(scheduler.idle)
 
-    @store.applies("inventory.reserved")
-    def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: InventoryReserved = event.data
+    @store.applies(InventoryReserved)
+    def reserved(tx: Transaction, event: Event[InventoryReserved], ctx: Context) -> None:
+        data = event.data
         lines = [[line.sku, line.quantity] for line in data.lines]
         ensure_row(tx, data.order_id)
         tx.execute(_SET, {"order": data.order_id, "lines": json.dumps(lines)})
 
-    @store.applies("payment.authorized")
-    def authorized(tx: Transaction, event: Event[Any], ctx: Context) -> None:
-        data: PaymentAuthorized = event.data
+    @store.applies(PaymentAuthorized)
+    def authorized(tx: Transaction, event: Event[PaymentAuthorized], ctx: Context) -> None:
+        data = event.data
         ensure_row(tx, data.order_id)
         tx.execute(_SET, {"order": data.order_id, "amount": data.amount, "currency": data.currency})
 
-    @store.applies("order.confirmed")
-    def confirmed(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(OrderConfirmed)
+    def confirmed(tx: Transaction, event: Event[OrderConfirmed], ctx: Context) -> None:
         order_id = event.data.order_id
         ensure_row(tx, order_id)
         row = locked_row(tx, order_id)
@@ -98,8 +101,8 @@ def build(delay: float | None = None) -> Service:
             # the shipment never starts, and the refund answers that cancellation.
             refund(tx, ctx, row, tx.codec.decode(row.cause))
 
-    @store.applies("order.cancelled")
-    def cancelled(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(OrderCancelled)
+    def cancelled(tx: Transaction, event: Event[OrderCancelled], ctx: Context) -> None:
         order_id = event.data.order_id
         ensure_row(tx, order_id)
         row = locked_row(tx, order_id)
@@ -113,8 +116,8 @@ def build(delay: float | None = None) -> Service:
             ctx.emit(OrderCancellationRefused(order_id=order_id, reason="shipped"), cause=event)
         # refunded, or cancelled already: a second cancellation has nothing left to stop
 
-    @store.applies("shipment.prepared")
-    def prepared(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(ShipmentPrepared)
+    def prepared(tx: Transaction, event: Event[ShipmentPrepared], ctx: Context) -> None:
         # Our own decision coming back: nothing to do live (the row says prepared
         # already), but a rebuild from a recording learns it only from here.
         tx.execute(
@@ -147,7 +150,7 @@ def locked_row(tx: Transaction, order_id: str) -> Any:
     return tx.execute(query).one()
 
 
-def refund(tx: Transaction, ctx: Context, row: Any, cancellation: Event[Any]) -> None:
+def refund(tx: Transaction, ctx: Context, row: Any, cancellation: Event[OrderCancelled]) -> None:
     if row.amount is None:
         raise TransientError(
             f"order {row.order_id}: no authorized payment seen to refund", code="payment_unknown"
