@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from agentbus.envelope import Event
 from agentbus.service import Context
 from agentbus.store import Migration, StoreBinding, Transaction
+from events import OrderCreated, ProductUpserted, PurchaseOrderCreated, StockReceived
 
 if TYPE_CHECKING:
     from agentbus.store import Operations
@@ -95,8 +96,8 @@ MIGRATIONS = (
 
 
 def project(store: StoreBinding) -> None:
-    @store.applies("product.upserted")
-    def product(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(ProductUpserted)
+    def product(tx: Transaction, event: Event[ProductUpserted], ctx: Context) -> None:
         data = event.data
         row = {
             "name": data.name,
@@ -113,8 +114,8 @@ def project(store: StoreBinding) -> None:
             .on_conflict_do_update(index_elements=[products.c.sku], set_=row)
         )
 
-    @store.applies("order.created")
-    def order(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(OrderCreated)
+    def order(tx: Transaction, event: Event[OrderCreated], ctx: Context) -> None:
         rows: dict[str, int] = {}
         prices: dict[str, float] = {}
         for line in event.data.lines:
@@ -134,8 +135,8 @@ def project(store: StoreBinding) -> None:
             ],
         )
 
-    @store.applies("purchase_order.created")
-    def purchase_order(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(PurchaseOrderCreated)
+    def purchase_order(tx: Transaction, event: Event[PurchaseOrderCreated], ctx: Context) -> None:
         data = event.data
         tx.execute(
             tx.insert(purchase_orders)
@@ -149,8 +150,8 @@ def project(store: StoreBinding) -> None:
             .on_conflict_do_nothing()
         )
 
-    @store.applies("stock.received")
-    def received(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(StockReceived)
+    def received(tx: Transaction, event: Event[StockReceived], ctx: Context) -> None:
         if event.data.purchase_order_id is None:
             return
         tx.execute(_RECEIVED, {"order": event.data.purchase_order_id, "received_at": event.time})

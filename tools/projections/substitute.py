@@ -3,13 +3,21 @@ each order asked for and could not get, built only from events."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from agentbus.envelope import Event
 from agentbus.service import Context
 from agentbus.store import Migration, StoreBinding, Transaction
+from events import (
+    InventoryAdjusted,
+    InventoryReleased,
+    InventoryReservationFailed,
+    InventoryReserved,
+    ProductUpserted,
+    StockReceived,
+)
 
 if TYPE_CHECKING:
     from agentbus.store import Operations
@@ -83,8 +91,8 @@ def _add_stock(tx: Transaction, sku: str, delta: int) -> None:
 
 
 def project(store: StoreBinding) -> None:
-    @store.applies("product.upserted")
-    def product(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(ProductUpserted)
+    def product(tx: Transaction, event: Event[ProductUpserted], ctx: Context) -> None:
         data = event.data
         row = {
             "name": data.name,
@@ -98,26 +106,26 @@ def project(store: StoreBinding) -> None:
             .on_conflict_do_update(index_elements=[products.c.sku], set_=row)
         )
 
-    @store.applies("stock.received")
-    def received(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(StockReceived)
+    def received(tx: Transaction, event: Event[StockReceived], ctx: Context) -> None:
         _add_stock(tx, event.data.sku, event.data.quantity)
 
-    @store.applies("inventory.adjusted")
-    def adjusted(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(InventoryAdjusted)
+    def adjusted(tx: Transaction, event: Event[InventoryAdjusted], ctx: Context) -> None:
         _add_stock(tx, event.data.sku, event.data.delta)
 
-    @store.applies("inventory.reserved")
-    def reserved(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(InventoryReserved)
+    def reserved(tx: Transaction, event: Event[InventoryReserved], ctx: Context) -> None:
         for line in event.data.lines:
             _add_stock(tx, line.sku, -line.quantity)
 
-    @store.applies("inventory.released")
-    def released(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(InventoryReleased)
+    def released(tx: Transaction, event: Event[InventoryReleased], ctx: Context) -> None:
         for line in event.data.lines:
             _add_stock(tx, line.sku, line.quantity)
 
-    @store.applies("inventory.reservation_failed")
-    def short(tx: Transaction, event: Event[Any], ctx: Context) -> None:
+    @store.applies(InventoryReservationFailed)
+    def short(tx: Transaction, event: Event[InventoryReservationFailed], ctx: Context) -> None:
         for shortage in event.data.shortages:
             tx.execute(
                 tx.insert(shortages)
