@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 from agentbus.envelope import Event
 from agentbus.service import Context, Service
-from events import RestockApproved, RestockRejected, StockReceived
+from events import (
+    ProductUpserted,
+    PurchaseOrderCreated,
+    RestockApproved,
+    RestockRecommended,
+    RestockRejected,
+    StockReceived,
+)
 
 REVIEWER = "sim-reviewer"
 SUPPLIER = "sim-supplier"
@@ -25,12 +31,12 @@ def reviewer(*, shelf_factor: float = 1.5, name: str = "sim-reviewer") -> Servic
     service = Service(REVIEWER, publishes=("restock.approved", "restock.rejected"))
     max_stock: dict[str, int] = {}
 
-    @service.handles("product.upserted")
-    async def product(event: Event[Any], ctx: Context) -> None:
+    @service.handles(ProductUpserted)
+    async def product(event: Event[ProductUpserted], ctx: Context) -> None:
         max_stock[event.data.sku] = event.data.max_stock
 
-    @service.handles("restock.recommended")
-    async def review(event: Event[Any], ctx: Context) -> None:
+    @service.handles(RestockRecommended)
+    async def review(event: Event[RestockRecommended], ctx: Context) -> None:
         data = event.data
         shelf = max_stock.get(data.sku, data.quantity)
         if data.quantity > shelf * shelf_factor:
@@ -64,12 +70,12 @@ def supplier(*, seconds_per_day: float = 0.02) -> Service:
     service = Service(SUPPLIER, publishes=("stock.received",), concurrency=32)
     lead_time: dict[str, int] = {}
 
-    @service.handles("product.upserted")
-    async def product(event: Event[Any], ctx: Context) -> None:
+    @service.handles(ProductUpserted)
+    async def product(event: Event[ProductUpserted], ctx: Context) -> None:
         lead_time[event.data.sku] = event.data.lead_time_days
 
-    @service.handles("purchase_order.created")
-    async def deliver(event: Event[Any], ctx: Context) -> None:
+    @service.handles(PurchaseOrderCreated)
+    async def deliver(event: Event[PurchaseOrderCreated], ctx: Context) -> None:
         data = event.data
         days = lead_time.get(data.sku, 3)
         await asyncio.sleep(days * seconds_per_day)

@@ -9,6 +9,7 @@ smallest valid instance of the trigger's data model, to be replaced by real ones
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Mapping
@@ -45,6 +46,8 @@ def scaffold(
         "pkg": pkg,
         "Class": "".join(part.title() for part in name.split("-")),
         "trigger": trigger,
+        "Trigger": catalog[trigger].__name__,
+        "trigger_module": _importable_from(catalog[trigger]),
         "suggestion_type": f"{pkg}.suggested",
     }
     if values["suggestion_type"] in catalog:
@@ -71,6 +74,17 @@ def scaffold(
         if not marker.exists():
             written.append(_write(marker, ""))
     return written
+
+
+def _importable_from(model: type[BaseModel]) -> str:
+    """The module the generated agent imports its trigger's class from: the catalog's
+    package when it exports the class (`events`), else the class's own module."""
+    package = model.__module__.partition(".")[0]
+    try:
+        exported = getattr(importlib.import_module(package), model.__name__, None)
+    except ImportError:
+        exported = None
+    return package if exported is model else model.__module__
 
 
 def _write(path: Path, text: str) -> Path:
