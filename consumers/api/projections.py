@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 
@@ -29,7 +29,13 @@ from events import (
 )
 
 D = TypeVar("D", bound=EventData)
-Apply = Callable[[Transaction, Event[D]], None]
+
+
+class Apply(Protocol[D]):
+    """How an event of class `D` changes what the API knows."""
+
+    def __call__(self, tx: Transaction, event: Event[D], /) -> None: ...
+
 
 # By type string, as the consumer and the API's own writes find them; filled by
 # `projects`, which checks that each function takes the events of its class.
