@@ -18,6 +18,8 @@ from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 
+from agentbus.store.lease import Lease
+
 
 class OutboxRow(NamedTuple):
     event_id: str
@@ -39,6 +41,24 @@ class Unpublished(NamedTuple):
 class Adapter(Protocol):
     def insert(self, table: sa.Table) -> Any:
         """An INSERT of this database's dialect, which knows ON CONFLICT."""
+
+    def locked(self, query: sa.Select[Any], *, skip_locked: bool) -> sa.Select[Any]:
+        """`query` taking its rows for the transaction, against other writers of them
+        (with `skip_locked`, passing over rows another transaction holds)."""
+
+    def lease(self, engine: sa.Engine, schema: str | None) -> Lease:
+        """What keeps the outbox relay of this database to one process at a time."""
+
+    def create_schema(self, engine: sa.Engine, schema: str) -> None:
+        """Create the schema a service's tables live in, if it is not there."""
+
+    def serialize_migrations(self, connection: sa.Connection) -> None:
+        """Inside a migration's transaction: keep concurrent migrators out until it
+        ends, with unqualified names meaning the connection's own schema's tables."""
+
+    def outage(self, exc: sa.exc.DBAPIError) -> bool:
+        """Whether a failure may heal by waiting (the server restarting, failing over)
+        rather than being the statement's own fault."""
 
     def claim(
         self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime

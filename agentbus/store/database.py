@@ -35,7 +35,7 @@ from agentbus.store import postgres as postgres_store
 from agentbus.store import sqlite as sqlite_store
 from agentbus.store import tables
 from agentbus.store.adapter import Adapter, OutboxRow
-from agentbus.store.migrations import LOCK_KEY, PLATFORM, Migration, run_migrations
+from agentbus.store.migrations import PLATFORM, Migration, run_migrations
 from agentbus.store.worker import Job, LoopWorker, SerialWorker
 from agentbus.transport.base import LogPartition
 
@@ -55,10 +55,6 @@ class Transaction:
         self._adapter = adapter
 
     @property
-    def dialect(self) -> str:
-        return self.connection.dialect.name
-
-    @property
     def codec(self) -> EventCodec:
         """How events are written: for a service that keeps one to act on later."""
         return self._codec
@@ -70,10 +66,22 @@ class Transaction:
     def execute(self, statement: Any, parameters: Any = None) -> sa.CursorResult[Any]:
         return self.connection.execute(statement, parameters)
 
+    def locked(self, query: sa.Select[Any], *, skip_locked: bool = False) -> sa.Select[Any]:
+        """`query`, its rows taken for this transaction against other writers of them
+        (`skip_locked`: rows another transaction holds are passed over, not waited for).
+        Where the database writes one transaction at a time, that is the query itself."""
+        return self._adapter.locked(query, skip_locked=skip_locked)
+
+    def migrate(self, migrations: Sequence[Migration]) -> list[Migration]:
+        """Apply what has not run of `migrations`, with other migrators kept out until
+        this transaction ends. Returns what ran."""
+        self._adapter.serialize_migrations(self.connection)
+        return run_migrations(self.connection, migrations)
+
     def once(self, key: Hashable, build: Callable[[Transaction], Any]) -> Any:
         """`build(tx)`, made once per dialect and kept: a statement used on every event
         costs more to build than to run. It must take its values as bind parameters."""
-        cache_key = (self.dialect, key)
+        cache_key = (self.connection.dialect.name, key)
         found = _BUILT.get(cache_key)
         if found is None:
             found = _BUILT[cache_key] = build(self)
@@ -282,8 +290,7 @@ class Database:
                 delay = min(delay * 2, 5.0)
 
     def _unreachable(self, exc: sa.exc.DBAPIError) -> bool:
-        # SQLite's "database is locked" is contention, which its busy timeout handles.
-        return bool(exc.connection_invalidated) or self.dialect == "postgresql"
+        return bool(exc.connection_invalidated) or self.adapter.outage(exc)
 
     async def _call(self, unit: Callable[[], T]) -> T:
         if self._worker is not None:
@@ -359,25 +366,8 @@ class Database:
         """Create or upgrade the platform tables and the service's own."""
         if self.schema is not None:
             schema = self.schema
-
-            def create_schema() -> None:
-                # IF NOT EXISTS does not guard against a creator whose transaction is still
-                # open: ours waits for it, then fails on the unique index. The schema
-                # exists by then, so trying once more succeeds.
-                for attempt in range(3):
-                    try:
-                        with self.engine.begin() as connection:
-                            connection.execute(
-                                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY}
-                            )
-                            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-                        return
-                    except sa.exc.IntegrityError:
-                        if attempt == 2:
-                            raise
-
-            await self._call(create_schema)
-        return await self.run(lambda tx: run_migrations(tx.connection, [*PLATFORM, *migrations]))
+            await self._call(lambda: self.adapter.create_schema(self.engine, schema))
+        return await self.run(lambda tx: tx.migrate([*PLATFORM, *migrations]))
 
     async def close(self) -> None:
         await self._call(self._dispose)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -78,12 +77,3 @@ class AdvisoryLease:
             with contextlib.suppress(sa.exc.DBAPIError):
                 self._connection.close()
             self._connection = None
-
-
-def lease_for(engine: sa.Engine, schema: str | None) -> Lease:
-    if engine.dialect.name == "postgresql":
-        return AdvisoryLease(engine, f"agentbus.relay.{schema}")
-    database = engine.url.database
-    if not database:
-        raise ValueError("a SQLite relay needs a database file")
-    return FileLease(Path(os.fspath(database) + ".relay.lock"))

@@ -155,10 +155,9 @@ def _platform_v4(op: Operations) -> None:
 
 
 def _platform_v5(op: Operations) -> None:
-    if op.get_context().dialect.name != "sqlite":
-        return  # PostgreSQL got the model's type from version 2
     # SQLite changes a declared type only by rebuilding the table: batch mode copies
-    # the rows, indexes and constraints into a new one.
+    # the rows, indexes and constraints into a new one. PostgreSQL got the model's type
+    # from version 2, and batch mode there is one ALTER to the type it already has.
     with op.batch_alter_table("agentbus_outbox") as batch:
         batch.alter_column(
             "unroutable_since",
@@ -176,8 +175,6 @@ PLATFORM: tuple[Migration, ...] = (
     Migration("agentbus", 5, "outbox unroutable times declared as the model says", _platform_v5),
 )
 
-LOCK_KEY = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
-
 
 def applied_versions(connection: sa.Connection, component: str) -> set[int]:
     table = tables.migrations_table
@@ -192,7 +189,10 @@ def translated_schema(connection: sa.Connection) -> str | None:
 
 
 def run_migrations(connection: sa.Connection, migrations: Sequence[Migration]) -> list[Migration]:
-    """Apply what has not run yet, inside the caller's transaction. Returns what ran."""
+    """Apply what has not run yet, inside the caller's transaction. Returns what ran.
+
+    The caller has serialized the transaction against other migrators
+    (`Transaction.migrate` does, through its database's adapter)."""
     by_component: dict[str, list[Migration]] = {}
     for migration in migrations:
         by_component.setdefault(migration.component, []).append(migration)
@@ -200,12 +200,6 @@ def run_migrations(connection: sa.Connection, migrations: Sequence[Migration]) -
         versions = [step.version for step in steps]
         if versions != list(range(1, len(versions) + 1)):
             raise ValueError(f"migrations of {component!r} must be numbered 1..n in order")
-    if connection.dialect.name == "postgresql":
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-        schema = translated_schema(connection)
-        if schema is not None:
-            # Until the transaction ends: the pooled connection keeps its own path.
-            connection.execute(sa.text(f'SET LOCAL search_path TO "{schema}"'))
     tables.migrations_table.create(connection, checkfirst=True)
     pending = [
         step

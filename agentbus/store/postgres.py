@@ -27,6 +27,10 @@ from sqlalchemy.dialects import postgresql
 from agentbus.errors import ConfigurationError
 from agentbus.store import tables
 from agentbus.store.adapter import OutboxRow, Unpublished
+from agentbus.store.lease import AdvisoryLease, Lease
+from agentbus.store.migrations import translated_schema
+
+MIGRATION_LOCK = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
 
 
 def engine(url: str) -> sa.Engine:
@@ -61,6 +65,42 @@ class PostgresAdapter:
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
+
+    def locked(self, query: sa.Select[Any], *, skip_locked: bool) -> sa.Select[Any]:
+        return query.with_for_update(skip_locked=skip_locked)
+
+    def lease(self, engine: sa.Engine, schema: str | None) -> Lease:
+        return AdvisoryLease(engine, f"agentbus.relay.{schema}")
+
+    def create_schema(self, engine: sa.Engine, schema: str) -> None:
+        # IF NOT EXISTS does not guard against a creator whose transaction is still
+        # open: ours waits for it, then fails on the unique index. The schema exists
+        # by then, so trying once more succeeds.
+        for attempt in range(3):
+            try:
+                with engine.begin() as connection:
+                    self._lock_migrations(connection)
+                    connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def serialize_migrations(self, connection: sa.Connection) -> None:
+        self._lock_migrations(connection)
+        schema = translated_schema(connection)
+        if schema is not None:
+            # Alembic's own statements do not read the schema map; until the transaction
+            # ends (the pooled connection keeps its own path) they reach the schema's.
+            connection.execute(sa.text(f'SET LOCAL search_path TO "{schema}"'))
+
+    @staticmethod
+    def _lock_migrations(connection: sa.Connection) -> None:
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+    def outage(self, exc: sa.exc.DBAPIError) -> bool:
+        # The server restarting or failing over: any operational error may heal.
+        return True
 
     def claim(
         self, connection: sa.Connection, consumer: str, ids: Sequence[str], at: datetime

@@ -17,7 +17,7 @@ from agentbus.errors import AgentbusError, Unroutable
 from agentbus.metrics import instruments
 from agentbus.store import tables
 from agentbus.store.database import Database
-from agentbus.store.lease import Lease, lease_for
+from agentbus.store.lease import Lease
 from agentbus.telemetry import extract_context, inject_headers, tracer
 from agentbus.transport.base import PARTITION_KEY_HEADER, Message
 from agentbus.wake_loop import Round, WakeLoop
@@ -52,7 +52,7 @@ class OutboxRelay:
         self.unroutable_grace = unroutable_grace
         self.published = 0
         self.unroutable = 0
-        self._lease: Lease = lease_for(database.engine, database.schema)
+        self._lease: Lease = database.adapter.lease(database.engine, database.schema)
         self._loop = WakeLoop(
             self._round,
             name="outbox relay",

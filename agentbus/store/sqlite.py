@@ -20,6 +20,7 @@ from sqlalchemy.dialects import sqlite
 
 from agentbus.store import tables
 from agentbus.store.adapter import OutboxRow, Unpublished
+from agentbus.store.lease import FileLease, Lease
 
 _DIALECT = sqlite.dialect()
 P = ParamSpec("P")
@@ -90,6 +91,27 @@ def _wrapped(method: Callable[P, R]) -> Callable[P, R]:
 class SqliteAdapter:
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
+
+    def locked(self, query: sa.Select[Any], *, skip_locked: bool) -> sa.Select[Any]:
+        # Every write transaction begins IMMEDIATE, holding the file's write lock
+        # from its start: no other writer runs meanwhile, so no row needs a lock.
+        return query
+
+    def lease(self, engine: sa.Engine, schema: str | None) -> Lease:
+        database = engine.url.database
+        if not database:
+            raise ValueError("a SQLite relay needs a database file")
+        return FileLease(Path(f"{database}.relay.lock"))
+
+    def create_schema(self, engine: sa.Engine, schema: str) -> None:
+        raise NotImplementedError("a SQLite file is the service's own: it has no schemas")
+
+    def serialize_migrations(self, connection: sa.Connection) -> None:
+        pass  # BEGIN IMMEDIATE already keeps other migrators out until the commit
+
+    def outage(self, exc: sa.exc.DBAPIError) -> bool:
+        # "database is locked" is contention, which the busy timeout already waited out.
+        return False
 
     @_wrapped
     def claim(

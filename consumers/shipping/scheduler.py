@@ -102,16 +102,15 @@ class ShipmentScheduler:
 
     def _prepare(self, tx: Transaction, ctx: Context) -> int:
         ctx.reset()  # a transaction tried again emits the same events again
-        query = (
+        query = tx.locked(
             sa.select(shipments)
             .where(shipments.c.status == "scheduled")
             .where(shipments.c.due_at <= datetime.now(UTC))
             .order_by(shipments.c.due_at)
-            .limit(self.batch)
-        )
-        if tx.dialect == "postgresql":
+            .limit(self.batch),
             # A row a cancellation holds is skipped now and seen again, decided, later.
-            query = query.with_for_update(skip_locked=True)
+            skip_locked=True,
+        )
         rows = tx.execute(query).all()
         for row in rows:
             confirmed = tx.codec.decode(row.cause)

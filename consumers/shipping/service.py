@@ -142,11 +142,9 @@ def ensure_row(tx: Transaction, order_id: str) -> None:
 
 
 def locked_row(tx: Transaction, order_id: str) -> Any:
-    query = sa.select(shipments).where(shipments.c.order_id == order_id)
-    if tx.dialect == "postgresql":
-        # The scheduler takes due rows with the same lock: a cancellation and the
-        # preparation of one order never both go ahead. (SQLite writes one at a time.)
-        query = query.with_for_update()
+    # The scheduler takes due rows with the same lock: a cancellation and the
+    # preparation of one order never both go ahead.
+    query = tx.locked(sa.select(shipments).where(shipments.c.order_id == order_id))
     return tx.execute(query).one()
 
 

@@ -30,7 +30,7 @@ from agentbus.envelope import EventCodec
 from agentbus.store import Database, Migration, open_database
 from agentbus.store import tables as platform
 from agentbus.store.drift import declared, schema_drift
-from agentbus.store.migrations import PLATFORM, run_migrations
+from agentbus.store.migrations import PLATFORM
 from consumers.api import tables as api_tables
 from consumers.review import readmodel
 from tests.contract.catalog import CATALOG
@@ -107,7 +107,7 @@ async def migrate_only(database: Database, steps: Sequence[Migration]) -> None:
         await database.read(
             lambda c: c.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')) and c.commit()
         )
-    await database.run(lambda tx: run_migrations(tx.connection, steps))
+    await database.run(lambda tx: tx.migrate(steps))
 
 
 def drift(database: Database, metadata: sa.MetaData) -> list[Any]:

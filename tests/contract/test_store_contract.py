@@ -219,7 +219,7 @@ async def test_migrations_are_versioned_and_rerunnable(database: Database) -> No
 
 async def test_an_existing_database_is_upgraded_in_place(database: Database) -> None:
     from agentbus.store import tables
-    from agentbus.store.migrations import PLATFORM, run_migrations
+    from agentbus.store.migrations import PLATFORM
 
     # A database as version 1 left it, with an event waiting in its outbox.
     schema = database.schema
@@ -230,7 +230,7 @@ async def test_an_existing_database_is_upgraded_in_place(database: Database) -> 
             connection.commit()
 
         await database.read(create_schema)
-    await database.run(lambda tx: run_migrations(tx.connection, [PLATFORM[0]]))
+    await database.run(lambda tx: tx.migrate([PLATFORM[0]]))
     event = sample("inventory.low", "sku", 1)
 
     def stage_v1(tx: Transaction) -> None:
