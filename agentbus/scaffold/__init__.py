@@ -40,13 +40,22 @@ def scaffold(
             f"({', '.join(sorted(catalog))})"
         )
     pkg = name.replace("-", "_")
+    data = catalog[trigger]
     values = {
         "name": name,
         "pkg": pkg,
         "Class": "".join(part.title() for part in name.split("-")),
         "trigger": trigger,
+        # The agent is typed by its trigger's data: the class, from where the catalog has it.
+        "Trigger": data.__name__,
+        "trigger_module": data.__module__,
         "suggestion_type": f"{pkg}.suggested",
     }
+    values["suggest"] = _signature(
+        "suggest",
+        f"state: State, event: Event[{values['Trigger']}], run: Run",
+        f"suggestion.{values['Class']}Suggested",
+    )
     if values["suggestion_type"] in catalog:
         raise ConfigurationError(f"the catalog already has {values['suggestion_type']!r}")
     files = {
@@ -71,6 +80,12 @@ def scaffold(
         if not marker.exists():
             written.append(_write(marker, ""))
     return written
+
+
+def _signature(name: str, parameters: str, returns: str) -> str:
+    """A def line as `ruff format` lays it out: on one line when it fits in 100 columns."""
+    line = f"def {name}({parameters}) -> {returns}:"
+    return line if len(line) <= 100 else f"def {name}(\n    {parameters}\n) -> {returns}:"
 
 
 def _write(path: Path, text: str) -> Path:
