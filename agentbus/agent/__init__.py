@@ -5,6 +5,7 @@ This package (with `agentbus.envelope`, `agentbus.service`, `agentbus.store`,
 against: modules under `agents/` import nothing else from the platform.
 """
 
+from agentbus.agent.accounting import Accounting, Run
 from agentbus.agent.context import Decision, RunContext, evidence_known
 from agentbus.agent.decisions import DecisionInvalid, Decisions
 from agentbus.agent.prompts import Prompt, quote
@@ -12,12 +13,14 @@ from agentbus.agent.queries import known_event_ids, past_decisions
 from agentbus.agent.runtime import Agent, AgentRuntimeOptions, agent_service, read_suggestions
 
 __all__ = [
+    "Accounting",
     "Agent",
     "AgentRuntimeOptions",
     "Decision",
     "DecisionInvalid",
     "Decisions",
     "Prompt",
+    "Run",
     "RunContext",
     "agent_service",
     "evidence_known",

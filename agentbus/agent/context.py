@@ -23,34 +23,28 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel
 
 from agentbus.agent import tables
+from agentbus.agent.accounting import POLICY, record
 from agentbus.llm import Model, ModelError, ModelRequest, ModelResponse
 from agentbus.llm.pricing import price
 from agentbus.memory.base import Embedder, Hit, VectorStore, Where
 from agentbus.metrics import instruments
-from agentbus.store import Database
+from agentbus.store import Database, Transaction
 from agentbus.telemetry import tracer
 
 T = TypeVar("T")
-POLICY = "policy"
 COST_ATTRIBUTE = "agentbus.gen_ai.usage.cost_usd"
 
 
 @dataclass(frozen=True)
 class Decision:
+    """What `complete` answers. The runtime has its accounting already: a node returns
+    only what its state declares, and `suggest` reads the model from its `Run`."""
+
     output: BaseModel
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
     fallback_reason: str | None = None
-
-    def accounting(self) -> dict[str, Any]:
-        """The state keys the runtime reads after a run (and books with its commit)."""
-        return {
-            "model": self.model,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "fallback_reason": self.fallback_reason,
-        }
 
 
 @dataclass
@@ -121,6 +115,17 @@ class RunContext:
     async def complete(
         self, request: ModelRequest, *, fallback: Callable[[], BaseModel]
     ) -> Decision:
+        """The model's answer, or the fallback's; recorded in the run's accounting."""
+        decision = await self._decide(request, fallback)
+        record(
+            decision.model,
+            decision.input_tokens,
+            decision.output_tokens,
+            fell_back=decision.fallback_reason is not None,
+        )
+        return decision
+
+    async def _decide(self, request: ModelRequest, fallback: Callable[[], BaseModel]) -> Decision:
         if self.model is None:
             return Decision(fallback(), POLICY)
         meters = instruments()
@@ -221,7 +226,7 @@ class RunContext:
 
 
 def book_usage(
-    tx: Any, input_tokens: int, output_tokens: int, fallbacks: int, hour: str | None = None
+    tx: Transaction, input_tokens: int, output_tokens: int, fallbacks: int, hour: str | None = None
 ) -> None:
     """Add a run's tokens and fallbacks to the agent's hourly usage, in the caller's transaction."""
     tx.execute(
@@ -235,7 +240,7 @@ def book_usage(
     )
 
 
-def _add_usage(tx: Any) -> Any:
+def _add_usage(tx: Transaction) -> Any:
     usage = tables.usage
     insert = tx.insert(usage)
     return insert.on_conflict_do_update(

@@ -1,4 +1,5 @@
-"""A span per graph node, without asking agent authors to decorate their nodes.
+"""A span per graph node, and the node's model calls checkpointed with its result,
+without asking agent authors to decorate their nodes.
 
 LangGraph keeps each node's coroutine function on the node's runnable (`afunc`)
 and calls it with the arguments it decided to inject when the node was added.
@@ -14,11 +15,20 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from agentbus.agent import accounting
 from agentbus.telemetry import tracer
 
 
 def trace_nodes(graph: Any, agent: str) -> list[str]:
-    """Wrap every async node of an uncompiled StateGraph in a span; return their names."""
+    """Wrap every async node of an uncompiled StateGraph; return their names.
+
+    The graph gains the runtime's accounting channel (`agentbus.agent.accounting`),
+    which the wrapped nodes write.
+    """
+    if accounting.CHANNEL not in graph.channels:
+        # How `add_node(..., input_schema=...)` gives a node private state: LangGraph's
+        # one way to add a channel the graph's state schema does not declare.
+        graph._add_schema(accounting.ChannelSchema)
     traced: list[str] = []
     for name, spec in graph.nodes.items():
         runnable = spec.runnable
@@ -38,10 +48,15 @@ def _traced(
 
     @functools.wraps(call)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        with tracer().start_as_current_span(
-            span_name, kind=SpanKind.INTERNAL, attributes=attributes
-        ):
-            return await call(*args, **kwargs)
+        calls, token = accounting.start_node()
+        try:
+            with tracer().start_as_current_span(
+                span_name, kind=SpanKind.INTERNAL, attributes=attributes
+            ):
+                update = await call(*args, **kwargs)
+        finally:
+            accounting.end_node(token)
+        return accounting.with_calls(update, calls) if calls else update
 
     run._agentbus_node = True  # type: ignore[attr-defined]
     return run

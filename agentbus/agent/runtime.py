@@ -13,25 +13,29 @@ the agent and the trigger.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
+from langgraph.graph import StateGraph
+from langgraph.typing import StateT
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel
 
 from agentbus.agent import tables
+from agentbus.agent.accounting import CHANNEL, POLICY, Accounting, Run
 from agentbus.agent.checkpoints import Checkpoints
-from agentbus.agent.context import POLICY, RunContext, book_usage
+from agentbus.agent.context import RunContext, book_usage
 from agentbus.agent.decisions import Decisions
 from agentbus.agent.nodes import trace_nodes
 from agentbus.conventions import invoke_agent_attributes
 from agentbus.envelope import Event
 from agentbus.environment import load_environment
-from agentbus.errors import TransientError
+from agentbus.errors import ConfigurationError, TransientError
 from agentbus.llm import Model
 from agentbus.llm.pricing import price_table
 from agentbus.memory.base import Embedder, VectorStore
@@ -43,26 +47,29 @@ from agentbus.telemetry import tracer
 
 log = logging.getLogger(__name__)
 
-GraphFactory = Callable[[RunContext], Any]  # returns an uncompiled langgraph StateGraph
+TriggerT = TypeVar("TriggerT", bound=BaseModel)
+SuggestionT = TypeVar("SuggestionT", bound=BaseModel)
 
 
 @dataclass
-class Agent:
+class Agent(Generic[TriggerT, StateT, SuggestionT]):
     """What an application declares; `agent_service` turns it into a service.
 
-    The graph's final state must hold what `suggest` needs, and the keys `model`,
-    `input_tokens` and `output_tokens` (from `RunContext.complete`) for accounting.
+    Generic over the trigger's data (a union when it has several types), the graph's
+    state (a TypedDict, a dataclass or a pydantic model) and the suggestion, so that
+    mypy checks the functions below against one another. The state holds only what
+    the agent decides: the runtime keeps the run's accounting (`Run.accounting`).
     """
 
     name: str
     triggers: tuple[str, ...]
     suggestion_type: str
-    build_graph: GraphFactory
-    initial_state: Callable[[Event[Any]], dict[str, Any]]
+    build_graph: Callable[[RunContext], StateGraph[StateT]]  # uncompiled
+    initial_state: Callable[[Event[TriggerT]], StateT]
     # The suggestion from the final state; None when the run found nothing to suggest.
-    suggest: Callable[[Mapping[str, Any], Event[Any], str], BaseModel | None]
+    suggest: Callable[[StateT, Event[TriggerT], Run], SuggestionT | None]
     # Which trigger events start a run; the others are recorded as seen and skipped.
-    accepts: Callable[[Event[Any]], bool] | None = None
+    accepts: Callable[[Event[TriggerT]], bool] | None = None
     # Decision events that close a suggestion awaiting review: type -> field with its id.
     closes: Mapping[str, str] = field(default_factory=dict)
     # What approving and rejecting a suggestion emit; its two events close it too.
@@ -86,8 +93,10 @@ class AgentRuntimeOptions:
     embedder: Callable[[], Embedder | None] | None = None
 
 
-class AgentRunner:
-    def __init__(self, agent: Agent, options: AgentRuntimeOptions) -> None:
+class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
+    def __init__(
+        self, agent: Agent[TriggerT, StateT, SuggestionT], options: AgentRuntimeOptions
+    ) -> None:
         self.agent = agent
         self.options = options
         self.service = Service(
@@ -99,7 +108,9 @@ class AgentRunner:
         self.store = StoreBinding(self.service, (*tables.MIGRATIONS, *agent.migrations))
         self.checkpoints = Checkpoints(agent.name)
         self.context: RunContext | None = None
-        self._graph: Any = None
+        self._graph: Any = None  # a compiled graph: LangGraph types its calls' answers Any
+        self._output_keys: list[str] = []
+        self._as_state: Callable[[dict[str, Any]], StateT] = _state_maker(None)
         self._run_timeout = agent.run_timeout
         self.runs_started = 0
         if agent.project is not None:
@@ -141,6 +152,14 @@ class AgentRunner:
         graph = self.agent.build_graph(self.context)
         trace_nodes(graph, self.agent.name)
         self._graph = graph.compile(checkpointer=saver)
+        output = self._graph.output_channels
+        if not isinstance(output, list):
+            raise ConfigurationError(
+                f"the state of {self.agent.name} must be a TypedDict, a dataclass or a model"
+            )
+        # Each answer also carries the accounting channel, which the state's keys do not name.
+        self._output_keys = [*output, CHANNEL]
+        self._as_state = _state_maker(graph.state_schema)
 
     async def _stop(self) -> None:
         # The vector store is shared in the process (see agentbus.memory.shared): not ours to close.
@@ -169,7 +188,7 @@ class AgentRunner:
             name, kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
             try:
-                state = await asyncio.wait_for(
+                finished = await asyncio.wait_for(
                     self._run(event, thread_id, span, fresh=plan == "run"),
                     self._run_timeout,
                 )
@@ -184,17 +203,16 @@ class AgentRunner:
             except Exception as exc:
                 span.set_attribute("error.type", type(exc).__qualname__)
                 raise
-            _record_usage(span, state, answered_by_model=model is not None)
-            suggestion_id = _suggestion_id(self.agent.name, event.id)
-            data = self.suggest(state, event, suggestion_id)
+            state, accounting = finished
+            _record_usage(span, accounting, answered_by_model=model is not None)
+            run = Run(_suggestion_id(self.agent.name, event.id), accounting)
+            data = self.agent.suggest(state, event, run)
             # The suggestion's publish span hangs under this run, not beside it.
             emitted = None if data is None else ctx.emit(data, cause=event, within=span)
             span.set_attribute("agentbus.run.suggested", emitted is not None)
             context = span.get_span_context()
             trace_id = f"{context.trace_id:032x}" if context.is_valid else None
-            await database.run(
-                lambda tx: self._commit(tx, event, emitted, suggestion_id, state, trace_id)
-            )
+            await database.run(lambda tx: self._commit(tx, event, emitted, run, trace_id))
         ctx.emitted.clear()  # it left through the outbox
         if emitted is not None:
             self.store.relay.wake()
@@ -205,35 +223,37 @@ class AgentRunner:
         meters.agent_runs.add(1, {**agent, "outcome": "completed"})
         meters.suggestions.add(1, {**agent, "status": "pending"})
 
-    def suggest(
-        self, state: Mapping[str, Any], event: Event[Any], suggestion_id: str
-    ) -> BaseModel | None:
-        return self.agent.suggest(state, event, suggestion_id)
-
     async def _run(
-        self, event: Event[Any], thread_id: str, span: Span, *, fresh: bool
-    ) -> Mapping[str, Any]:
+        self, event: Event[TriggerT], thread_id: str, span: Span, *, fresh: bool
+    ) -> tuple[StateT, Accounting]:
+        """The final state and the run's accounting, both as checkpointed: a resumed run
+        has the accounting of the nodes done before, from the checkpoint, and adds only
+        the calls of the nodes it runs again."""
         config = {"configurable": {"thread_id": thread_id}}
+        keys = self._output_keys
         if fresh:
             # The run's row was written just now, before any checkpoint could be:
             # nothing to resume, so no need to ask the checkpointer.
-            result = await self._graph.ainvoke(self.agent.initial_state(event), config)
-            if not isinstance(result, Mapping):
-                raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
-            return result
-        snapshot = await self._graph.aget_state(config)
-        if snapshot.created_at is None:
-            result = await self._graph.ainvoke(self.agent.initial_state(event), config)
-        elif snapshot.next:
-            span.set_attribute("agentbus.run.resumed", True)
-            result = await self._graph.ainvoke(None, config)
+            result = await self._graph.ainvoke(
+                self.agent.initial_state(event), config, output_keys=keys
+            )
         else:
-            span.set_attribute("agentbus.run.reused", True)
-            result = snapshot.values
-        if not isinstance(result, Mapping):
+            snapshot = await self._graph.aget_state(config)
+            if snapshot.created_at is None:
+                result = await self._graph.ainvoke(
+                    self.agent.initial_state(event), config, output_keys=keys
+                )
+            elif snapshot.next:
+                span.set_attribute("agentbus.run.resumed", True)
+                result = await self._graph.ainvoke(None, config, output_keys=keys)
+            else:
+                span.set_attribute("agentbus.run.reused", True)
+                result = snapshot.values  # every channel, the accounting's included
+        if not isinstance(result, dict):
             span.set_status(StatusCode.ERROR)
             raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
-        return result
+        accounting = Accounting.of(result.pop(CHANNEL, None))
+        return self._as_state(result), accounting
 
     def _plan(self, tx: Transaction, event: Event[Any]) -> str:
         connection = tx.connection
@@ -305,32 +325,29 @@ class AgentRunner:
         tx: Transaction,
         event: Event[Any],
         suggestion: Event[Any] | None,
-        suggestion_id: str,
-        state: Mapping[str, Any],
+        run: Run,
         trace_id: str | None,
     ) -> None:
         connection = tx.connection
         now = datetime.now(UTC)
         if not tx.claim(self.agent.name, [event.id]):
             return  # another instance committed this run first
-        input_tokens = int(state.get("input_tokens") or 0)
-        output_tokens = int(state.get("output_tokens") or 0)
-        model = str(state.get("model") or "unknown")
+        suggestion_id = run.suggestion_id
+        used = run.accounting
         connection.execute(
             _COMPLETE_RUN,
             {
                 "trigger": event.id,
                 "status": "completed",
                 "suggestion_id": suggestion_id if suggestion is not None else None,
-                "model": model,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
+                "model": used.model,
+                "input_tokens": used.input_tokens,
+                "output_tokens": used.output_tokens,
                 "finished_at": now,
             },
         )
-        fell_back = 1 if state.get("fallback_reason") else 0
-        if input_tokens or output_tokens or fell_back:
-            book_usage(tx, input_tokens, output_tokens, fell_back)
+        if used.input_tokens or used.output_tokens or used.fallbacks:
+            book_usage(tx, used.input_tokens, used.output_tokens, used.fallbacks)
         if suggestion is None:
             return
         connection.execute(
@@ -410,7 +427,9 @@ def _suggestion_id(agent: str, trigger_id: str) -> str:
     return derived_id(agent, "suggestion", trigger_id)
 
 
-def agent_service(agent: Agent, options: AgentRuntimeOptions | None = None) -> Service:
+def agent_service(
+    agent: Agent[TriggerT, StateT, SuggestionT], options: AgentRuntimeOptions | None = None
+) -> Service:
     """The service that runs `agent` as a queue consumer."""
     return AgentRunner(agent, options or AgentRuntimeOptions()).service
 
@@ -436,11 +455,25 @@ def read_suggestions(connection: sa.Connection) -> list[dict[str, Any]]:
     ]
 
 
-def _record_usage(span: Span, state: Mapping[str, Any], *, answered_by_model: bool) -> None:
+def _record_usage(span: Span, accounting: Accounting, *, answered_by_model: bool) -> None:
     """The run's tokens, and the model that answered when one did (the GenAI
     conventions' recommended attributes of `invoke_agent`)."""
-    span.set_attribute("gen_ai.usage.input_tokens", int(state.get("input_tokens") or 0))
-    span.set_attribute("gen_ai.usage.output_tokens", int(state.get("output_tokens") or 0))
-    answered = state.get("model")
-    if answered_by_model and isinstance(answered, str) and not answered.startswith(POLICY):
+    span.set_attribute("gen_ai.usage.input_tokens", accounting.input_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", accounting.output_tokens)
+    answered = accounting.model
+    if answered_by_model and not answered.startswith(POLICY):
         span.set_attribute("gen_ai.response.model", answered)
+
+
+def _state_maker(schema: type[Any] | None) -> Callable[[dict[str, Any]], Any]:
+    """How the graph's answer (LangGraph's dict of channel values) becomes the state
+    `suggest` is declared to take: a TypedDict is that dict already."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_validate
+    if isinstance(schema, type) and dataclasses.is_dataclass(schema):
+        return lambda values: schema(**values)
+    return _same
+
+
+def _same(values: dict[str, Any]) -> Any:
+    return values

@@ -41,15 +41,22 @@ def scaffold(
             f"({', '.join(sorted(catalog))})"
         )
     pkg = name.replace("-", "_")
+    data = catalog[trigger]
     values = {
         "name": name,
         "pkg": pkg,
         "Class": "".join(part.title() for part in name.split("-")),
         "trigger": trigger,
-        "Trigger": catalog[trigger].__name__,
-        "trigger_module": _importable_from(catalog[trigger]),
+        # The agent is typed by its trigger's data: the class, from where the catalog has it.
+        "Trigger": data.__name__,
+        "trigger_module": _importable_from(data),
         "suggestion_type": f"{pkg}.suggested",
     }
+    values["suggest"] = _signature(
+        "suggest",
+        f"state: State, event: Event[{values['Trigger']}], run: Run",
+        f"suggestion.{values['Class']}Suggested",
+    )
     if values["suggestion_type"] in catalog:
         raise ConfigurationError(f"the catalog already has {values['suggestion_type']!r}")
     files = {
@@ -85,6 +92,12 @@ def _importable_from(model: type[BaseModel]) -> str:
     except ImportError:
         exported = None
     return package if exported is model else model.__module__
+
+
+def _signature(name: str, parameters: str, returns: str) -> str:
+    """A def line as `ruff format` lays it out: on one line when it fits in 100 columns."""
+    line = f"def {name}({parameters}) -> {returns}:"
+    return line if len(line) <= 100 else f"def {name}(\n    {parameters}\n) -> {returns}:"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -15,14 +15,14 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agentbus.agent import Agent, Prompt, RunContext, evidence_known, quote
+from agentbus.agent import Agent, Prompt, Run, RunContext, evidence_known, quote
 from agentbus.envelope import Event
 from agentbus.environment import load_environment
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.restock import history, policy
 from agents.restock.decisions import DECISIONS
 from agents.restock.proposal import MAX_EVIDENCE, MAX_RATIONALE, RestockProposal
-from events import RestockRecommended
+from events import InventoryLow, RestockRecommended
 from tools import forecast
 from tools import restock as tools
 from tools.projections.restock import MIGRATIONS, project
@@ -42,10 +42,6 @@ class RestockState(TypedDict, total=False):
     decisions: list[dict[str, Any]]
     memories: list[dict[str, Any]]
     proposal: dict[str, Any]
-    model: str
-    input_tokens: int
-    output_tokens: int
-    fallback_reason: str | None
     guard_notes: list[str]
     history: dict[str, Any]
 
@@ -152,7 +148,7 @@ def build_graph(
             request,
             fallback=lambda: offline(facts, state.get("decisions", []), state.get("history", {})),
         )
-        return {"proposal": decision.output.model_dump(), **decision.accounting()}  # type: ignore[typeddict-item]
+        return {"proposal": decision.output.model_dump()}
 
     async def guard(state: RestockState) -> RestockState:
         proposal = dict(state["proposal"])
@@ -199,7 +195,7 @@ def lead_days(state: RestockState) -> float:
     return float(shown if shown is not None else state["trigger"]["lead_time_days"])
 
 
-def initial_state(event: Event[Any]) -> dict[str, Any]:
+def initial_state(event: Event[InventoryLow]) -> RestockState:
     return {
         "trigger_id": event.id,
         "trigger": event.data.model_dump(mode="json"),
@@ -207,10 +203,10 @@ def initial_state(event: Event[Any]) -> dict[str, Any]:
     }
 
 
-def suggest(state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> RestockRecommended:
+def suggest(state: RestockState, event: Event[InventoryLow], run: Run) -> RestockRecommended:
     proposal = state["proposal"]
     return RestockRecommended(
-        recommendation_id=suggestion_id,
+        recommendation_id=run.suggestion_id,
         sku=event.data.sku,
         quantity=proposal["quantity"],
         urgency=proposal["urgency"],
@@ -218,13 +214,15 @@ def suggest(state: Mapping[str, Any], event: Event[Any], suggestion_id: str) -> 
         evidence=proposal["evidence"],
         confidence=proposal["confidence"],
         agent=NAME,
-        model=str(state.get("model") or "policy"),
+        model=run.model,
         prompt_version=PROMPT.id,
         trigger_event_id=event.id,
     )
 
 
-def declaration(offline: OfflinePolicy = policy.recommend, *, remember: bool = True) -> Agent:
+def declaration(
+    offline: OfflinePolicy = policy.recommend, *, remember: bool = True
+) -> Agent[InventoryLow, RestockState, RestockRecommended]:
     """The restock agent; evals swap the offline policy and switch memory off for baselines."""
     environment = load_environment()
     return Agent(

@@ -15,14 +15,14 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from agentbus.agent import Agent, Prompt, RunContext, quote
+from agentbus.agent import Agent, Prompt, Run, RunContext, quote
 from agentbus.envelope import Event
 from agentbus.environment import load_environment
 from agentbus.llm import ChatMessage, ModelRequest
 from agentbus.memory import Embedder
 from agents.substitute.decisions import DECISIONS
 from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
-from events import Substitute, SubstituteSuggested
+from events import OrderRejected, Substitute, SubstituteSuggested
 from tools import substitute as tools
 from tools.projections.substitute import MIGRATIONS, project
 
@@ -52,10 +52,6 @@ class SubstituteState(TypedDict, total=False):
     scored: list[dict[str, Any]]
     ranking: list[str]
     substitutes: list[dict[str, Any]]
-    model: str
-    input_tokens: int
-    output_tokens: int
-    fallback_reason: str | None
 
 
 def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
@@ -97,7 +93,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
             return SubstituteRanking(ranking=[s["sku"] for s in scored[:MAX_SUBSTITUTES]])
 
         if not scored:
-            return {"ranking": [], "model": "policy"}
+            return {"ranking": []}  # no model call: the run's model is the policy
         request = ModelRequest(
             messages=(
                 ChatMessage("system", PROMPT.render(max_substitutes=str(MAX_SUBSTITUTES))),
@@ -110,7 +106,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
         )
         decision = await ctx.complete(request, fallback=by_similarity)
         ranking = [str(sku) for sku in decision.output.model_dump()["ranking"]]
-        return {"ranking": ranking, **decision.accounting()}  # type: ignore[typeddict-item]
+        return {"ranking": ranking}
 
     async def guard(state: SubstituteState) -> SubstituteState:
         # Only SKUs among the in-stock, similar candidates, once each, at most a few.
@@ -131,11 +127,11 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
     return graph
 
 
-def out_of_stock(event: Event[Any]) -> bool:
+def out_of_stock(event: Event[OrderRejected]) -> bool:
     return str(event.data.reason) == "out_of_stock"
 
 
-def initial_state(event: Event[Any]) -> dict[str, Any]:
+def initial_state(event: Event[OrderRejected]) -> SubstituteState:
     return {"trigger_id": event.id, "order_id": event.data.order_id}
 
 
@@ -153,14 +149,14 @@ def message(missing: Mapping[str, Any], order_id: str, substitutes: list[dict[st
 
 
 def suggest(
-    state: Mapping[str, Any], event: Event[Any], suggestion_id: str
+    state: SubstituteState, event: Event[OrderRejected], run: Run
 ) -> SubstituteSuggested | None:
     substitutes = state.get("substitutes") or []
     missing = state.get("missing")
     if not substitutes or not missing:
         return None  # nothing similar in stock: nothing to suggest
     return SubstituteSuggested(
-        suggestion_id=suggestion_id,
+        suggestion_id=run.suggestion_id,
         order_id=event.data.order_id,
         sku=missing["sku"],
         substitutes=[
@@ -171,12 +167,12 @@ def suggest(
         ],
         message=message(missing, event.data.order_id, substitutes),
         agent=NAME,
-        model=str(state.get("model") or "policy"),
+        model=run.model,
         trigger_event_id=event.id,
     )
 
 
-def declaration() -> Agent:
+def declaration() -> Agent[OrderRejected, SubstituteState, SubstituteSuggested]:
     environment = load_environment()
     return Agent(
         name=NAME,
