@@ -7,10 +7,10 @@ against: modules under `agents/` import nothing else from the platform.
 
 from agentbus.agent.accounting import Accounting, Run
 from agentbus.agent.context import Decision, RunContext, evidence_known
-from agentbus.agent.decisions import DecisionInvalid, Decisions
 from agentbus.agent.prompts import Prompt, quote
 from agentbus.agent.queries import known_event_ids, past_decisions
 from agentbus.agent.runtime import Agent, AgentRuntimeOptions, agent_service, read_suggestions
+from agentbus.decisions import DecisionInvalid, Decisions
 
 __all__ = [
     "Accounting",

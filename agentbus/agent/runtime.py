@@ -30,9 +30,9 @@ from agentbus.agent import tables
 from agentbus.agent.accounting import CHANNEL, POLICY, Accounting, Run
 from agentbus.agent.checkpoints import Checkpoints
 from agentbus.agent.context import RunContext, book_usage
-from agentbus.agent.decisions import Decisions
 from agentbus.agent.nodes import trace_nodes
 from agentbus.conventions import invoke_agent_attributes
+from agentbus.decisions import Decisions
 from agentbus.envelope import Event
 from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError, TransientError

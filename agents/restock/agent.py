@@ -20,9 +20,9 @@ from agentbus.envelope import Event
 from agentbus.environment import load_environment
 from agentbus.llm import ChatMessage, ModelRequest
 from agents.restock import history, policy
-from agents.restock.decisions import DECISIONS
 from agents.restock.proposal import MAX_EVIDENCE, MAX_RATIONALE, RestockProposal
 from events import InventoryLow, RestockRecommended
+from events.decisions import RESTOCK as DECISIONS
 from tools import forecast
 from tools import restock as tools
 from tools.projections.restock import MIGRATIONS, project

@@ -20,9 +20,9 @@ from agentbus.envelope import Event
 from agentbus.environment import load_environment
 from agentbus.llm import ChatMessage, ModelRequest
 from agentbus.memory import Embedder
-from agents.substitute.decisions import DECISIONS
 from agents.substitute.proposal import MAX_RANKED, SubstituteRanking, ranking_of
 from events import OrderRejected, Substitute, SubstituteSuggested
+from events.decisions import SUBSTITUTE as DECISIONS
 from tools import substitute as tools
 from tools.projections.substitute import MIGRATIONS, project
 

@@ -13,7 +13,6 @@ from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import Apply as StoreApply
 from agentbus.store import StoreBinding, Transaction
-from agents.registry import DECISIONS
 from consumers.api.app import ApiContext, build_app
 from consumers.api.auth import Tokens
 from consumers.api.decision_store import DecisionStore
@@ -22,6 +21,7 @@ from consumers.api.tables import MIGRATIONS, NAME
 from consumers.review import readmodel
 from consumers.review.deciding import Reviewing
 from events import CATALOG
+from events.decisions import DECISIONS
 
 WRITES = ("order.created", "order.cancelled", "product.upserted", "stock.received")
 

@@ -11,13 +11,13 @@ from agentbus.errors import ConfigurationError
 from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import StoreBinding, Transaction
-from agents.registry import DECISIONS
 from consumers.review import readmodel
 from consumers.review.auth import AuthConfig
 from consumers.review.deciding import Reviewing
 from consumers.review.notify import WebhookSender, notice_text
 from consumers.review.web import Console, build_app
 from events import CATALOG, InventoryLow, OrderCreated, PurchaseOrderCreated
+from events.decisions import DECISIONS
 
 NAME = readmodel.NAME
 

@@ -1,10 +1,13 @@
 """Imports go one way, and nothing imports its way back to itself.
 
 The packages stand in layers: the platform (`agentbus`) at the bottom, then the event
-catalog, the agents' tools, the agents, the services, and at the top the evals and the
-demo, which run all of the shop. A package imports only from the layers below it, so
-the platform runs any application, tools serve any agent, and the shop runs without its
-evals. On top of that no package, and no module, reaches itself through its imports.
+catalog, the agents' tools, then the agents and the services side by side (neither
+knows the other: they meet on the bus and in the catalog), then the application that
+gathers them (`consumers.app`), and at the top the evals and the demo, which run all of
+the shop. A package imports only from the layers below its own, so the platform runs
+any application, tools serve any agent, a service runs without any agent, and the shop
+runs without its evals. On top of that no package, and no module, reaches itself
+through its imports.
 
 Every import counts: at module level, inside a function (a lazy import is still a
 dependency), under `TYPE_CHECKING` (a cycle of types is a cycle of design), and
@@ -23,8 +26,30 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Lowest first: each package may import the ones before it, never one after it.
-LAYERS = ("agentbus", "events", "tools", "agents", "consumers", "evals")
+PACKAGES = ("agentbus", "events", "tools", "agents", "consumers", "evals")
+# Lowest first: each may import those of the layers before its own, never a peer in its
+# own layer nor anything after it. `consumers.app` is the shop's composition: the one
+# module of the services' package that names the agents.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("agentbus",),
+    ("events",),
+    ("tools",),
+    ("agents", "consumers"),
+    ("consumers.app",),
+    ("evals",),
+)
+APPLICATION = "consumers.app"
+
+
+def unit_of(module: str) -> str:
+    """What a module belongs to in LAYERS: the application, or its top-level package."""
+    if module == APPLICATION or module.startswith(APPLICATION + "."):
+        return APPLICATION
+    return module.partition(".")[0]
+
+
+def layer_of(unit: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if unit in layer), None)
 
 
 @dataclass(frozen=True)
@@ -106,13 +131,14 @@ def _known_prefix(name: str, known: Mapping[str, Module]) -> str | None:
 def against_the_layers(found: Iterable[Import]) -> list[str]:
     wrong: list[str] = []
     for edge in found:
-        source, target = edge.source.partition(".")[0], edge.target.partition(".")[0]
+        source, target = unit_of(edge.source), unit_of(edge.target)
         if source == target:
             continue
-        if source not in LAYERS or target not in LAYERS:
+        low, high = layer_of(target), layer_of(source)
+        if low is None or high is None:
             wrong.append(f"{edge.where}: {source} or {target} has no place in LAYERS")
-        elif LAYERS.index(target) > LAYERS.index(source):
-            below = ", ".join(LAYERS[: LAYERS.index(source)])
+        elif low >= high:
+            below = ", ".join(unit for layer in LAYERS[:high] for unit in layer)
             allowed = f"may import only {below}" if below else "may import none of the others"
             wrong.append(f"{edge.where}: {edge.source} imports {edge.target} ({source} {allowed})")
     return wrong
@@ -199,11 +225,11 @@ def problems(root: Path, packages: Iterable[str]) -> Iterator[str]:
 def test_every_shipped_package_has_a_layer() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     shipped = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    assert sorted(shipped) == sorted(LAYERS)
+    assert sorted(shipped) == sorted(PACKAGES)
 
 
 def test_imports_go_down_the_layers_and_never_round() -> None:
-    found = list(problems(ROOT, LAYERS))
+    found = list(problems(ROOT, PACKAGES))
     assert not found, "\n".join(found)
 
 
@@ -242,12 +268,12 @@ def tree(tmp_path: Path) -> Path:
 def test_the_checker_passes_a_clean_tree(tree: Path) -> None:
     # agents.restock.policy imports its own package's __init__, which imports it back
     # (through agent): one unit, not a cycle.
-    assert list(problems(tree, LAYERS)) == []
+    assert list(problems(tree, PACKAGES)) == []
 
 
 def test_the_checker_finds_an_import_up_the_layers_even_inside_a_function(tree: Path) -> None:
     plant(tree, {"tools/stock.py": "def read():\n    from agents.restock import policy\n"})
-    assert list(problems(tree, LAYERS)) == [
+    assert list(problems(tree, PACKAGES)) == [
         "tools/stock.py:2: tools.stock imports agents.restock.policy "
         "(tools may import only agentbus, events)",
         "packages in a cycle: agents, tools",
@@ -255,11 +281,27 @@ def test_the_checker_finds_an_import_up_the_layers_even_inside_a_function(tree: 
     ]
 
 
+def test_the_checker_keeps_the_services_and_the_agents_apart(tree: Path) -> None:
+    plant(tree, {"consumers/review.py": "from agents.restock import agent\n"})
+    assert list(problems(tree, PACKAGES)) == [
+        "consumers/review.py:1: consumers.review imports agents.restock.agent "
+        "(consumers may import only agentbus, events, tools)"
+    ]
+
+
+def test_the_checker_keeps_the_application_above_its_own_services(tree: Path) -> None:
+    plant(tree, {"consumers/review.py": "from consumers.app import app\n"})
+    assert list(problems(tree, PACKAGES)) == [
+        "consumers/review.py:1: consumers.review imports consumers.app "
+        "(consumers may import only agentbus, events, tools)"
+    ]
+
+
 def test_the_checker_finds_the_platform_importing_the_shop_by_name(tree: Path) -> None:
     plant(
         tree, {"agentbus/host.py": "import importlib\nimportlib.import_module('consumers.app')\n"}
     )
-    found = list(problems(tree, LAYERS))
+    found = list(problems(tree, PACKAGES))
     assert found[0] == (
         "agentbus/host.py:2: agentbus.host imports consumers.app "
         "(agentbus may import none of the others)"
@@ -277,7 +319,9 @@ def test_the_checker_finds_a_cycle_of_modules_through_type_checking(tree: Path) 
             )
         },
     )
-    assert list(problems(tree, LAYERS)) == ["modules in a cycle: agentbus.envelope, agentbus.host"]
+    assert list(problems(tree, PACKAGES)) == [
+        "modules in a cycle: agentbus.envelope, agentbus.host"
+    ]
 
 
 def test_the_checker_finds_a_cycle_between_sub_packages_of_one_package(tree: Path) -> None:
@@ -289,7 +333,7 @@ def test_the_checker_finds_a_cycle_between_sub_packages_of_one_package(tree: Pat
             "agents/restock/policy.py": "from agents.substitute import agent\n",
         },
     )
-    assert list(problems(tree, LAYERS)) == [
+    assert list(problems(tree, PACKAGES)) == [
         "sub-packages in a cycle: agents.restock, agents.substitute",
         "modules in a cycle: agents.restock.policy, agents.substitute.agent",
     ]
