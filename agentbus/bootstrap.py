@@ -8,8 +8,9 @@
 `agentbus run`, the demo, the offline replay, a rebuild and the test harness all
 build here, so the broker is chosen by one rule and things start and stop in one
 order. Nothing here touches process-wide state (the garbage collector's policy and
-the like): that is the business of `agentbus run`'s entry point alone, since a
-harness or a replay shares its process with whatever else runs there.
+the like): that is the business of the commands' entry points (`agentbus run`, and
+`agentbus eval`, a process of its own), since a harness, a replay or the demo shares
+its process with whatever else runs there.
 """
 
 from __future__ import annotations
