@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from agentbus.environment import load_environment
+from agentbus.environment import Environment, load_environment
 from agentbus.errors import ConfigurationError
 from agentbus.service import Service
 from agentbus.settings import Settings
@@ -98,8 +98,8 @@ class Application:
         return [self.service(name) for name in wanted]
 
 
-def load_application() -> Application:
-    target = load_environment().app
+def load_application(env: Environment | None = None) -> Application:
+    target = (env if env is not None else load_environment()).app
     if target:
         return _import(target)
     found = list(entry_points(group="agentbus.apps"))

@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentbus.bus import Bus
+from agentbus.bootstrap import bootstrap
 from agentbus.deadletters import list_dead_letters
 from agentbus.envelope import Event, EventCodec
-from agentbus.host import Host
 from agentbus.retry import RetryPolicy
 from agentbus.service import Service
 from agentbus.settings import Settings
 from agentbus.transport.base import Delivery, QueueSpec
-from agentbus.transport.memory import InMemoryBroker
 
 SINK = "agentbus.rebuild.sink"
 _CHUNK = 500  # events per confirmed publish
@@ -69,23 +67,18 @@ async def rebuild(
 ) -> Rebuilt:
     """Apply the recorded events `service` subscribes to, in order, into `settings.data_dir`."""
     wanted = [event for event in events if event.type in service.routes]
-    transport = InMemoryBroker().connect()
-    bus = Bus(transport, codec)
-    host = Host(bus, [service], settings)
-    await transport.start()
-    try:
-        await transport.declare([QueueSpec(SINK, bindings=("#",), kind="classic", transient=True)])
-        await transport.consume(SINK, _discard, prefetch=1024)
-        await host.start()
-        try:
-            for start in range(0, len(wanted), _CHUNK):
-                await bus.publish_many(list(wanted[start : start + _CHUNK]))
-            await host.settle(interval=0.01, stable=3, timeout=timeout)
-            refused = await list_dead_letters(transport, [service.queue])
-        finally:
-            await host.stop()
-    finally:
-        await transport.close()
+    # Whatever broker the settings name, a rebuild talks to nobody: the in-process one.
+    alone = dataclasses.replace(settings, amqp_url=None, kafka_bootstrap_servers=None)
+    system = bootstrap(alone, codec.catalog, [service], name="rebuild", codec=codec)
+    bus, host = system.bus, system.host
+    system.observe(
+        QueueSpec(SINK, bindings=("#",), kind="classic", transient=True), _discard, prefetch=1024
+    )
+    async with system:
+        for start in range(0, len(wanted), _CHUNK):
+            await bus.publish_many(list(wanted[start : start + _CHUNK]))
+        await host.settle(interval=0.01, stable=3, timeout=timeout)
+        refused = await list_dead_letters(system.transport, [service.queue])
     return Rebuilt(service.name, settings.data_dir, len(wanted), len(refused))
 
 

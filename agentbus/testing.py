@@ -6,7 +6,9 @@
 
 Everything runs as in production (the same consumer runtime, inbox, outbox and
 relay), only in one process; the tap records every event that crosses the bus.
-Given a transport (a real broker's, not started), the same runs over that broker.
+Given a transport (a real broker's, not started), the same runs over that broker;
+given a `database_url`, the services keep their state in PostgreSQL. The system is
+built by `agentbus.bootstrap`, as `agentbus run` builds its own.
 """
 
 from __future__ import annotations
@@ -20,14 +22,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec
+from agentbus.bootstrap import bootstrap
+from agentbus.envelope import Event
 from agentbus.errors import MalformedEvent
-from agentbus.host import Host
 from agentbus.service import Service
 from agentbus.settings import Settings
 from agentbus.transport.base import Delivery, Message, QueueSpec, Transport
-from agentbus.transport.memory import InMemoryBroker
 
 __all__ = ["Harness"]
 
@@ -42,46 +42,46 @@ class Harness:
         *,
         catalog: Mapping[str, type[BaseModel]],
         transport: Transport | None = None,
+        database_url: str | None = None,
     ) -> None:
         base = Settings.from_env({"AGENTBUS_RETRY_DELAY": "0.2"})
         # Derived events carry their cause's time, so tests can tell a story in days.
         self.settings = dataclasses.replace(
             base,
             data_dir=data_dir,
-            database_url=None,
+            database_url=database_url,
             consumer=dataclasses.replace(base.consumer, event_time="cause"),
         )
-        self.transport = transport if transport is not None else InMemoryBroker().connect()
-        self.bus = Bus(self.transport, EventCodec(catalog))
-        self.host = Host(self.bus, services, self.settings)
+        self.system = bootstrap(self.settings, catalog, services, transport=transport)
+        self.transport = self.system.transport
+        self.bus = self.system.bus
+        self.host = self.system.host
         self.seen: list[Event[Any]] = []
+        self.system.observe(
+            QueueSpec(TAP, bindings=("#",), transient=True), self._tap, prefetch=1000
+        )
+
+    async def _tap(self, delivery: Delivery) -> None:
+        message = delivery.message
+        # Whatever a test publishes, valid or not, in either content mode: the
+        # services judge it; the tap keeps only what is an event.
+        with contextlib.suppress(MalformedEvent):
+            self.seen.append(
+                self.bus.codec.decode(
+                    message.body,
+                    content_type=message.content_type,
+                    headers=message.headers,
+                    header_prefix=self.transport.broker_info.header_prefix,
+                )
+            )
+        await delivery.ack()
 
     async def __aenter__(self) -> Harness:
-        await self.transport.start()
-        await self.transport.declare([QueueSpec(TAP, bindings=("#",), transient=True)])
-
-        async def tap(delivery: Delivery) -> None:
-            message = delivery.message
-            # Whatever a test publishes, valid or not, in either content mode: the
-            # services judge it; the tap keeps only what is an event.
-            with contextlib.suppress(MalformedEvent):
-                self.seen.append(
-                    self.bus.codec.decode(
-                        message.body,
-                        content_type=message.content_type,
-                        headers=message.headers,
-                        header_prefix=self.transport.broker_info.header_prefix,
-                    )
-                )
-            await delivery.ack()
-
-        await self.transport.consume(TAP, tap, prefetch=1000)
-        await self.host.start()
+        await self.system.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.host.stop()
-        await self.transport.close()
+        await self.system.__aexit__(*exc)
 
     async def publish(self, events: Sequence[Event[Any]], *, timeout: float = 60) -> None:
         """Publish, then wait until every service is idle (outboxes included)."""

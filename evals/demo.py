@@ -19,14 +19,10 @@ from rich.table import Table
 
 from agentbus.agent import read_suggestions
 from agentbus.app import DemoOptions
-from agentbus.bus import Bus
-from agentbus.envelope import EventCodec
+from agentbus.bootstrap import System, bootstrap
 from agentbus.host import Host
-from agentbus.store import open_database
 from agentbus.trace_view import TraceRecorder, trace_json, trace_tree
-from agentbus.transport.base import Delivery, QueueSpec, Transport
-from agentbus.transport.memory import InMemoryBroker
-from agentbus.transport.rabbitmq import RabbitTransport
+from agentbus.transport.base import Delivery, QueueSpec
 from agents import restock
 from agents.registry import restock_agent, substitute_agent
 from consumers import (
@@ -56,23 +52,10 @@ async def run_demo(options: DemoOptions) -> int:
         data_dir=data_dir,
         database_url=None,
         consumer=replace(options.settings.consumer, event_time="cause"),
+        # RabbitMQ only when asked for (`--amqp`), else the in-process broker: never Kafka.
+        amqp_url=options.amqp_url,
+        kafka_bootstrap_servers=None,
     )
-    transport: Transport = (
-        RabbitTransport(options.amqp_url, exchange=settings.exchange, connection_name="demo")
-        if options.amqp_url
-        else InMemoryBroker(exchange=settings.exchange).connect()
-    )
-    await transport.start()
-    codec = EventCodec(CATALOG)
-    bus = Bus(transport, codec)
-    seen: Counter[str] = Counter()
-    await transport.declare([QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True)])
-
-    async def observe(delivery: Delivery) -> None:
-        seen[delivery.message.type or "?"] += 1
-        await delivery.ack()
-
-    await transport.consume(OBSERVER, observe, prefetch=256)
     web = DemoApi()
     services = [
         inventory.build(),
@@ -89,15 +72,24 @@ async def run_demo(options: DemoOptions) -> int:
         actors.supplier(),
         web.api.service,
     ]
-    host = Host(bus, services, settings)
+    system = bootstrap(settings, CATALOG, services, name="demo")
+    seen: Counter[str] = Counter()
+
+    async def observe(delivery: Delivery) -> None:
+        seen[delivery.message.type or "?"] += 1
+        await delivery.ack()
+
+    system.observe(
+        QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True), observe, prefetch=256
+    )
     simulation = ShopSimulation()
     events = list(simulation.events())
     recorder = TraceRecorder() if options.trace else None
     started = time.perf_counter()
     with recorder or contextlib.nullcontext():
-        front = await _run(host, bus, transport, events, seen, console, web)
+        front = await _run(system, events, seen, console, web)
     elapsed = time.perf_counter() - started
-    summary = await _summary(settings, codec, seen, elapsed, len(events))
+    summary = await _summary(system, seen, elapsed, len(events))
     summary["api"] = front
     shown = _one_trace(recorder, summary) if recorder else None
     if options.as_json:
@@ -125,16 +117,10 @@ def _one_trace(
 
 
 async def _run(
-    host: Host,
-    bus: Bus,
-    transport: Transport,
-    events: list[Any],
-    seen: Counter[str],
-    console: Console,
-    web: DemoApi,
+    system: System, events: list[Any], seen: Counter[str], console: Console, web: DemoApi
 ) -> dict[str, Any]:
-    await host.start()
-    try:
+    host, bus = system.host, system.bus
+    async with system:
         with Live(_status(seen, 0, len(events), host), console=console, transient=True) as live:
             published = 0
             for day in _days(events):
@@ -156,9 +142,6 @@ async def _run(
             ids = [str(order["order_id"]) for order in front["placed"]]
             front["statuses"] = await web.statuses(ids)
             return front
-    finally:
-        await host.stop()
-        await transport.close()
 
 
 def _days(events: list[Any]) -> list[list[Any]]:
@@ -180,10 +163,10 @@ def _status(seen: Counter[str], published: int, total: int, host: Host) -> Table
 
 
 async def _summary(
-    settings: Any, codec: EventCodec, seen: Counter[str], elapsed: float, inputs: int
+    system: System, seen: Counter[str], elapsed: float, inputs: int
 ) -> dict[str, Any]:
     async def read(service: str, reader: Any) -> Any:
-        database = open_database(service, codec, url=None, data_dir=settings.data_dir)
+        database = system.database(service)
         try:
             return await database.read(reader)
         finally:

@@ -23,15 +23,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from agentbus.bus import Bus
-from agentbus.envelope import Event, EventCodec
-from agentbus.host import Host
+from agentbus.bootstrap import bootstrap
+from agentbus.envelope import Event
 from agentbus.memory import Embedder
 from agentbus.memory.shared import release_shared_store
 from agentbus.service import Service
 from agentbus.settings import ModelSettings, Settings
 from agentbus.transport.base import Delivery, QueueSpec, Transport
-from agentbus.transport.memory import InMemoryBroker
 from consumers import inventory, memory, orders, payments, purchasing
 from events import CATALOG
 
@@ -121,22 +119,7 @@ async def _replay(recording: Sequence[Event[Any]], run: _Run, data_dir: Path) ->
     # a millisecond, twice per step. Over a broker each look asks it about every queue.
     settle_every, looks = 0.003, 2
     if transport is None:
-        transport = InMemoryBroker(exchange=settings.exchange).connect()
         settle_every, looks = 0.0, 3
-    await transport.start()
-    bus = Bus(transport, EventCodec(CATALOG))
-    seen: list[Event[Any]] = []
-    await transport.declare([QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True)])
-
-    seen_at: dict[str, float] = {}
-
-    async def observe(delivery: Delivery) -> None:
-        event = bus.codec.decode(delivery.message.body)
-        seen.append(event)
-        seen_at.setdefault(event.id, time.perf_counter())
-        await delivery.ack()
-
-    await transport.consume(OBSERVER, observe, prefetch=1024)
     services = [
         inventory.build(),
         orders.build(),
@@ -145,28 +128,40 @@ async def _replay(recording: Sequence[Event[Any]], run: _Run, data_dir: Path) ->
         memory.build(embedder=run.embedder),
         run.agent(),
     ]
-    host = Host(bus, services, settings)
+    # Without a transport, the settings name no broker: the in-process one.
+    system = bootstrap(settings, CATALOG, services, name="replay", transport=transport)
+    bus, host = system.bus, system.host
+    seen: list[Event[Any]] = []
+    seen_at: dict[str, float] = {}
+
+    async def observe(delivery: Delivery) -> None:
+        event = bus.codec.decode(delivery.message.body)
+        seen.append(event)
+        seen_at.setdefault(event.id, time.perf_counter())
+        await delivery.ack()
+
+    system.observe(
+        QueueSpec(OBSERVER, bindings=("#",), kind="classic", transient=True), observe, prefetch=1024
+    )
     pending = _Schedule(inputs_of(recording))
     total = len(pending)
     published = 0
-    await host.start()
     try:
-        while pending:
-            batch = pending.next_batch()
-            await bus.publish_many(batch)
-            published += len(batch)
-            before = len(seen)
-            await host.settle(interval=settle_every, stable=looks, timeout=idle_wait)
-            if actors is not None:
-                for event in _in_causal_order(seen[before:]):
-                    for answer in actors.react(event):
-                        pending.push(answer)
-                        total += 1
-            if progress is not None:
-                progress(published, total)
+        async with system:
+            while pending:
+                batch = pending.next_batch()
+                await bus.publish_many(batch)
+                published += len(batch)
+                before = len(seen)
+                await host.settle(interval=settle_every, stable=looks, timeout=idle_wait)
+                if actors is not None:
+                    for event in _in_causal_order(seen[before:]):
+                        for answer in actors.react(event):
+                            pending.push(answer)
+                            total += 1
+                if progress is not None:
+                    progress(published, total)
     finally:
-        await host.stop()
-        await transport.close()
         store = release_shared_store(data_dir)
         if store is not None:
             await store.close()

@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
 from agentbus.app import Application, load_application
-from agentbus.bus import Bus
+from agentbus.bootstrap import System, bootstrap, transport_for, with_amqp_url
 from agentbus.envelope import EventCodec
 from agentbus.environment import Environment, load_environment
 from agentbus.errors import AgentbusError, ConfigurationError, one_line
+from agentbus.service import Service
 from agentbus.settings import Settings
 from agentbus.transport.base import Transport
-from agentbus.transport.kafka import KafkaTransport
-from agentbus.transport.rabbitmq import RabbitTransport
 
 T = TypeVar("T")
 err = Console(stderr=True)
@@ -51,9 +50,10 @@ async def _as_coroutine(factory: Callable[[], Awaitable[T]]) -> T:
     return await factory()
 
 
-def settings() -> Settings:
+def settings(env: Environment | None = None) -> Settings:
+    """The settings from `env`, read once by the command; else from the process's."""
     try:
-        return Settings.from_env()
+        return Settings.of(env if env is not None else load_environment())
     except ConfigurationError as exc:
         fail(str(exc))
 
@@ -65,9 +65,9 @@ def environment() -> Environment:
         fail(str(exc))
 
 
-def application() -> Application:
+def application(env: Environment | None = None) -> Application:
     try:
-        return load_application()
+        return load_application(env)
     except ConfigurationError as exc:
         fail(str(exc))
 
@@ -81,31 +81,30 @@ def broker_transport(
 ) -> Transport:
     """The broker's connection: RabbitMQ from `--amqp-url`, else Kafka when
     `KAFKA_BOOTSTRAP_SERVERS` is set (its topics made for `event_types`), else RabbitMQ
-    from `AMQP_URL`."""
-    if url is None and config.kafka_bootstrap_servers:
-        return KafkaTransport(
-            config.kafka_bootstrap_servers,
-            prefix=config.kafka_prefix,
-            partitions=config.kafka_partitions,
-            replication=config.kafka_replication,
-            event_types=event_types,
-            client_id=name.replace(" ", "-"),
-        )
-    target = url or config.amqp_url
-    if not target:
-        fail(
-            "no broker: set KAFKA_BOOTSTRAP_SERVERS (e.g. 127.0.0.1:9092), or AMQP_URL "
-            "(e.g. amqp://guest:guest@127.0.0.1:5672/) or --amqp-url"
-        )
+    from `AMQP_URL`; never the in-process broker, where a command would be alone."""
     try:
-        return RabbitTransport(target, exchange=config.exchange, connection_name=name)
+        return transport_for(
+            with_amqp_url(config, url), name=name, event_types=event_types, embedded=False
+        )
     except ConfigurationError as exc:
         fail(str(exc))
 
 
-async def open_bus(transport: Transport, app: Application) -> Bus:
-    await transport.start()
-    return Bus(transport, codec(app))
+def system_of(
+    config: Settings,
+    url: str | None,
+    app: Application,
+    services: Sequence[Service] = (),
+    *,
+    name: str,
+) -> System:
+    """The command's system (`agentbus.bootstrap`) on the broker `broker_transport` picks."""
+    try:
+        return bootstrap(
+            with_amqp_url(config, url), app.catalog, services, name=name, embedded=False
+        )
+    except ConfigurationError as exc:
+        fail(str(exc))
 
 
 def print_json(value: Any) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.tree import Tree
 
+from agentbus.bootstrap import transport_for
 from agentbus.cli.common import application, codec, fail, print_json, run_async, settings
 from agentbus.deadletters import DeadLetter, list_dead_letters
 from agentbus.explain import Explanation, Node, explain
+from agentbus.settings import Settings
 from agentbus.store import Database, open_database
 from agentbus.store.database import sqlite_path
-from agentbus.transport.rabbitmq import RabbitTransport
 
 
 def register(app: typer.Typer) -> None:
@@ -49,7 +51,9 @@ def explain_command(
         note = None
         if broker:
             queues = [service.queue for service in app.resolve(["all"])]
-            letters, note = await _dead_letters(broker, config.exchange, queues)
+            # RabbitMQ's dead-letter queues, even beside Kafka: there is where they are read.
+            rabbit = replace(config, amqp_url=broker, kafka_bootstrap_servers=None)
+            letters, note = await _dead_letters(rabbit, queues)
         else:
             note = "no AMQP_URL: dead-letter queues not searched"
         try:
@@ -73,10 +77,8 @@ def explain_command(
         console.print(f"[dim]{note}[/]")
 
 
-async def _dead_letters(
-    url: str, exchange: str, queues: list[str]
-) -> tuple[list[DeadLetter], str | None]:
-    transport = RabbitTransport(url, exchange=exchange, connection_name="agentbus explain")
+async def _dead_letters(config: Settings, queues: list[str]) -> tuple[list[DeadLetter], str | None]:
+    transport = transport_for(config, name="agentbus explain", embedded=False)
     try:
         await transport.start()
     except Exception as exc:  # the databases still tell most of the story

@@ -9,16 +9,15 @@ import typer
 from agentbus.app import DemoOptions, demo_of
 from agentbus.cli.common import (
     application,
-    broker_transport,
     environment,
     err,
     fail,
-    open_bus,
     run_async,
     settings,
+    system_of,
 )
 from agentbus.errors import ConfigurationError
-from agentbus.host import Host, tune_gc_once
+from agentbus.host import tune_gc_once
 from agentbus.metrics import configure_metrics, shutdown_metrics
 from agentbus.ops import GaugeRefresher, OpsServer
 from agentbus.telemetry import configure_tracing, shutdown_tracing
@@ -44,10 +43,11 @@ def run(
     ] = None,
 ) -> None:
     """Run services as queue consumers until SIGINT/SIGTERM, then drain and exit 0."""
-    config = settings()
+    env = environment()  # read once here; everything below is handed what it needs
+    config = settings(env)
     if metrics_port is None:
-        metrics_port = environment().metrics_port
-    app = application()
+        metrics_port = env.metrics_port
+    app = application(env)
     try:
         chosen = app.resolve(services)
     except ConfigurationError as exc:
@@ -55,9 +55,7 @@ def run(
     if not chosen:
         fail("the application registers no services")
     names = [service.name for service in chosen]
-    transport = broker_transport(
-        config, amqp_url, name=f"agentbus run {' '.join(names)}", event_types=app.catalog
-    )
+    system = system_of(config, amqp_url, app, chosen, name=f"agentbus run {' '.join(names)}")
     service_name = "agentbus-" + "+".join(names)
     try:
         configure_tracing(service_name)
@@ -69,10 +67,9 @@ def run(
         fail(str(exc))
 
     async def go() -> None:
-        bus = await open_bus(transport, app)
-        host = Host(bus, chosen, config)
-        ops = OpsServer(host, metrics_port) if metrics_port is not None else None
-        gauges = GaugeRefresher(host) if meters is not None else None
+        await system.open()
+        ops = OpsServer(system.host, metrics_port) if metrics_port is not None else None
+        gauges = GaugeRefresher(system.host) if meters is not None else None
         started = ""
         try:
             if ops is not None:
@@ -87,13 +84,13 @@ def run(
                 tune_gc_once()
                 err.print(f"running {', '.join(names)}{started}; Ctrl-C to stop", highlight=False)
 
-            await host.run_until_signalled(on_started)
+            await system.serve_until_signalled(on_started)
         finally:
             if gauges is not None:
                 await gauges.stop()
             if ops is not None:
                 await ops.stop()
-            await transport.close()
+            await system.close()
             shutdown_tracing()
             shutdown_metrics()
 
@@ -111,8 +108,9 @@ def demo(
     ] = False,
 ) -> None:
     """The whole system in one process on embedded defaults, with a summary at the end."""
-    config = settings()
-    app = application()
+    env = environment()
+    config = settings(env)
+    app = application(env)
     try:
         runner = demo_of(app)
     except ConfigurationError as exc:

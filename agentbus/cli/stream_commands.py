@@ -19,9 +19,9 @@ from agentbus.cli.common import (
     codec,
     err,
     fail,
-    open_bus,
     run_async,
     settings,
+    system_of,
 )
 from agentbus.recording import (
     RecordingError,
@@ -53,11 +53,12 @@ def publish(
     except RecordingError as exc:
         fail(str(exc))
     events = recording.events
-    transport = broker_transport(config, amqp_url, name="agentbus publish", event_types=app.catalog)
+    system = system_of(config, amqp_url, app, name="agentbus publish")
     configure_tracing("agentbus-publish")
 
     async def go() -> int:
-        bus = await open_bus(transport, app)
+        await system.open()
+        bus = system.bus
         try:
             with Progress(
                 TextColumn("publishing"),
@@ -73,7 +74,7 @@ def publish(
                     bus, events, progress=lambda n: progress.advance(task, n)
                 )
         finally:
-            await transport.close()
+            await system.close()
             shutdown_tracing()
 
     count = run_async(go)

@@ -21,9 +21,16 @@ class Shop(Harness):
     """The platform's test harness with the shop's catalog."""
 
     def __init__(
-        self, data_dir: Path, services: Sequence[Service], transport: Transport | None = None
+        self,
+        data_dir: Path,
+        services: Sequence[Service],
+        transport: Transport | None = None,
+        *,
+        database_url: str | None = None,
     ) -> None:
-        super().__init__(data_dir, services, catalog=CATALOG, transport=transport)
+        super().__init__(
+            data_dir, services, catalog=CATALOG, transport=transport, database_url=database_url
+        )
 
 
 def product(sku: str, *, max_stock: int = 40, description: str = "A fine thing.") -> Event[Any]:

@@ -18,14 +18,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agentbus.bus import Bus
+from agentbus.bootstrap import bootstrap
 from agentbus.deadletters import DeadLetter, list_dead_letters
-from agentbus.envelope import Event, EventCodec, new_event
-from agentbus.host import Host
+from agentbus.envelope import Event, new_event
 from agentbus.settings import Settings
 from agentbus.store import Database, open_database
 from agentbus.transport.base import Delivery, QueueSpec, Transport
-from agentbus.transport.memory import InMemoryBroker
 from consumers import inventory, notifications, orders, payments, shipping
 from consumers.notifications.mailer import Email, Mailer
 from events import (
@@ -177,13 +175,8 @@ class Shop:
         queue_prefix: str = "",
     ) -> None:
         self.data_dir = data_dir
-        self.codec = EventCodec(CATALOG)
-        # Another transport (a real broker) runs the same rules over the wire; the
-        # prefix keeps its queues apart from any other run's on that broker.
-        self.transport: Transport = transport or InMemoryBroker().connect()
         self.prefix = queue_prefix
         self.observer = f"{queue_prefix}{OBSERVER}"
-        self.bus = Bus(self.transport, self.codec)
         self.mailer: Mailer = mailer if mailer is not None else RecordingMailer()
         base = Settings.from_env(
             # Short retry delays: a transient retry must not stall a test for seconds.
@@ -198,7 +191,21 @@ class Shop:
             services.append(shipping.build(delay=shipping_delay))
         for service in services:
             service.queue = f"{queue_prefix}{service.name}"
-        self.host = Host(self.bus, services, self.settings)
+        # Another transport (a real broker) runs the same rules over the wire; the
+        # prefix keeps its queues apart from any other run's on that broker.
+        self.system = bootstrap(self.settings, CATALOG, services, transport=transport)
+        self.transport, self.bus, self.host = (
+            self.system.transport,
+            self.system.bus,
+            self.system.host,
+        )
+        self.codec = self.bus.codec
+        # Declared before the services start, so that nothing they publish is missed.
+        self.system.observe(
+            QueueSpec(self.observer, bindings=("#",), kind="classic", transient=True),
+            self._observe,
+            prefetch=1024,
+        )
         self.seen: list[Event[Any]] = []
         self.published: list[Event[Any]] = []
         self._readers: dict[str, Database] = {}
@@ -216,22 +223,16 @@ class Shop:
         await self.stop()
 
     async def start(self) -> None:
-        await self.transport.start()
-        # Declared before the services start, so that nothing they publish is missed.
-        await self.transport.declare(
-            [QueueSpec(self.observer, bindings=("#",), kind="classic", transient=True)]
-        )
-        await self.transport.consume(self.observer, self._observe, prefetch=1024)
-        await self.host.start()
+        await self.system.open()
+        await self.system.start()
 
     async def stop(self) -> None:
         try:
-            await self.host.stop()
+            await self.system.close()
         finally:
             for reader in self._readers.values():
                 await reader.close()
             self._readers.clear()
-            await self.transport.close()
 
     async def _observe(self, delivery: Delivery) -> None:
         message = delivery.message

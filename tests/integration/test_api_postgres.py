@@ -4,14 +4,12 @@ key sent many times at once, and many decisions on one suggestion at once."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from agentbus.host import Host
 from consumers.api import HttpApi
 from consumers.api.app import build_app
 from consumers.api.auth import Tokens
@@ -50,9 +48,7 @@ def drop_database(server_url: str, name: str) -> None:
 
 async def race(url: str, tmp_path: Path) -> None:
     api = HttpApi(Tokens.of([TOKEN, OTHER_TOKEN]), port=0)
-    shop = Shop(tmp_path, [api.service])
-    shop.settings = dataclasses.replace(shop.settings, database_url=url)
-    shop.host = Host(shop.bus, [api.service], shop.settings)
+    shop = Shop(tmp_path, [api.service], database_url=url)
     async with shop:
         assert api.store.database.dialect == "postgresql"
         running = ApiShop(shop, api, build_app(api.context()))
