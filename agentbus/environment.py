@@ -10,7 +10,9 @@ and a test keeps the two equal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -368,14 +370,43 @@ class _FromProcess(Environment, BaseSettings):
 
 def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
     """The variables from the process's environment and `.env`, or from `environ` alone
-    (a test's or a child's). A bad value is a one-line `ConfigurationError`."""
+    (a test's or a child's). A bad value is a one-line `ConfigurationError`.
+
+    The process's are read and checked once: later calls get the same object for as
+    long as none of the declared variables and no `.env` changed (a test's monkeypatch
+    does change them, and is seen)."""
+    global _loaded
     try:
         if environ is None:
-            return _FromProcess()
+            key = _process_key()
+            with _loading:
+                if _loaded is None or _loaded[0] != key:
+                    _loaded = (key, _FromProcess())
+                return _loaded[1]
         given = {name: value for name, value in environ.items() if value != ""}
         return Environment.model_validate(given)
     except ValidationError as exc:
         raise ConfigurationError(_one_line(exc)) from None
+
+
+_NAMES = tuple(str(info.alias) for info in Environment.model_fields.values())
+_loaded: tuple[Hashable, Environment] | None = None
+_loading = threading.Lock()
+
+
+def _process_key() -> Hashable:
+    """What the process's variables are read from: the declared ones, and `.env`."""
+    dotenv = Path(".env")
+    try:
+        found = dotenv.stat()
+        stamp: tuple[str, int, int] | None = (
+            str(dotenv.resolve()),
+            found.st_mtime_ns,
+            found.st_size,
+        )
+    except OSError:
+        stamp = None
+    return (tuple(os.environ.get(name) for name in _NAMES), stamp)
 
 
 def _one_line(exc: ValidationError) -> str:

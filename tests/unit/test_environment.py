@@ -66,6 +66,26 @@ def test_a_dotenv_file_is_read_and_the_environment_wins(
     assert (consumer.prefetch, consumer.concurrency) == (7, 5)
 
 
+def test_the_process_environment_is_read_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTBUS_PREFETCH", "11")
+    first = load_environment()
+    assert load_environment() is first  # the same object: not parsed again
+    monkeypatch.setenv("AGENTBUS_PREFETCH", "12")
+    changed = load_environment()
+    assert changed is not first
+    assert changed.prefetch == 12
+    (tmp_path / ".env").write_text("AGENTBUS_CONCURRENCY=4\n")
+    from_file = load_environment()
+    assert from_file is not changed
+    assert from_file.concurrency == 4
+    # A variable the platform does not declare changes nothing it reads.
+    monkeypatch.setenv("SOMETHING_ELSE_ENTIRELY", "x")
+    assert load_environment() is from_file
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
