@@ -55,12 +55,15 @@ def build_app(console: Console) -> Starlette:
     def action(handler: security.Action) -> security.Handler:
         return security.action(handler, console.audit)
 
+    def missing(request: Request, suggestion_id: str) -> Response:
+        return pages.render(request, "missing.html", 404, suggestion_id=suggestion_id)
+
     async def suggestion(
         request: Request, suggestion_id: str, status: int = 200, **shown: Any
     ) -> Response:
         found = await console.database().read(lambda c: views.suggestion(c, suggestion_id))
         if found is None:
-            return pages.render(request, "missing.html", 404, suggestion_id=suggestion_id)
+            return missing(request, suggestion_id)
         return pages.render(request, "suggestion.html", status, **found, **shown)
 
     async def login_form(request: Request) -> Response:
@@ -113,7 +116,14 @@ def build_app(console: Console) -> Starlette:
             return readmodel.listing(connection, filters), readmodel.agents(connection)
 
         rows, agents = await console.database().read(read)
-        return pages.render(request, "index.html", rows=rows, agents=agents, filters=filters)
+        return pages.render(
+            request,
+            "index.html",
+            rows=rows,
+            agents=agents,
+            filters=filters,
+            kinds=[(kind, kind.capitalize()) for kind in kinds],
+        )
 
     async def fragment(request: Request, user: str) -> Response:
         filters = views.filters_of(request, kinds)
@@ -129,7 +139,7 @@ def build_app(console: Console) -> Starlette:
         verb = request.path_params["verb"]
         row = await console.database().read(lambda c: readmodel.one(c, suggestion_id))
         if row is None:
-            return pages.render(request, "missing.html", 404, suggestion_id=suggestion_id)
+            return missing(request, suggestion_id)
         try:
             data = console.reviewing.from_form(row, verb, user, form)
         except DecisionInvalid as exc:
