@@ -76,6 +76,19 @@ class Reviewing:
             return declared.rejection(row["data"], reviewer, text or "")
         raise DecisionInvalid(f"unknown action {verb[:20]!r} (approve or reject)")
 
+    def from_form(
+        self, row: Mapping[str, Any], verb: str, reviewer: str, form: Mapping[str, Any]
+    ) -> BaseModel:
+        """The decision an HTML form asks for: every field a string, a blank one left
+        out, so an approval changes only what the reviewer filled in."""
+        if verb == "approve":
+            changes = {
+                name: value for name in self.changeable(row) if (value := _field(form, name))
+            }
+            note = _field(form, "note") or None
+            return self.decide(row, verb, reviewer, text=note, changes=changes, as_text=True)
+        return self.decide(row, verb, reviewer, text=_field(form, "reason"))
+
     def settle_from(self, tx: Transaction, event: Event[Any]) -> None:
         """A decision made elsewhere (another tool, a script) closes the suggestion here
         too; this tool's own find it closed already."""
@@ -90,19 +103,6 @@ class Reviewing:
             at=event.time,
             event_id=event.id,
         )
-
-    def from_form(
-        self, row: Mapping[str, Any], verb: str, reviewer: str, form: Mapping[str, Any]
-    ) -> BaseModel:
-        """The decision an HTML form asks for: every field a string, a blank one left
-        out, so an approval changes only what the reviewer filled in."""
-        if verb == "approve":
-            changes = {
-                name: value for name in self.changeable(row) if (value := _field(form, name))
-            }
-            note = _field(form, "note") or None
-            return self.decide(row, verb, reviewer, text=note, changes=changes, as_text=True)
-        return self.decide(row, verb, reviewer, text=_field(form, "reason"))
 
 
 def decision_event(
