@@ -13,14 +13,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
 from agentbus.agent import DecisionInvalid, Decisions
 from agentbus.envelope import Event, EventCodec, derived_id, new_event
 from agentbus.store import Transaction
+from agentbus.telemetry import extract_context, inject_headers, tracer
 from consumers.review import readmodel
 
-__all__ = ["DecisionInvalid", "Reviewing", "commit"]
+__all__ = ["DecisionInvalid", "Reviewing", "commit", "decision_event", "in_suggestion_trace"]
 
 VERBS = ("approve", "reject")
 
@@ -73,18 +76,30 @@ class Reviewing:
             return declared.rejection(row["data"], reviewer, text or "")
         raise DecisionInvalid(f"unknown action {verb[:20]!r} (approve or reject)")
 
+    def from_form(
+        self, row: Mapping[str, Any], verb: str, reviewer: str, form: Mapping[str, Any]
+    ) -> BaseModel:
+        """The decision an HTML form asks for: every field a string, a blank one left
+        out, so an approval changes only what the reviewer filled in."""
+        if verb == "approve":
+            changes = {
+                name: value for name in self.changeable(row) if (value := _field(form, name))
+            }
+            note = _field(form, "note") or None
+            return self.decide(row, verb, reviewer, text=note, changes=changes, as_text=True)
+        return self.decide(row, verb, reviewer, text=_field(form, "reason"))
+
     def settle_from(self, tx: Transaction, event: Event[Any]) -> None:
         """A decision made elsewhere (another tool, a script) closes the suggestion here
         too; this tool's own find it closed already."""
         declared, approves = self._by_decision[event.type]
         data = event.data
-        readmodel.settle(
+        _settle(
             tx,
             str(getattr(data, declared.id_field)),
-            "approved" if approves else "rejected",
+            data,
+            approved=approves,
             reviewer=data.reviewer,
-            quantity=getattr(data, "quantity", None) if approves else None,
-            note=getattr(data, "note", None) if approves else getattr(data, "reason", None),
             at=event.time,
             event_id=event.id,
         )
@@ -109,13 +124,12 @@ def commit(
 ) -> bool:
     """Settle, stage and audit the decision in `tx`; False (and an audit row) if it lost."""
     data = event.data
-    won = readmodel.settle(
+    won = _settle(
         tx,
         str(row["suggestion_id"]),
-        "approved" if approved else "rejected",
+        data,
+        approved=approved,
         reviewer=reviewer,
-        quantity=getattr(data, "quantity", None) if approved else None,
-        note=getattr(data, "note", None) if approved else getattr(data, "reason", None),
         at=datetime.now(UTC),
         event_id=event.id,
     )
@@ -132,11 +146,58 @@ def commit(
     readmodel.log(
         tx.connection,
         reviewer,
-        "approved" if approved else "rejected",
+        _status(approved),
         str(row["suggestion_id"]),
         _summary(data, approved),
     )
     return True
+
+
+def in_suggestion_trace(event: Event[Any], row: Mapping[str, Any], *, service: str) -> Event[Any]:
+    """The decision under a span of `service` in the suggestion's trace: a tool that has
+    no request span of its own (the console) still shows where the decision was made."""
+    traceparent = row.get("traceparent")
+    parent = extract_context({}, traceparent if isinstance(traceparent, str) else None)
+    with tracer().start_as_current_span(
+        f"{service} {event.type}", context=parent, kind=SpanKind.SERVER
+    ):
+        carrier: dict[str, Any] = {}
+        inject_headers(carrier)
+        made = carrier.get("traceparent")
+        if trace.get_current_span().get_span_context().is_valid and isinstance(made, str):
+            return event.model_copy(update={"traceparent": made})
+    return event
+
+
+def _settle(
+    tx: Transaction,
+    suggestion_id: str,
+    data: Any,
+    *,
+    approved: bool,
+    reviewer: str,
+    at: datetime,
+    event_id: str,
+) -> bool:
+    """The read model's row for a decision, whichever tool made it."""
+    return readmodel.settle(
+        tx,
+        suggestion_id,
+        _status(approved),
+        reviewer=reviewer,
+        quantity=getattr(data, "quantity", None) if approved else None,
+        note=getattr(data, "note", None) if approved else getattr(data, "reason", None),
+        at=at,
+        event_id=event_id,
+    )
+
+
+def _status(approved: bool) -> str:
+    return "approved" if approved else "rejected"
+
+
+def _field(form: Mapping[str, Any], name: str) -> str:
+    return str(form.get(name, "")).strip()
 
 
 def _type_of(row: Mapping[str, Any]) -> str:

@@ -324,7 +324,7 @@ def listing(connection: sa.Connection, filters: Filters, limit: int = 200) -> li
         query = query.where(suggestions.c.urgency == filters.urgency)
     if filters.sku:
         query = query.where(suggestions.c.sku.contains(filters.sku, autoescape=True))
-    return [_row(row) for row in connection.execute(query).mappings()]
+    return _suggestions(connection, query)
 
 
 def agents(connection: sa.Connection) -> list[str]:
@@ -332,14 +332,10 @@ def agents(connection: sa.Connection) -> list[str]:
 
 
 def one(connection: sa.Connection, suggestion_id: str) -> dict[str, Any] | None:
-    row = (
-        connection.execute(
-            sa.select(suggestions).where(suggestions.c.suggestion_id == suggestion_id)
-        )
-        .mappings()
-        .first()
+    found = _suggestions(
+        connection, sa.select(suggestions).where(suggestions.c.suggestion_id == suggestion_id)
     )
-    return None if row is None else _row(row)
+    return found[0] if found else None
 
 
 def decided_on_sku(connection: sa.Connection, sku: str, but: str) -> list[dict[str, Any]]:
@@ -353,7 +349,7 @@ def decided_on_sku(connection: sa.Connection, sku: str, but: str) -> list[dict[s
         .order_by(suggestions.c.decided_at.desc())
         .limit(20)
     )
-    return [_row(row) for row in connection.execute(query).mappings()]
+    return _suggestions(connection, query)
 
 
 def events_by_id(connection: sa.Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -385,12 +381,16 @@ def history(connection: sa.Connection, limit: int = 200) -> list[dict[str, Any]]
         .order_by(suggestions.c.decided_at.desc())
         .limit(limit)
     )
-    return [_row(row) for row in connection.execute(query).mappings()]
+    return _suggestions(connection, query)
 
 
 def audit_log(connection: sa.Connection, limit: int = 500) -> list[dict[str, Any]]:
     query = sa.select(audit).order_by(audit.c.seq.desc()).limit(limit)
     return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def _suggestions(connection: sa.Connection, query: sa.Select[Any]) -> list[dict[str, Any]]:
+    return [_row(row) for row in connection.execute(query).mappings()]
 
 
 def _row(row: Any) -> dict[str, Any]:

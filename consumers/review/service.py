@@ -15,7 +15,7 @@ from consumers.review import readmodel
 from consumers.review.auth import AuthConfig
 from consumers.review.deciding import Reviewing
 from consumers.review.notify import WebhookSender, notice_text
-from consumers.review.web import Console, build_app
+from consumers.review.routes import Console, build_app
 from events import CATALOG, InventoryLow, OrderCreated, PurchaseOrderCreated
 from events.decisions import DECISIONS
 
