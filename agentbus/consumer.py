@@ -384,11 +384,24 @@ class Consumer:
                 return
             await self._fail(batch[0], exc)
             return
+        # The batch's effects hold: what is left (ending its spans, acking, counting) is
+        # the loop's own work, a few microseconds an event. Done on the next turn of the
+        # loop, it runs while the lane's next batch is already in its database
+        # transaction rather than before that batch may start (measured on PostgreSQL:
+        # 7 ms of a 45 ms cycle of 250 events). Turns run in order, so acks and counts
+        # keep the batches' order; the spans end at the time the work did.
+        asyncio.get_running_loop().call_soon(
+            self._settle, batch, spans, time.perf_counter() - started, time.time_ns()
+        )
+
+    def _settle(
+        self, batch: Sequence[_Item], spans: Sequence[Span], elapsed: float, ended: int
+    ) -> None:
         for item, span in zip(batch, spans, strict=True):
-            span.end()
+            span.end(end_time=ended)
             self.stats.processed += 1
             self._finish(item.delivery)
-        self._measure(batch, time.perf_counter() - started)
+        self._measure(batch, elapsed)
 
     def _attributes(self, event_type: str, outcome: str) -> dict[str, str]:
         key = (event_type, outcome)
