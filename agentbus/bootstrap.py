@@ -134,6 +134,7 @@ class System:
             data_dir=self.settings.data_dir,
             outage_limit=outage_limit,
             on_loop=self.settings.sqlite_on_loop,
+            scratch=self.settings.sqlite_scratch,
         )
 
     async def __aenter__(self) -> System:

@@ -100,18 +100,26 @@ class _Run:
     embedder: Embedder | None
 
 
-async def _replay(recording: Sequence[Event[Any]], run: _Run, data_dir: Path) -> Replayed:
-    actors, progress, transport = run.actors, run.progress, run.transport
-    idle_wait = ModelSettings.from_env().replay_idle_wait
+def replay_settings(data_dir: Path) -> Settings:
+    """How a replay runs its services: on SQLite in `data_dir`, events carrying their
+    cause's time, acks at once."""
     base = Settings.from_env({})
-    settings = replace(
+    return replace(
         base,
         data_dir=data_dir,
         database_url=None,
         consumer=replace(base.consumer, event_time="cause", ack_linger=0.0),
-        # The databases are this replay's own (a fresh folder): no thread hand-offs.
+        # The databases are this replay's own (a fresh folder): no thread hand-offs, and
+        # nothing to keep after a crash.
         sqlite_on_loop=True,
+        sqlite_scratch=True,
     )
+
+
+async def _replay(recording: Sequence[Event[Any]], run: _Run, data_dir: Path) -> Replayed:
+    actors, progress, transport = run.actors, run.progress, run.transport
+    idle_wait = ModelSettings.from_env().replay_idle_wait
+    settings = replay_settings(data_dir)
     # In process, a message is in transit for one pass of the loop (a delivery's task
     # is made but not yet run; everything else in flight shows in a consumer's count,
     # a queue or an outbox backlog), so a pass of the loop between looks is enough,

@@ -133,7 +133,9 @@ class Checkpoints:
             path = settings.data_dir / f"{self.agent.replace('-', '_')}_checkpoints.db"
             connection = sqlite3.connect(str(path), check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
+            # A replay's checkpoints go with its folder: nothing to keep after a crash.
+            synchronous = "OFF" if settings.sqlite_scratch else "NORMAL"
+            connection.execute(f"PRAGMA synchronous={synchronous}")
             threaded = ThreadedSqliteSaver(connection, on_loop=settings.sqlite_on_loop)
             await threaded._off(threaded.setup)
             self._stack.callback(connection.close)

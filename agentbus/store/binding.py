@@ -242,6 +242,7 @@ class StoreBinding:
             url=env.settings.database_url,
             data_dir=env.settings.data_dir,
             on_loop=env.settings.sqlite_on_loop,
+            scratch=env.settings.sqlite_scratch,
         )
         await database.migrate(self.migrations)
         relay = OutboxRelay(database, env.bus, name=self.service.name)

@@ -421,13 +421,15 @@ def open_database(
     data_dir: Path,
     outage_limit: float = 120.0,
     on_loop: bool = False,
+    scratch: bool = False,
 ) -> Database:
     """The service's database: `url` (PostgreSQL) or a SQLite file under `data_dir`.
 
     On PostgreSQL each service gets a schema of its own name in the given database.
     `outage_limit`: how long to keep trying while it is unreachable (0 for a command
     that should say so at once). `on_loop`: run SQLite's units of work on the event
-    loop instead of a thread, for files no other process or thread uses.
+    loop instead of a thread, for files no other process or thread uses. `scratch`: a
+    SQLite file thrown away at the run's end, written without syncing to the disk.
     """
     name = service.replace("-", "_").lower()
     if not _NAME.match(name):
@@ -443,7 +445,7 @@ def open_database(
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     return Database(
-        sqlite_store.engine(data_dir / f"{name}.db"),
+        sqlite_store.engine(data_dir / f"{name}.db", scratch=scratch),
         codec,
         schema=None,
         adapter=sqlite_store.SqliteAdapter(),

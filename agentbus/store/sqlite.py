@@ -28,8 +28,11 @@ R = TypeVar("R")
 _ROWS_PER_STATEMENT = 250  # bind values stay well under SQLite's limit (32,766)
 
 
-def engine(path: Path) -> sa.Engine:
+def engine(path: Path, *, scratch: bool = False) -> sa.Engine:
+    """`scratch`: a file nobody needs after a crash (an offline replay's), written
+    without syncing to the disk."""
     created = sa.create_engine(f"sqlite:///{path}")
+    synchronous = "OFF" if scratch else "NORMAL"
 
     @sa_event.listens_for(created, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -39,7 +42,7 @@ def engine(path: Path) -> sa.Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
