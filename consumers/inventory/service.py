@@ -60,7 +60,9 @@ def build() -> Service:
         # overtake it: the state then follows the queue's order exactly, which is
         # the order a recording of the exchange holds too (`agentbus rebuild`).
         retries_in_place=True,
-        prefetch=512,
+        # Room for the next batch to arrive while one is in its transaction; batches fill
+        # to 512 only under a backlog (a quiet queue hands over what it has).
+        prefetch=1024,
         publishes=(
             "inventory.reserved",
             "inventory.reservation_failed",
@@ -69,7 +71,7 @@ def build() -> Service:
             "inventory.returned",
         ),
     )
-    store = StoreBinding(service, MIGRATIONS, max_batch=256)
+    store = StoreBinding(service, MIGRATIONS, max_batch=512)
     store.applies_batch(
         ProductUpserted,
         StockReceived,
