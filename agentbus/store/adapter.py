@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol
 import sqlalchemy as sa
 
 from agentbus.store.lease import Lease
+from agentbus.store.migrations import Migration
 
 
 class OutboxRow(NamedTuple):
@@ -52,9 +53,12 @@ class Adapter(Protocol):
     def create_schema(self, engine: sa.Engine, schema: str) -> None:
         """Create the schema a service's tables live in, if it is not there."""
 
-    def serialize_migrations(self, connection: sa.Connection) -> None:
-        """Inside a migration's transaction: keep concurrent migrators out until it
-        ends, with unqualified names meaning the connection's own schema's tables."""
+    def migrate(
+        self, connection: sa.Connection, migrations: Sequence[Migration]
+    ) -> list[Migration]:
+        """Apply what has not run of `migrations` inside the caller's transaction, with
+        concurrent migrators kept out until it ends and unqualified names meaning the
+        connection's own schema's tables. Returns what ran."""
 
     def outage(self, exc: sa.exc.DBAPIError) -> bool:
         """Whether a failure may heal by waiting (the server restarting, failing over)

@@ -36,7 +36,7 @@ from agentbus.store import postgres as postgres_store
 from agentbus.store import sqlite as sqlite_store
 from agentbus.store import tables
 from agentbus.store.adapter import Adapter, OutboxRow
-from agentbus.store.migrations import PLATFORM, Migration, run_migrations
+from agentbus.store.migrations import PLATFORM, Migration
 from agentbus.store.worker import Job, LoopWorker, SerialWorker
 from agentbus.transport.base import LogPartition
 
@@ -76,8 +76,7 @@ class Transaction:
     def migrate(self, migrations: Sequence[Migration]) -> list[Migration]:
         """Apply what has not run of `migrations`, with other migrators kept out until
         this transaction ends. Returns what ran."""
-        self._adapter.serialize_migrations(self.connection)
-        return run_migrations(self.connection, migrations)
+        return self._adapter.migrate(self.connection, migrations)
 
     def once(self, key: Hashable, build: Callable[[Transaction], Any]) -> Any:
         """`build(tx)`, made once per dialect and kept: a statement used on every event

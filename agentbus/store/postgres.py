@@ -28,7 +28,7 @@ from agentbus.errors import ConfigurationError
 from agentbus.store import tables
 from agentbus.store.adapter import OutboxRow, Unpublished
 from agentbus.store.lease import AdvisoryLease, Lease
-from agentbus.store.migrations import translated_schema
+from agentbus.store.migrations import Migration, run_migrations, translated_schema
 
 MIGRATION_LOCK = 0x61_67_65_6E_74  # "agent": one advisory lock for all migrations
 
@@ -86,13 +86,16 @@ class PostgresAdapter:
                 if attempt == 2:
                     raise
 
-    def serialize_migrations(self, connection: sa.Connection) -> None:
+    def migrate(
+        self, connection: sa.Connection, migrations: Sequence[Migration]
+    ) -> list[Migration]:
         self._lock_migrations(connection)
         schema = translated_schema(connection)
         if schema is not None:
             # Alembic's own statements do not read the schema map; until the transaction
             # ends (the pooled connection keeps its own path) they reach the schema's.
             connection.execute(sa.text(f'SET LOCAL search_path TO "{schema}"'))
+        return run_migrations(connection, migrations)
 
     @staticmethod
     def _lock_migrations(connection: sa.Connection) -> None:
