@@ -291,6 +291,9 @@ def _migrate(connection: sa.Connection, migrations: Sequence[Migration]) -> list
             with _LOCK:
                 _TEMPLATES.setdefault(key, kept)
         return ran
+    # The dump lists tables by name, a child's rows maybe before its parent's: the
+    # foreign keys are checked at the commit, once all are in (the pragma ends with it).
+    driver.execute("PRAGMA defer_foreign_keys = ON")
     for statement in template.statements:
         driver.execute(statement)
     _record(connection, template.ran)
@@ -300,11 +303,14 @@ def _migrate(connection: sa.Connection, migrations: Sequence[Migration]) -> list
 def _statements(driver: sqlite3.Connection) -> tuple[str, ...]:
     # The migrations' own rows are written again with the time they are applied.
     own = f'INSERT INTO "{tables.migrations_table.name}"'
-    return tuple(
+    kept = [
         statement
         for statement in driver.iterdump()
         if statement not in ("BEGIN TRANSACTION;", "COMMIT;") and not statement.startswith(own)
-    )
+    ]
+    # Every table before any row: a row's foreign key needs its parent table to exist.
+    schema = [statement for statement in kept if statement.startswith("CREATE ")]
+    return (*schema, *(statement for statement in kept if not statement.startswith("CREATE ")))
 
 
 def _record(connection: sa.Connection, ran: Sequence[Migration]) -> None:

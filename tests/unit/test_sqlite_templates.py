@@ -20,18 +20,28 @@ shelves = sa.Table(
     sa.Column("capacity", sa.Integer(), nullable=False),
     sa.Index("ix_shelves_capacity", "capacity"),
 )
+# A child whose name sorts before its parent's: the dump lists its rows first.
+owners = sa.Table("z_owners", metadata, sa.Column("owner", sa.String(50), primary_key=True))
+bins = sa.Table(
+    "a_bins",
+    metadata,
+    sa.Column("bin", sa.String(50), primary_key=True),
+    sa.Column("owner", sa.String(50), sa.ForeignKey("z_owners.owner"), nullable=False),
+)
 calls: list[str] = []
 
 
 def _seed(op: Any) -> None:
     calls.append("seed")
     op.bulk_insert(shelves, [{"shelf": "A", "capacity": 10}, {"shelf": "B", "capacity": 4}])
+    op.bulk_insert(owners, [{"owner": "north"}])
+    op.bulk_insert(bins, [{"bin": "N1", "owner": "north"}])
 
 
 def _steps() -> list[Migration]:
     return [
         *PLATFORM,
-        Migration("shop", 1, "shelves", create_tables(shelves)),
+        Migration("shop", 1, "shelves, owners and bins", create_tables(shelves, owners, bins)),
         Migration("shop", 2, "the first shelves", _seed),
     ]
 
@@ -46,7 +56,10 @@ def _file(path: Path) -> dict[str, Any]:
                 "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"
             )
         )
-        rows = connection.exec_driver_sql("SELECT * FROM shelves ORDER BY shelf").all()
+        rows = [
+            *connection.exec_driver_sql("SELECT * FROM shelves ORDER BY shelf"),
+            *connection.exec_driver_sql("SELECT * FROM a_bins"),
+        ]
         ran = connection.exec_driver_sql(
             "SELECT component, version, description FROM agentbus_migrations"
             " ORDER BY component, version"
@@ -91,5 +104,5 @@ def test_a_file_that_holds_tables_is_migrated_step_by_step(tmp_path: Path) -> No
     ran = _migrate(tmp_path / "older.db", steps)
     assert ran == steps[-1:]
     assert calls == ["seed"]
-    assert _file(tmp_path / "older.db")["rows"] == [("A", 10), ("B", 4)]
+    assert _file(tmp_path / "older.db")["rows"] == [("A", 10), ("B", 4), ("N1", "north")]
     assert _migrate(tmp_path / "older.db", steps) == []  # nothing left to run
