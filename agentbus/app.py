@@ -60,6 +60,9 @@ class EvalOptions:
     contenders: Sequence[str] = ()
     as_json: bool = False
     junit: Path | None = None
+    # Processes replaying at once (0: one per core); 1 replays in this process, where a
+    # caller's patches and tracer apply.
+    jobs: int = 1
 
 
 EvalRunner = Callable[[EvalOptions], Awaitable[int]]

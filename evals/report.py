@@ -29,18 +29,20 @@ COLUMNS = (
 )
 
 
-def collect_plot_data(
-    entry: dict[str, Any], contender: str, replayed: Replayed, judged: list[Judged]
-) -> None:
-    """Keep what the plots need beside the scores (not written to results.json)."""
-    plot = entry.setdefault("_plot", {"skus": {}, "markers": {}})
+def plot_data(
+    contender: str, replayed: Replayed, judged: list[Judged], *, series: bool
+) -> dict[str, Any]:
+    """What the plots need of one replay: its suggestions and their arrivals, and with
+    `series` the stock and demand of each product (the same for every contender, so
+    only one replay of a case needs to give them). Plain data: it crosses processes."""
+    data: dict[str, Any] = {"skus": {}}
     events = replayed.events
-    if not plot["skus"] and events:
-        plot["start"] = events[0].time
-        plot["end"] = events[-1].time
+    if series and events:
+        data["start"] = events[0].time
+        data["end"] = events[-1].time
         for product in replayed.of_type("product.upserted"):
             sku = product.data.sku
-            plot["skus"][sku] = {
+            data["skus"][sku] = {
                 "stock": available_series(events, sku),
                 "demand": dict(daily_demand(events, sku)),
             }
@@ -58,7 +60,16 @@ def collect_plot_data(
                 ),
             ]
         )
-    plot["markers"][contender] = markers
+    data["markers"] = {contender: markers}
+    return data
+
+
+def add_plot_data(entry: dict[str, Any], data: dict[str, Any]) -> None:
+    """Keep a replay's plot data beside the scores (not written to results.json)."""
+    plot = entry.setdefault("_plot", {"skus": {}, "markers": {}})
+    if not plot["skus"] and data["skus"]:
+        plot.update(start=data["start"], end=data["end"], skus=data["skus"])
+    plot["markers"].update(data["markers"])
 
 
 def margins(results: dict[str, Any]) -> dict[str, Any]:

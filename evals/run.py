@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import os
+import queue
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from agentbus.app import EvalOptions
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError
+from agentbus.host import tune_gc_once
 from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
 from agentbus.llm.pricing import price, price_table
 from agentbus.recording import read_recording
@@ -158,6 +170,16 @@ def model_factory(spec: str, record: Path | None) -> Callable[[], Model | None]:
     raise ConfigurationError(f"--model {spec!r}: use policy, cassette:PATH or openai")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One replay of a case by a contender, scored: plain data, so that it crosses from a
+    worker process."""
+
+    scored: ScenarioScore
+    figures: dict[str, Any]
+    plot: dict[str, Any]
+
+
 async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
     console = console or Console(stderr=request.as_json)
     if request.repeat < 1:
@@ -168,16 +190,25 @@ async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
     deterministic = request.model == "policy" or request.model.startswith("cassette:")
     prices = price_table()
     plan = [
-        (case, contender, 1 if deterministic or not contender.uses_model else request.repeat)
-        for case in cases
+        (index, contender, 1 if deterministic or not contender.uses_model else request.repeat)
+        for index in range(len(cases))
         for contender in chosen
     ]
-    total = sum(len(inputs_of(case.events)) * runs for case, _, runs in plan)
+    runs: list[Run] = []
+    for index, contender, count in plan:
+        for attempt in range(count):
+            # The first contender's first replay of a case gives the plots their series.
+            first = contender is chosen[0] and attempt == 0
+            runs.append(Run(len(runs), index, contender, series=first))
+    total = sum(len(inputs_of(cases[index].events)) * count for index, _, count in plan)
     results: dict[str, Any] = {
         "model": request.model,
         "repeat": request.repeat,
         "scenarios": {},
     }
+    # A live model and a recording of its answers stay in this process; replays are
+    # otherwise independent and take a core each.
+    jobs = _jobs(request.jobs) if deterministic and request.record is None else 1
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -187,73 +218,27 @@ async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("replaying", total=total)
-        gate = asyncio.Semaphore(PARALLEL)
-
-        async def one(
-            case: Case, contender: Contender
-        ) -> tuple[ScenarioScore, Any, Any, dict[str, Any]]:
-            metered: list[Metered] = []
-
-            def make_model() -> Model | None:
-                inner = factory()
-                if inner is None:
-                    return None
-                meter = Metered(inner)
-                metered.append(meter)
-                return meter
-
-            last, expected = 0, len(inputs_of(case.events))
-
-            def advance(published: int, planned: int) -> None:
-                # A generated world's buyer and supplier add events as the replay goes.
-                nonlocal last, expected
-                if planned > expected:
-                    progress.update(task, total=(progress.tasks[0].total or 0) + planned - expected)
-                    expected = planned
-                progress.advance(task, published - last)
-                last = published
-
-            async with gate:
-                replayed = await replay(
-                    case.events,
-                    lambda: contender.build(make_model),
-                    actors=case.actors() if case.actors else None,
-                    progress=advance,
-                )
-            judged = judge(replayed)
-            tokens_in = sum(m.input_tokens for m in metered)
-            tokens_out = sum(m.output_tokens for m in metered)
-            model_name = metered[0].name if metered else "policy"
-            scored = score(
-                replayed,
-                judged,
-                latencies=_latencies(replayed),
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
-                model_cost=price(model_name, tokens_in, tokens_out, table=prices),
-            )
-            return scored, judged, replayed, _model_figures(replayed, metered)
-
-        # Replays wait on one another's database threads more than they compute: several
-        # at once keep both cores busy.
-        outcomes = await asyncio.gather(
-            *(one(case, contender) for case, contender, runs in plan for _ in range(runs))
-        )
+        tracker = _Progress(progress, progress.add_task("replaying", total=total))
+        for run in runs:
+            tracker.expect(run.key, len(inputs_of(cases[run.index].events)))
+        if jobs > 1 and len(runs) > 1:
+            outcomes = await _in_workers(request, runs, min(jobs, len(runs)), tracker)
+        else:
+            outcomes = await _in_process(cases, runs, factory, prices, tracker)
     position = 0
-    for case, contender, runs in plan:
-        mine = outcomes[position : position + runs]
-        position += runs
+    for index, contender, count in plan:
+        case = cases[index]
+        mine = outcomes[position : position + count]
+        position += count
         entry = results["scenarios"].setdefault(
             case.name,
             {"notes": case.notes, "history_matters": case.history_matters, "contenders": {}},
         )
         if case.family is not None:
             entry["family"] = case.family
-        entry["contenders"][contender.name] = _combine([scored for scored, *_ in mine])
-        _, judged, replayed, figures = mine[0]
-        entry["contenders"][contender.name].update(figures)
-        report.collect_plot_data(entry, contender.name, replayed, judged)
+        entry["contenders"][contender.name] = _combine([outcome.scored for outcome in mine])
+        entry["contenders"][contender.name].update(mine[0].figures)
+        report.add_plot_data(entry, mine[0].plot)
     if _whole_suite(request.paths):
         results["substitutes"] = await _substitutes(factory)
     results["seconds"] = round(time.perf_counter() - started, 1)
@@ -282,6 +267,179 @@ async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
             request.out / "results.json", request.junit, request.baseline, request.tolerance
         )
     return exit_code
+
+
+@dataclass(frozen=True)
+class Run:
+    key: int
+    index: int  # the case's, in load_cases order
+    contender: Contender
+    series: bool
+
+
+class _Progress:
+    """One bar over every replay; a generated world's buyer and supplier add inputs as
+    its replay goes, so each replay reports what it has published of how many."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress, self._task = progress, task
+        self._done: dict[int, int] = {}
+        self._planned: dict[int, int] = {}
+
+    def expect(self, key: int, planned: int) -> None:
+        self._done[key], self._planned[key] = 0, planned
+
+    def advance(self, key: int, published: int, planned: int) -> None:
+        grown = planned - self._planned[key]
+        if grown > 0:
+            total = self._progress.tasks[0].total or 0
+            self._progress.update(self._task, total=total + grown)
+            self._planned[key] = planned
+        self._progress.advance(self._task, published - self._done[key])
+        self._done[key] = published
+
+
+def _jobs(asked: int) -> int:
+    if asked > 0:
+        return asked
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+async def _replay_case(
+    case: Case,
+    run: Run,
+    factory: Callable[[], Model | None],
+    prices: Any,
+    advance: Callable[[int, int], None],
+) -> Outcome:
+    metered: list[Metered] = []
+
+    def make_model() -> Model | None:
+        inner = factory()
+        if inner is None:
+            return None
+        meter = Metered(inner)
+        metered.append(meter)
+        return meter
+
+    contender = run.contender
+    replayed = await replay(
+        case.events,
+        lambda: contender.build(make_model),
+        actors=case.actors() if case.actors else None,
+        progress=advance,
+    )
+    judged = judge(replayed)
+    tokens_in = sum(m.input_tokens for m in metered)
+    tokens_out = sum(m.output_tokens for m in metered)
+    model_name = metered[0].name if metered else "policy"
+    scored = score(
+        replayed,
+        judged,
+        latencies=_latencies(replayed),
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        model_cost=price(model_name, tokens_in, tokens_out, table=prices),
+    )
+    return Outcome(
+        scored,
+        _model_figures(replayed, metered),
+        report.plot_data(contender.name, replayed, judged, series=run.series),
+    )
+
+
+async def _in_process(
+    cases: list[Case],
+    runs: list[Run],
+    factory: Callable[[], Model | None],
+    prices: Any,
+    tracker: _Progress,
+) -> list[Outcome]:
+    gate = asyncio.Semaphore(PARALLEL)
+
+    async def one(run: Run) -> Outcome:
+        async with gate:
+            return await _replay_case(
+                cases[run.index], run, factory, prices, partial(tracker.advance, run.key)
+            )
+
+    return await asyncio.gather(*(one(run) for run in runs))
+
+
+async def _in_workers(
+    request: EvalOptions, runs: list[Run], jobs: int, tracker: _Progress
+) -> list[Outcome]:
+    """Each replay in one of `jobs` processes: a replay keeps one core busy (its database
+    thread waits on the interpreter, not on the disk), so in-process replays share one.
+    Workers load the cases themselves: an event's generic class does not pickle."""
+    context = multiprocessing.get_context("spawn")  # the loop's threads do not fork
+    reports = context.Queue()
+    loop = asyncio.get_running_loop()
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_started, initargs=(reports,)
+    )
+    try:
+        futures = [
+            loop.run_in_executor(
+                pool,
+                partial(
+                    _replay_in_worker,
+                    tuple(request.paths),
+                    request.model,
+                    run.key,
+                    run.index,
+                    run.contender.name,
+                    run.series,
+                ),
+            )
+            for run in runs
+        ]
+        everything = asyncio.gather(*futures)
+        while not everything.done():
+            _drain(reports, tracker)
+            await asyncio.wait([everything], timeout=0.2)
+        _drain(reports, tracker)
+        return everything.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain(reports: Any, tracker: _Progress) -> None:
+    while True:
+        try:
+            key, published, planned = reports.get_nowait()
+        except queue.Empty:
+            return
+        tracker.advance(key, published, planned)
+
+
+_reports: Any = None  # a worker's queue back to the progress bar
+
+
+def _worker_started(reports: Any) -> None:
+    global _reports
+    _reports = reports
+    tune_gc_once()  # a worker lives as long as the evaluation, as `agentbus eval` does
+
+
+@cache
+def _cases_in_worker(paths: tuple[Path, ...]) -> list[Case]:
+    return load_cases(paths)
+
+
+def _replay_in_worker(
+    paths: tuple[Path, ...], model: str, key: int, index: int, contender: str, series: bool
+) -> Outcome:
+    case = _cases_in_worker(paths)[index]
+    chosen = _contenders([contender], uses_model=model != "policy")[0]
+    run = Run(key, index, chosen, series)
+    reports = _reports
+
+    def advance(published: int, planned: int) -> None:
+        reports.put((key, published, planned))
+
+    factory = model_factory(model, None)
+    return asyncio.run(_replay_case(case, run, factory, price_table(), advance))
 
 
 def _whole_suite(paths: Sequence[Path]) -> bool:

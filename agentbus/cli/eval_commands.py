@@ -48,6 +48,14 @@ def evaluate(
     junit: Annotated[
         Path | None, typer.Option(help="Also write JUnit XML here, for CI systems.")
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Replays at once, each in a process of its own (0: one per core); "
+            "a live model replays in this process.",
+        ),
+    ] = 0,
 ) -> None:
     """Replay recorded event streams offline, score what the agents publish, write a report."""
     app = application()
@@ -68,6 +76,7 @@ def evaluate(
         contenders=tuple(contender or ()),
         as_json=as_json,
         junit=junit,
+        jobs=jobs,
     )
     tune_gc_once()  # a long run in a process of its own, as `agentbus run` is
     code = run_async(lambda: runner(options))

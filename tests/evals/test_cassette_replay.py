@@ -29,6 +29,7 @@ async def test_recorded_answers_replay_offline_beside_policy_and_formula(
             model=f"cassette:{CASSETTE}",
             out=tmp_path,
             contenders=["agent", "policy", "reorder_point"],
+            jobs=0,
         ),
         console,
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,7 @@ async def test_eval_writes_the_report_and_passes_the_gate_on_the_committed_fixtu
             out=tmp_path,
             baseline=BASELINE,
             contenders=("reorder_point", "agent"),
+            jobs=0,
         )
     )
     assert code == 0
@@ -136,6 +139,7 @@ async def test_the_gate_worlds_pass_with_every_contender(tmp_path: Path) -> None
             out=tmp_path,
             baseline=BASELINE,
             contenders=("reorder_point", "forecaster", "agent_no_memory", "agent"),
+            jobs=0,
         )
     )
     assert code == 0
@@ -154,6 +158,27 @@ async def test_the_gate_worlds_pass_with_every_contender(tmp_path: Path) -> None
     assert totals["agent"] <= 0.8 * totals["reorder_point"], totals
     assert totals["agent"] <= totals["forecaster"], totals
     assert totals["agent"] <= totals["agent_no_memory"], totals
+
+
+def test_replays_in_worker_processes_score_as_in_one(tmp_path: Path) -> None:
+    def run(jobs: int) -> dict[str, Any]:
+        out = tmp_path / f"jobs-{jobs}"
+        paths = (FIXTURES / "steady.jsonl", FIXTURES / "lead_time_grew.jsonl")
+        options = EvalOptions(paths=paths, out=out, contenders=("reorder_point", "agent"))
+        assert asyncio.run(evaluate(replace(options, jobs=jobs))) == 0
+        return {
+            "results": json.loads((out / "results.json").read_text()),
+            "charts": (out / "report.html").read_text().count("<svg"),
+        }
+
+    alone, spread = run(1), run(2)
+    assert spread["charts"] == alone["charts"] >= 4
+    for name, entry in alone["results"]["scenarios"].items():
+        for contender, figures in entry["contenders"].items():
+            other = spread["results"]["scenarios"][name]["contenders"][contender]
+            for key, value in figures.items():
+                if not key.startswith("latency"):  # wall-clock, not a decision
+                    assert other[key] == value, (name, contender, key)
 
 
 async def test_a_policy_broken_on_purpose_fails_the_gate(
