@@ -196,7 +196,7 @@ def test_the_entry_points_build_through_the_bootstrap(path: str) -> None:
     assert calls_of(tree, {"bootstrap"}), f"{path} builds no system with bootstrap()"
 
 
-def tunes_the_process(tree: ast.Module) -> bool:
+def tunes_the_process(tree: ast.AST) -> bool:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
@@ -215,10 +215,19 @@ def tunes_the_process(tree: ast.Module) -> bool:
 
 def test_process_wide_tuning_happens_only_in_the_commands_entry_points() -> None:
     where = {path for path, tree in shipped_files() if tunes_the_process(tree)}
-    # `agentbus run` once its services are up, and `agentbus eval` (a long run in a
-    # process of its own) before it replays; `host.py` defines the tuning.
+    # `agentbus run` once its services are up, `agentbus eval` (a long run in a process
+    # of its own) before it replays, and the eval's worker processes as they start (a
+    # caller's own process is never a worker); `host.py` defines the tuning.
     assert where == {
         "agentbus/cli/run_commands.py",
         "agentbus/cli/eval_commands.py",
+        "evals/run.py",
         "agentbus/host.py",
     }
+    worker = ast.parse((ROOT / "evals/run.py").read_text())
+    tuning = [
+        node.name
+        for node in ast.walk(worker)
+        if isinstance(node, ast.FunctionDef) and tunes_the_process(node)
+    ]
+    assert tuning == ["_worker_started"], "only a worker process tunes itself as it starts"
