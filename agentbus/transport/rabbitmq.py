@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Coroutine, Sequence
+from itertools import chain
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,6 +55,11 @@ HASH_WEIGHT = "20"
 # private to aio-pika (it has no hook for a list of addresses); a unit test checks that it
 # is still there, since without it a connection would stay on one address.
 CONNECT_ONCE = "_RobustConnection__connect_transport"
+# The robust channel's lock and flag around restoring it as a whole: re-subscribing the
+# consumers the broker cancelled takes the same lock (see _LeanChannel), and the same test
+# checks they are there.
+RESTORE_LOCK = "_RobustChannel__restore_lock"
+RESTORED = "_RobustChannel__restored"
 CONNECT_TIMEOUT = 10.0
 # Seconds a connection that moved to another node waits before restoring its channels.
 FAILOVER_PAUSE = 5.0
@@ -159,6 +165,46 @@ class _LeanQueue(RobustQueue):
 
 class _LeanChannel(RobustChannel):
     QUEUE_CLASS = _LeanQueue
+
+    async def _restore_missing_consumers(self, channel: aiormq.Channel) -> bool:
+        """Subscribe again the consumers the broker cancelled, through the lean queue.
+
+        A quorum queue whose leader went with its node cancels the consumers that were
+        on it, and aio-pika re-subscribes them here once the queue answers. Its own
+        version calls the base queue's `consume`, which hands the callback aio-pika's
+        messages rather than aiormq's deliveries: seen on the cluster, a consumer moved
+        to another node, was cancelled as the new leader took over, and every delivery
+        after that failed in its handler. Returns whether to try again.
+        """
+        retry = False
+        async with getattr(self, RESTORE_LOCK):
+            for queue in tuple(chain(*self._queues.values())):
+                if not isinstance(queue, _LeanQueue):
+                    continue
+                tags = queue._consumers.keys() - channel.consumers.keys()
+                if not tags:
+                    continue
+                try:
+                    probe = await channel.connection.channel(publisher_confirms=False, timeout=5)
+                    try:
+                        await queue._probe(probe)  # the queue answers: it has a leader again
+                    finally:
+                        await probe.close()
+                    if not getattr(self, RESTORED).is_set() or channel.is_closed:
+                        return False  # the channel is being restored as a whole
+                    for tag in tags:
+                        kwargs = queue._consumers.get(tag)
+                        if kwargs is None or tag in channel.consumers:
+                            continue
+                        await queue.consume(consumer_tag=tag, timeout=5, **kwargs)
+                        log.warning(
+                            "RabbitMQ: %s subscribed again after the broker cancelled it",
+                            queue.name,
+                        )
+                except Exception as exc:  # the queue has no leader yet: the next round retries
+                    log.warning("RabbitMQ: %s not subscribed again yet: %s", queue.name, _safe(exc))
+                    retry = True
+        return retry
 
 
 class _LeanConnection(RobustConnection):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
+from aio_pika.robust_channel import RobustChannel
 from aio_pika.robust_connection import RobustConnection
 
 from agentbus.asyncapi import amqp_servers
 from agentbus.errors import ConfigurationError
 from agentbus.settings import Settings
 from agentbus.transport.amqp_addresses import amqp_addresses
-from agentbus.transport.rabbitmq import CONNECT_ONCE, RabbitTransport
+from agentbus.transport.rabbitmq import CONNECT_ONCE, RESTORE_LOCK, RESTORED, RabbitTransport
 from tests.unit.test_cli_errors import agentbus, assert_one_line_error
 
 NODE = "amqp://shop:s3cret@10.0.0.1:5672/prod?heartbeat=30"
@@ -91,3 +94,12 @@ def test_the_asyncapi_document_names_every_node() -> None:
 def test_the_robust_connection_still_has_the_attempt_the_failover_wraps() -> None:
     # A renamed attempt in a new aio-pika would leave every connection on its first node.
     assert callable(getattr(RobustConnection, CONNECT_ONCE, None))
+
+
+def test_the_robust_channel_still_restores_cancelled_consumers_where_the_lean_one_hooks() -> None:
+    # Renamed in a new aio-pika, the lean channel's version would never run and a consumer
+    # the broker cancelled would be subscribed again with aio-pika's message objects.
+    assert "_restore_missing_consumers" in inspect.getsource(RobustChannel._restore_consumers)
+    init = inspect.getsource(RobustChannel.__init__)
+    for private in (RESTORE_LOCK, RESTORED):
+        assert f"self.__{private.split('__', 1)[1]} =" in init, private
