@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import queue
 import re
+import signal
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -374,10 +376,12 @@ async def _in_workers(
     Workers load the cases themselves: an event's generic class does not pickle."""
     context = multiprocessing.get_context("spawn")  # the loop's threads do not fork
     reports = context.Queue()
+    workers: set[int] = set()
     loop = asyncio.get_running_loop()
     pool = ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_worker_started, initargs=(reports,)
     )
+    everything: asyncio.Future[list[Outcome]] | None = None
     try:
         futures = [
             loop.run_in_executor(
@@ -396,21 +400,38 @@ async def _in_workers(
         ]
         everything = asyncio.gather(*futures)
         while not everything.done():
-            _drain(reports, tracker)
+            _drain(reports, tracker, workers)
             await asyncio.wait([everything], timeout=0.2)
-        _drain(reports, tracker)
+        _drain(reports, tracker, workers)
         return everything.result()
+    except BaseException:
+        # Interrupted, or a replay failed: the others would run to their end (a minute
+        # and more) before the process could exit, so the workers are stopped now.
+        if everything is not None:
+            everything.cancel()
+            # Its children's cancellation ends it with an error nobody waits for any more.
+            everything.add_done_callback(lambda done: done.cancelled() or done.exception())
+        pool.shutdown(wait=False, cancel_futures=True)
+        _drain(reports, tracker, workers)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _drain(reports: Any, tracker: _Progress) -> None:
+def _drain(reports: Any, tracker: _Progress, workers: set[int]) -> None:
     while True:
         try:
-            key, published, planned = reports.get_nowait()
+            message = reports.get_nowait()
         except queue.Empty:
             return
-        tracker.advance(key, published, planned)
+        if message[0] == "started":
+            workers.add(message[1])
+        else:
+            _, key, published, planned = message
+            tracker.advance(key, published, planned)
 
 
 _reports: Any = None  # a worker's queue back to the progress bar
@@ -419,6 +440,10 @@ _reports: Any = None  # a worker's queue back to the progress bar
 def _worker_started(reports: Any) -> None:
     global _reports
     _reports = reports
+    # Ctrl-C reaches the whole process group: the evaluation decides what it means and
+    # stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reports.put(("started", os.getpid()))
     tune_gc_once()  # a worker lives as long as the evaluation, as `agentbus eval` does
 
 
@@ -436,7 +461,7 @@ def _replay_in_worker(
     reports = _reports
 
     def advance(published: int, planned: int) -> None:
-        reports.put((key, published, planned))
+        reports.put(("progress", key, published, planned))
 
     factory = model_factory(model, None)
     return asyncio.run(_replay_case(case, run, factory, price_table(), advance))

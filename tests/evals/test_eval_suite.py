@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -218,3 +221,56 @@ def test_the_cli_reports_a_missing_recording_in_one_line(tmp_path: Path) -> None
     assert "no such recording" in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _stat(pid: int) -> list[str] | None:
+    """A process's state and what follows it in /proc/PID/stat; None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _running_children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and int(stat[1]) == pid and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_an_interrupted_eval_stops_its_workers_and_says_so_in_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "agentbus", "eval", str(GATE), "--jobs", "2"]
+    # Ctrl-C reaches the whole process group, as a terminal sends it.
+    eval_ = subprocess.Popen(
+        [*command, "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_running_children(eval_.pid)) < 3:  # two workers and the resource tracker
+            assert eval_.poll() is None, "the eval ended before its workers started"
+            assert time.monotonic() < deadline, "no workers started"
+            time.sleep(0.2)
+        workers = _running_children(eval_.pid)
+        time.sleep(3)  # replaying by now
+        os.killpg(eval_.pid, signal.SIGINT)
+        code = eval_.wait(timeout=15)
+        stderr = eval_.stderr.read() if eval_.stderr else ""
+    finally:
+        if eval_.poll() is None:
+            os.killpg(eval_.pid, signal.SIGKILL)
+    assert code == 130
+    assert stderr.strip() == "error: interrupted"
+    deadline = time.monotonic() + 5
+    while any((stat := _stat(pid)) is not None and stat[0] != "Z" for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived the interrupted eval"
+        time.sleep(0.1)
+    assert not (tmp_path / "results.json").exists()
