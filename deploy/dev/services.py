@@ -57,6 +57,12 @@ def as_root(command: Sequence[str]) -> list[str]:
     raise ServiceError(f"`{' '.join(command)}` needs root, and there is no sudo")
 
 
+# Servers outlive the command, and the folder it was run from may not outlive them: a
+# RabbitMQ node started from a CI clone that was deleted later failed `stop_app` (reading
+# its plugins) and its epmd checks. Servers and the tools that start them run from here.
+SERVER_CWD = "/"
+
+
 def run(
     command: Sequence[str],
     *,
@@ -71,6 +77,7 @@ def run(
             text=True,
             timeout=timeout,
             env={**os.environ, **(env or {})},
+            cwd=SERVER_CWD,
             check=False,
         )
     except FileNotFoundError as exc:
@@ -401,6 +408,7 @@ class Kafka(Server):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=SERVER_CWD,
                 start_new_session=True,  # outlives this command, and a Ctrl-C in its terminal
             )
             (self.folder / "kafka.pid").write_text(str(process.pid))
