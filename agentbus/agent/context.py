@@ -11,6 +11,7 @@ only when `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from agentbus.memory.base import Embedder, Hit, VectorStore, Where
 from agentbus.metrics import instruments
 from agentbus.store import Database, Transaction
 from agentbus.telemetry import tracer
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 COST_ATTRIBUTE = "agentbus.gen_ai.usage.cost_usd"
@@ -158,6 +161,9 @@ class RunContext:
                     1, {"gen_ai.agent.name": self.agent, **failed, "outcome": "error"}
                 )
                 meters.fallbacks.add(1, {"gen_ai.agent.name": self.agent, "reason": reason})
+                # The span and the metric name the kind; an operator also wants the detail
+                # (what the model answered wrong, which limit it hit).
+                log.warning("%s: %s failed, the policy decides: %s", self.agent, model.name, exc)
                 return Decision(
                     fallback(), f"{POLICY} (fallback: {reason})", fallback_reason=reason
                 )

@@ -199,7 +199,9 @@ async def test_the_agents_over_rabbitmq_decide_with_the_real_model(
     [suggestion] = watch.of_type("restock.recommended")
     data = suggestion.data
     assert data.trigger_event_id == trigger.id
-    assert data.model == MODEL, f"the model decided, not the policy: {data.model}"
+    assert data.model == MODEL, f"the policy decided, not the model: {data.model}\n" + "\n".join(
+        line for line in agents.stderr().splitlines() if "the policy decides" in line
+    )
     assert 1 <= data.quantity <= 3 * 40
     assert 0.0 <= data.confidence <= 1.0
     assert len(data.evidence) <= MAX_EVIDENCE
