@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import multiprocessing
-import os
-import queue
 import re
-import signal
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
@@ -31,11 +25,10 @@ from rich.progress import (
 from agentbus.app import EvalOptions
 from agentbus.envelope import Event, EventCodec
 from agentbus.errors import ConfigurationError
-from agentbus.host import tune_gc_once
 from agentbus.llm import CassetteModel, Model, ModelRequest, ModelResponse, openai_model_from_env
 from agentbus.llm.pricing import price, price_table
 from agentbus.recording import read_recording
-from evals import junit, report
+from evals import junit, report, workers
 from evals.contenders import CONTENDERS, POLICY, Contender
 from evals.families import from_spec
 from evals.gate import regressions
@@ -210,7 +203,7 @@ async def evaluate(request: EvalOptions, console: Console | None = None) -> int:
     }
     # A live model and a recording of its answers stay in this process; replays are
     # otherwise independent and take a core each.
-    jobs = _jobs(request.jobs) if deterministic and request.record is None else 1
+    jobs = (request.jobs or workers.cores()) if deterministic and request.record is None else 1
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -301,12 +294,6 @@ class _Progress:
         self._done[key] = published
 
 
-def _jobs(asked: int) -> int:
-    if asked > 0:
-        return asked
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 async def _replay_case(
     case: Case,
     run: Run,
@@ -371,80 +358,21 @@ async def _in_process(
 async def _in_workers(
     request: EvalOptions, runs: list[Run], jobs: int, tracker: _Progress
 ) -> list[Outcome]:
-    """Each replay in one of `jobs` processes: a replay keeps one core busy (its database
-    thread waits on the interpreter, not on the disk), so in-process replays share one.
-    Workers load the cases themselves: an event's generic class does not pickle."""
-    context = multiprocessing.get_context("spawn")  # the loop's threads do not fork
-    reports = context.Queue()
-    workers: set[int] = set()
-    loop = asyncio.get_running_loop()
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=_worker_started, initargs=(reports,)
-    )
-    everything: asyncio.Future[list[Outcome]] | None = None
-    try:
-        futures = [
-            loop.run_in_executor(
-                pool,
-                partial(
-                    _replay_in_worker,
-                    tuple(request.paths),
-                    request.model,
-                    run.key,
-                    run.index,
-                    run.contender.name,
-                    run.series,
-                ),
-            )
-            for run in runs
-        ]
-        everything = asyncio.gather(*futures)
-        while not everything.done():
-            _drain(reports, tracker, workers)
-            await asyncio.wait([everything], timeout=0.2)
-        _drain(reports, tracker, workers)
-        return everything.result()
-    except BaseException:
-        # Interrupted, or a replay failed: the others would run to their end (a minute
-        # and more) before the process could exit, so the workers are stopped now.
-        if everything is not None:
-            everything.cancel()
-            # Its children's cancellation ends it with an error nobody waits for any more.
-            everything.add_done_callback(lambda done: done.cancelled() or done.exception())
-        pool.shutdown(wait=False, cancel_futures=True)
-        _drain(reports, tracker, workers)
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _drain(reports: Any, tracker: _Progress, workers: set[int]) -> None:
-    while True:
-        try:
-            message = reports.get_nowait()
-        except queue.Empty:
-            return
-        if message[0] == "started":
-            workers.add(message[1])
-        else:
-            _, key, published, planned = message
-            tracker.advance(key, published, planned)
-
-
-_reports: Any = None  # a worker's queue back to the progress bar
-
-
-def _worker_started(reports: Any) -> None:
-    global _reports
-    _reports = reports
-    # Ctrl-C reaches the whole process group: the evaluation decides what it means and
-    # stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    reports.put(("started", os.getpid()))
-    tune_gc_once()  # a worker lives as long as the evaluation, as `agentbus eval` does
+    """Each replay in a worker process (`evals.workers`). Workers load the cases
+    themselves: an event's generic class does not pickle."""
+    calls = [
+        partial(
+            _replay_in_worker,
+            tuple(request.paths),
+            request.model,
+            run.key,
+            run.index,
+            run.contender.name,
+            run.series,
+        )
+        for run in runs
+    ]
+    return await workers.run_in_workers(calls, jobs, lambda message: tracker.advance(*message))
 
 
 @cache
@@ -458,10 +386,9 @@ def _replay_in_worker(
     case = _cases_in_worker(paths)[index]
     chosen = _contenders([contender], uses_model=model != "policy")[0]
     run = Run(key, index, chosen, series)
-    reports = _reports
 
     def advance(published: int, planned: int) -> None:
-        reports.put(("progress", key, published, planned))
+        workers.report((key, published, planned))
 
     factory = model_factory(model, None)
     return asyncio.run(_replay_case(case, run, factory, price_table(), advance))

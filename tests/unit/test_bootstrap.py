@@ -221,13 +221,13 @@ def test_process_wide_tuning_happens_only_in_the_commands_entry_points() -> None
     assert where == {
         "agentbus/cli/run_commands.py",
         "agentbus/cli/eval_commands.py",
-        "evals/run.py",
+        "evals/workers.py",
         "agentbus/host.py",
     }
-    worker = ast.parse((ROOT / "evals/run.py").read_text())
+    worker = ast.parse((ROOT / "evals/workers.py").read_text())
     tuning = [
         node.name
         for node in ast.walk(worker)
         if isinstance(node, ast.FunctionDef) and tunes_the_process(node)
     ]
-    assert tuning == ["_worker_started"], "only a worker process tunes itself as it starts"
+    assert tuning == ["_started"], "only a worker process tunes itself as it starts"
