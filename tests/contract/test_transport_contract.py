@@ -499,10 +499,16 @@ async def test_a_consumer_keeps_consuming_and_loses_nothing_when_the_broker_rest
     bus = await started_bus(harness)
     service = Service(harness.queue("restarted"))
     applied: list[int] = []
+    # From the tenth event on, handlers hold what they have in hand until the broker is
+    # back: the restart then always falls mid-stream (a stream left to run raced the
+    # broker's shutdown, and on Kafka's controlled one it sometimes ended first).
+    restarted = asyncio.Event()
 
     @service.handles("order.created")
     async def handle(event: Event[Any], ctx: Context) -> None:
         await asyncio.sleep(0.05)
+        if len(applied) >= 10:
+            await restarted.wait()
         applied.append(event.data.seq)
 
     consumer = Consumer(service, bus, settings(concurrency=2, prefetch=16))
@@ -510,7 +516,7 @@ async def test_a_consumer_keeps_consuming_and_loses_nothing_when_the_broker_rest
     await bus.publish_many([sample("order.created", f"k{i % 8}", i) for i in range(200)])
     await eventually(lambda: len(applied) >= 10, harness, timeout=30)
     await harness.restart_broker()
-    assert len(set(applied)) < 200, "the stream was over before the broker stopped"
+    restarted.set()
     after = [sample("order.created", f"k{i % 8}", i) for i in range(200, 240)]
     for _ in range(300):
         try:
