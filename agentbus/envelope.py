@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Generic, Literal, Protocol, TypeVar, Union
 
+import uuid_utils
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -109,7 +110,7 @@ def new_event(
     event_type: str = getattr(data, "event_type")  # noqa: B009 - a ClassVar of the catalog
     subject_field: str | None = getattr(data, "subject_field", None)
     subject = getattr(data, subject_field) if subject_field else None
-    event_id = id or str(uuid.uuid4())
+    event_id = id or new_event_id()
     correlation = None
     if cause is not None:
         correlation = cause.correlationid or cause.id
@@ -125,6 +126,18 @@ def new_event(
         causationid=cause.id if cause is not None else None,
         data=data,
     )
+
+
+def new_event_id() -> str:
+    """A fresh event id: a UUIDv7, whose leading bits are the time it was made.
+
+    Ids made one after another sort one after another, so every consumer's inbox and
+    the outbox (indexed by event id) take new rows at the end of their index rather
+    than at a random page of it: measured on SQLite with 100,000 ids already in an
+    inbox, a 500-event batch took 31 ms with random (version 4) ids and 12 ms with
+    these, as long as with an empty inbox. See benchmarks/README.md.
+    """
+    return str(uuid_utils.uuid7())
 
 
 _NAMESPACE = uuid.UUID("6f1d2c2e-8a53-4c8e-9d6b-3b1e0c1f5a10")
