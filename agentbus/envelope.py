@@ -60,6 +60,7 @@ __all__ = [
     "is_binary",
     "name_of",
     "new_event",
+    "new_event_id",
     "to_structured",
 ]
 
