@@ -132,11 +132,12 @@ def new_event(
 def new_event_id() -> str:
     """A fresh event id: a UUIDv7, whose leading bits are the time it was made.
 
-    Ids made one after another sort one after another, so every consumer's inbox and
-    the outbox (indexed by event id) take new rows at the end of their index rather
-    than at a random page of it: measured on SQLite with 100,000 ids already in an
-    inbox, a 500-event batch took 31 ms with random (version 4) ids and 12 ms with
-    these, as long as with an empty inbox. See benchmarks/README.md.
+    Ids made one after another sort one after another, so a consumer's inbox (indexed
+    by event id) takes new rows at the end of its index rather than at a random page
+    of it: measured on SQLite with 100,000 ids already in an inbox, a 500-event batch
+    took 31 ms with random (version 4) ids and 12 ms with these, as long as with an
+    empty inbox. See benchmarks/README.md. (Ids derived for emitted events stay as
+    `derived_id` makes them.)
     """
     return str(uuid_utils.uuid7())
 
