@@ -212,8 +212,8 @@ class Environment(BaseModel):
     model_max_tokens: int = var(
         1024,
         "AGENTBUS_MODEL_MAX_TOKENS",
-        "sent with every call; an answer cut at the limit is malformed (asked once more, "
-        "then the policy decides)",
+        "sent with every call, raised to the longest answer the call's schema allows; an "
+        "answer cut at the limit is malformed (asked once more, then the policy decides)",
         ge=1,
     )
     replay_idle_wait: float | None = var(

@@ -12,7 +12,10 @@ refuse it (llama-cpp-python's answers HTTP 500, `Input should be 'text' or
 'json_object'`) or ignore it (free text, or JSON of another shape) get
 `json_object` with the schema in the prompt instead: decided once per process and
 server, and logged once. Every call carries a token limit, so a model that loops
-stops at it (and the answer, cut short, is malformed).
+stops at it (and the answer, cut short, is malformed). Unless the request sets its
+own, the limit is raised to the longest answer the schema allows, when its strings
+and lists are bounded: a small model that fills each string to its bound gives a
+valid answer, which a lower limit would cut.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, ValidationError
 
 from agentbus.errors import ConfigurationError
+from agentbus.llm.answer_length import longest_answer
 from agentbus.llm.base import (
     ChatMessage,
     MalformedOutput,
@@ -190,7 +194,7 @@ class OpenAIModel:
                 raise ConfigurationError(
                     "OpenAIModel needs an API key: pass api_key or set OPENAI_API_KEY"
                 ) from None
-        self._formats: dict[type[BaseModel], ResponseFormatJSONSchema] = {}
+        self._formats: dict[type[BaseModel], tuple[ResponseFormatJSONSchema, int | None]] = {}
         self._server = f"{self.client.base_url}#{model}"
         # OpenAI's own API knows only `max_completion_tokens` for some models; other
         # servers (llama-cpp-python, older vLLM) know only `max_tokens`: they get both.
@@ -248,6 +252,14 @@ class OpenAIModel:
                     output = _parse(request.output, content)
                 except ValueError as exc:
                     problem = _describe(exc, choice.finish_reason)
+                    log.debug(
+                        "%s: answer %d rejected (%s; %d tokens): %s",
+                        self.name,
+                        attempt,
+                        problem,
+                        completion.usage.completion_tokens if completion.usage else -1,
+                        _excerpt(content),
+                    )
                     if mode == "json_schema" and _schema_ignored(
                         request.output, content, choice.finish_reason
                     ):
@@ -292,12 +304,20 @@ class OpenAIModel:
     async def _send(
         self, messages: list[ChatCompletionMessageParam], request: ModelRequest, mode: Structured
     ) -> ChatCompletion:
-        fmt = self._formats.get(request.output)
-        if fmt is None:
+        known = self._formats.get(request.output)
+        if known is None:
             if len(self._formats) >= _FORMATS_KEPT:
                 self._formats.clear()  # answer models made per request must not pile up
-            fmt = self._formats[request.output] = response_format(request.output)
+            made = response_format(request.output)
+            known = self._formats[request.output] = (
+                made,
+                longest_answer(made["json_schema"].get("schema") or {}),
+            )
+        fmt, longest = known
         limit = request.max_output_tokens or self.max_tokens
+        if limit is not None and not request.max_output_tokens and longest is not None:
+            # A valid answer is never cut: the limit stops loops, the schema bounds.
+            limit = max(limit, longest)
         extra: dict[str, Any] = {}
         if limit is not None and not self._openai_itself:
             extra["max_tokens"] = limit
@@ -419,6 +439,13 @@ def _parse(output: type[BaseModel], content: str) -> BaseModel:
     """Parse the answer; tolerate a Markdown fence some compatible servers add."""
     fenced = _FENCE.match(content.strip())
     return output.model_validate_json(fenced.group(1) if fenced else content)
+
+
+def _excerpt(content: str, side: int = 300) -> str:
+    """The head and tail of an answer: enough to see how it went wrong, bounded."""
+    if len(content) <= 2 * side:
+        return repr(content)
+    return f"{content[:side]!r} ... ({len(content) - 2 * side} characters) ... {content[-side:]!r}"
 
 
 def _describe(exc: ValueError, finish_reason: str | None) -> str:

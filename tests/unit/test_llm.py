@@ -34,8 +34,9 @@ from agentbus.llm import (
     Usage,
     openai_model_from_env,
 )
+from agentbus.llm.answer_length import longest_answer
 from agentbus.llm.cassette import request_key
-from agentbus.llm.openai_model import DEFAULT_MAX_TOKENS, forget_fallbacks
+from agentbus.llm.openai_model import DEFAULT_MAX_TOKENS, forget_fallbacks, strict_json_schema
 from tests.support.openai_server import (
     Behaviour,
     FakeOpenAI,
@@ -58,10 +59,12 @@ class Answer(BaseModel):
 GOOD = {"quantity": 12, "reason": "demand over lead time"}
 
 
-def request(text: str = "How many?", **kwargs: Any) -> ModelRequest:
+def request(
+    text: str = "How many?", output: type[BaseModel] = Answer, **kwargs: Any
+) -> ModelRequest:
     return ModelRequest(
         messages=(ChatMessage("system", "You plan restocks."), ChatMessage("user", text)),
-        output=Answer,
+        output=output,
         **kwargs,
     )
 
@@ -305,6 +308,31 @@ async def test_every_call_carries_a_token_limit_and_a_cut_answer_is_malformed(
     for call in server.calls:
         assert call["max_completion_tokens"] == call["max_tokens"] == DEFAULT_MAX_TOKENS
         assert call["response_format"]["type"] == "json_schema"  # cut short, not ignored
+
+
+class Bounded(BaseModel):
+    quantity: int = Field(ge=1, le=1000)
+    reason: str = Field(max_length=3000)
+
+
+async def test_the_limit_rises_to_the_longest_answer_a_bounded_schema_allows(
+    model_at: ModelAt,
+) -> None:
+    """A model that fills the 3,000-character reason gives a valid answer: a limit of
+    1,024 would cut it. A limit the request sets itself is kept as it is."""
+    answer = {"quantity": 3, "reason": "r"}
+    async with FakeOpenAI([reply(answer), reply(answer), reply(GOOD)]) as server:
+        model = model_at(server)
+        await model.complete(request(output=Bounded))
+        await model.complete(request(output=Bounded, max_output_tokens=100))
+        await model.complete(request())  # unbounded: the configured limit
+    raised, kept, unbounded = server.calls
+    longest = longest_answer(strict_json_schema(Bounded))
+    assert longest is not None
+    assert longest > 3000 > DEFAULT_MAX_TOKENS
+    assert raised["max_completion_tokens"] == raised["max_tokens"] == longest
+    assert kept["max_completion_tokens"] == 100
+    assert unbounded["max_completion_tokens"] == DEFAULT_MAX_TOKENS
 
 
 async def test_malformed_twice_raises_after_exactly_two_requests(model_at: ModelAt) -> None:
