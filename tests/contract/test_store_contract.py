@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -567,3 +568,69 @@ async def test_the_adapters_raise_the_databases_errors_as_sqlalchemys(database: 
     with pytest.raises(sa.exc.DBAPIError) as raised:
         await database.read(lambda connection: outbox.unpublished(connection, 10))
     assert "agentbus_outbox" in str(raised.value.orig)
+
+
+async def test_a_units_writes_read_back_within_it_and_vanish_with_it(database: Database) -> None:
+    """PostgreSQL's adapter holds writes nobody reads the answer of (state updates,
+    outbox rows) until the commit, to send them with it. Whatever the database: a unit
+    reads its own writes, through the adapter or SQLAlchemy; a unit that fails, even
+    only when those writes finally run, leaves nothing; the next unit on the same
+    connection carries nothing of it."""
+    await database.migrate(MIGRATIONS)
+    await database.run(
+        lambda tx: tx.execute(sa.insert(totals), [{"key": "a", "sum": 1, "count": 0}])
+    )
+    staged = sample("inventory.low", "a", 1)
+
+    def write_then_read(tx: Transaction) -> tuple[list[tuple[Any, ...]], int, int]:
+        tx.update(totals.c.key, [totals.c.sum], [("a", 10)])
+        through_adapter = tx.rows([totals.c.key, totals.c.sum], totals.c.key, ["a"])
+        tx.stage([staged])
+        outbox = tx.execute(sa.select(sa.func.count()).select_from(tables.outbox)).scalar_one()
+        tx.update(totals.c.key, [totals.c.sum], [("a", 11)])
+        summed = tx.execute(sa.select(totals.c.sum).where(totals.c.key == "a")).scalar_one()
+        return through_adapter, outbox, summed
+
+    assert await database.run(write_then_read) == ([("a", 10)], 1, 11)
+
+    def fails_after_writing(tx: Transaction) -> None:
+        tx.update(totals.c.key, [totals.c.sum], [("a", 99)])
+        tx.stage([sample("inventory.low", "b", 2)])
+        raise ValueError("the handler fails after its writes")
+
+    with pytest.raises(ValueError, match="fails after"):
+        await database.run(fails_after_writing)
+
+    never_made = sa.Table(
+        "never_made",
+        sa.MetaData(),
+        sa.Column("key", sa.String, primary_key=True),
+        sa.Column("n", sa.Integer),
+    )
+
+    def fails_at_its_last_write(tx: Transaction) -> None:
+        tx.claim("summer", ["e-failing"])
+        tx.update(totals.c.key, [totals.c.sum], [("a", 98)])
+        tx.update(never_made.c.key, [never_made.c.n], [("x", 1)])
+
+    with pytest.raises(sa.exc.DBAPIError):
+        await database.run(fails_at_its_last_write)
+    assert await database.run(lambda tx: tx.claim("summer", ["e-failing"])) == {"e-failing"}
+
+    def on_one_connection() -> None:
+        # The database drops a connection a unit failed on; one kept must not carry the
+        # failed transaction's writes into the next.
+        with database.connect() as connection:
+            with contextlib.suppress(ValueError), connection.begin():
+                database.adapter.update(connection, totals.c.key, [totals.c.sum], [("a", 97)])
+                raise ValueError("rolled back")
+            with connection.begin():
+                database.adapter.claim(connection, "summer", ["e-next"], datetime.now(UTC))
+
+    await asyncio.to_thread(on_one_connection)
+    assert (await read_totals(database))["a"] == (11, 0)
+
+    def outbox_ids(connection: sa.Connection) -> list[str]:
+        return list(connection.execute(sa.select(tables.outbox.c.event_id)).scalars())
+
+    assert await database.read(outbox_ids) == [staged.id]
