@@ -65,6 +65,10 @@ def _defer(connection: sa.Connection, statement: sql.Composed, parameters: Seque
 def _send_deferred(connection: sa.Connection, *, commit: bool) -> bool:
     """Send the deferred statements in one pipeline, the COMMIT too if `commit`;
     returns whether anything went."""
+    if connection.invalidated:
+        # Its statements went with the lost session (and asking for `info` here would
+        # reconnect it inside the failed transaction).
+        return False
     deferred: Deferred | None = connection.info.pop(_DEFERRED, None)
     if not deferred:
         return False
@@ -90,7 +94,8 @@ def _commit_with_deferred(connection: sa.Connection) -> None:
 
 
 def _drop_deferred(connection: sa.Connection) -> None:
-    connection.info.pop(_DEFERRED, None)
+    if not connection.invalidated:  # else they went with the session
+        connection.info.pop(_DEFERRED, None)
 
 
 def _execute(

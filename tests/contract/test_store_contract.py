@@ -634,3 +634,42 @@ async def test_a_units_writes_read_back_within_it_and_vanish_with_it(database: D
         return list(connection.execute(sa.select(tables.outbox.c.event_id)).scalars())
 
     assert await database.read(outbox_ids) == [staged.id]
+
+
+async def test_a_connection_lost_before_the_commit_of_held_writes_is_an_outage(
+    database: Database,
+) -> None:
+    """PostgreSQL's held writes go with the next statement or the commit. The server
+    ending the session before them must read as the outage it is: the unit runs again
+    on a new connection and its writes land once, not never."""
+    if database.dialect != "postgresql":
+        pytest.skip("SQLite has no server to end a connection")
+    await database.migrate(MIGRATIONS)
+    await database.run(
+        lambda tx: tx.execute(sa.insert(totals), [{"key": "a", "sum": 1, "count": 0}])
+    )
+    staged = sample("inventory.low", "a", 1)
+    ended: list[int] = []
+
+    def unit(tx: Transaction) -> set[str]:
+        fresh = tx.claim("summer", ["held-1"])
+        tx.update(totals.c.key, [totals.c.sum], [("a", 5)])
+        tx.stage([staged])
+        if not ended:
+            pid = tx.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            with database.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            ended.append(pid)
+        # The next statement finds the session gone, through SQLAlchemy (which marks the
+        # connection invalid) or through the adapter's own driver calls.
+        tx.execute(sa.select(totals.c.sum).where(totals.c.key == "a")).scalar_one()
+        return fresh
+
+    assert await database.run(unit) == {"held-1"}
+    assert ended, "the first attempt's connection was ended"
+    assert (await read_totals(database))["a"] == (5, 0)
+
+    def outbox_ids(connection: sa.Connection) -> list[str]:
+        return list(connection.execute(sa.select(tables.outbox.c.event_id)).scalars())
+
+    assert await database.read(outbox_ids) == [staged.id]
