@@ -593,6 +593,14 @@ async def test_a_units_writes_read_back_within_it_and_vanish_with_it(database: D
 
     assert await database.run(write_then_read) == ([("a", 10)], 1, 11)
 
+    def undone_to_a_savepoint(tx: Transaction) -> None:
+        nested = tx.connection.begin_nested()
+        tx.stage([sample("inventory.low", "c", 3)])
+        tx.update(totals.c.key, [totals.c.sum], [("a", 12)])
+        nested.rollback()
+
+    await database.run(undone_to_a_savepoint)
+
     def fails_after_writing(tx: Transaction) -> None:
         tx.update(totals.c.key, [totals.c.sum], [("a", 99)])
         tx.stage([sample("inventory.low", "b", 2)])
