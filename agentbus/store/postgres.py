@@ -62,16 +62,15 @@ def _defer(connection: sa.Connection, statement: sql.Composed, parameters: Seque
     deferred.append((statement, parameters))
 
 
-def _send_deferred(connection: sa.Connection, *, commit: bool) -> bool:
-    """Send the deferred statements in one pipeline, the COMMIT too if `commit`;
-    returns whether anything went."""
+def _send_deferred(connection: sa.Connection, *, commit: bool = False) -> None:
+    """Send the deferred statements in one pipeline, the COMMIT too if `commit`."""
     if connection.invalidated:
         # Its statements went with the lost session (and asking for `info` here would
         # reconnect it inside the failed transaction).
-        return False
+        return
     deferred: Deferred | None = connection.info.pop(_DEFERRED, None)
     if not deferred:
-        return False
+        return
     driver = cast(psycopg.Connection[Any], connection.connection.driver_connection)
     statement, parameters = deferred[0]
     try:
@@ -82,11 +81,10 @@ def _send_deferred(connection: sa.Connection, *, commit: bool) -> bool:
                 driver.commit()  # what SQLAlchemy's own commit then finds done
     except psycopg.Error as exc:
         raise _wrapped(connection, statement, parameters, exc) from exc
-    return True
 
 
 def _send_deferred_before(connection: sa.Connection, *_: Any) -> None:
-    _send_deferred(connection, commit=False)
+    _send_deferred(connection)
 
 
 def _commit_with_deferred(connection: sa.Connection) -> None:
@@ -105,7 +103,7 @@ def _execute(
     inventory service's throughput), its errors wrapped as SQLAlchemy's would be: the
     database's outage retries and the relay's recovery look for those, and a lost
     connection says so."""
-    _send_deferred(connection, commit=False)
+    _send_deferred(connection)
     driver = cast(psycopg.Connection[Any], connection.connection.driver_connection)
     try:
         return driver.execute(statement, parameters)
