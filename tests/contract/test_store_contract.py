@@ -91,6 +91,10 @@ def summer(binding_holder: list[StoreBinding]) -> Service:
     return service
 
 
+def outbox_ids(connection: sa.Connection) -> list[str]:
+    return list(connection.execute(sa.select(tables.outbox.c.event_id)).scalars())
+
+
 async def read_totals(db: Database) -> dict[str, tuple[int, int]]:
     def read(connection: sa.Connection) -> dict[str, tuple[int, int]]:
         rows = connection.execute(sa.select(totals))
@@ -638,18 +642,18 @@ async def test_a_units_writes_read_back_within_it_and_vanish_with_it(database: D
     await asyncio.to_thread(on_one_connection)
     assert (await read_totals(database))["a"] == (11, 0)
 
-    def outbox_ids(connection: sa.Connection) -> list[str]:
-        return list(connection.execute(sa.select(tables.outbox.c.event_id)).scalars())
-
     assert await database.read(outbox_ids) == [staged.id]
 
 
-async def test_a_connection_lost_before_the_commit_of_held_writes_is_an_outage(
-    database: Database,
+@pytest.mark.parametrize("writes", ["held", "sent"])
+async def test_a_connection_lost_under_held_writes_is_an_outage(
+    database: Database, writes: str
 ) -> None:
     """PostgreSQL's held writes go with the next statement or the commit. The server
-    ending the session before them must read as the outage it is: the unit runs again
-    on a new connection and its writes land once, not never."""
+    ending the session, while they are held or after a statement sent them, must read
+    as the outage it is (with them held, sending them fails; once sent, SQLAlchemy's
+    own statement fails and marks the connection invalid): the unit runs again on a
+    new connection and its writes land once, not never."""
     if database.dialect != "postgresql":
         pytest.skip("SQLite has no server to end a connection")
     await database.migrate(MIGRATIONS)
@@ -659,25 +663,23 @@ async def test_a_connection_lost_before_the_commit_of_held_writes_is_an_outage(
     staged = sample("inventory.low", "a", 1)
     ended: list[int] = []
 
+    def backend(tx: Transaction) -> int:
+        return int(tx.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
     def unit(tx: Transaction) -> set[str]:
+        pid = backend(tx) if writes == "held" else 0
         fresh = tx.claim("summer", ["held-1"])
         tx.update(totals.c.key, [totals.c.sum], [("a", 5)])
         tx.stage([staged])
+        pid = pid or backend(tx)  # a statement now sends what was held
         if not ended:
-            pid = tx.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
             with database.engine.connect() as other:
-                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
             ended.append(pid)
-        # The next statement finds the session gone, through SQLAlchemy (which marks the
-        # connection invalid) or through the adapter's own driver calls.
         tx.execute(sa.select(totals.c.sum).where(totals.c.key == "a")).scalar_one()
         return fresh
 
     assert await database.run(unit) == {"held-1"}
     assert ended, "the first attempt's connection was ended"
     assert (await read_totals(database))["a"] == (5, 0)
-
-    def outbox_ids(connection: sa.Connection) -> list[str]:
-        return list(connection.execute(sa.select(tables.outbox.c.event_id)).scalars())
-
     assert await database.read(outbox_ids) == [staged.id]
