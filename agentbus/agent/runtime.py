@@ -223,6 +223,16 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
         meters.agent_runs.add(1, {**agent, "outcome": "completed"})
         meters.suggestions.add(1, {**agent, "status": "pending"})
 
+    async def _discard(self, thread_id: str, span: Span, why: str) -> None:
+        log.warning(
+            "%s: checkpoint of %s discarded, the run starts afresh: %s",
+            self.agent.name,
+            thread_id,
+            why,
+        )
+        span.add_event("agentbus.run.checkpoint_discarded", {"agentbus.reason": why})
+        await self.checkpoints.saver.adelete_thread(thread_id)
+
     async def _run(
         self, event: Event[TriggerT], thread_id: str, span: Span, *, fresh: bool
     ) -> tuple[StateT, Accounting]:
@@ -238,6 +248,14 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                 self.agent.initial_state(event), config, output_keys=keys
             )
         else:
+            # A checkpoint can keep its row and lose a value kept apart from it (seen
+            # under PostgreSQL restarts): resumed, the run would fail the same way on
+            # every delivery, or suggest nothing. Its effects commit only after the run,
+            # so starting afresh is safe; it costs the model calls again.
+            saved = await self.checkpoints.saver.aget_tuple(config)
+            lost = [] if saved is None else _lost_channels(saved.checkpoint, keys)
+            if lost:
+                await self._discard(thread_id, span, f"no value for {', '.join(lost)}")
             snapshot = await self._graph.aget_state(config)
             if snapshot.created_at is None:
                 result = await self._graph.ainvoke(
@@ -419,6 +437,13 @@ def _open_suggestion(tx: Transaction) -> Any:
     return tx.insert(tables.open_suggestions).on_conflict_do_nothing(
         index_elements=[tables.open_suggestions.c.subject]
     )
+
+
+def _lost_channels(checkpoint: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """The state's channels a checkpoint says were written but holds no value for: a
+    value kept apart from the checkpoint's row (PostgreSQL's blobs) that did not land."""
+    values, versions = checkpoint["channel_values"], checkpoint["channel_versions"]
+    return [key for key in keys if key in versions and key not in values]
 
 
 def _suggestion_id(agent: str, trigger_id: str) -> str:

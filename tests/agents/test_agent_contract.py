@@ -1,7 +1,8 @@
 """What every agent guarantees, checked for each agent (tests/agents/cases.py):
 one suggestion per trigger whatever the duplicates, storms coalesced, event text
 fenced as data and model output held within bounds, and a run that dies before
-its commit resumed without asking the model again.
+its commit resumed without asking the model again, unless its checkpoint lost a
+value, when it starts afresh.
 
 Real services on SQLite, on the in-process broker and, for the outcomes a broker
 could break (duplicates, a run resumed after a failed commit), on the real Kafka
@@ -11,9 +12,11 @@ broker too; the model is the scripted test double.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from agentbus.agent.prompts import END_FENCE, FENCE
@@ -103,6 +106,73 @@ async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
     [suggestion] = shop.of_type(case.suggestion_type)
     assert crashes == [1]
     assert len(model.requests) == 1, "the completed model call was not repeated"
+    assert suggestion.data.model == "scripted"
+
+
+@by_name
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_a_run_whose_checkpoint_lost_a_value_runs_again_from_the_start(
+    case: AgentCase,
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A checkpoint can keep its row and lose a channel's value, which PostgreSQL keeps
+    apart as a blob (a chaos run with database restarts dead-lettered a trigger on
+    `KeyError: 'proposal'`). Resumed from it, the run failed on every delivery, or
+    suggested nothing; it starts afresh instead."""
+    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
+    subject = f"S{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
+    model = ScriptedModel([case.answer(subject), case.answer(subject)])
+    agent = case.runner(model)
+    original_commit, original_run = AgentRunner._commit, AgentRunner._run
+    crashes: list[int] = []
+    lost: list[str] = []
+
+    def commit_once_failing(self: AgentRunner, *args: Any) -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("process died between the run and the commit")
+        original_commit(self, *args)
+
+    async def run_after_losing_values(
+        self: AgentRunner, event: Any, thread_id: str, span: Any, *, fresh: bool
+    ) -> Any:
+        if not fresh and not lost:
+            kept = set(self.agent.initial_state(event))
+            saved = await self.checkpoints.saver.aget_tuple(
+                {"configurable": {"thread_id": thread_id}}
+            )
+            lost.extend(sorted(set(saved.checkpoint["channel_values"]) - kept))
+            if url is not None:
+                with psycopg.connect(url, autocommit=True) as connection:
+                    connection.execute(
+                        "DELETE FROM checkpoint_blobs WHERE thread_id = %s AND channel = ANY(%s)",
+                        (thread_id, lost),
+                    )
+            else:  # SQLite keeps the values in the checkpoint: the versions still name them
+                values = saved.checkpoint["channel_values"]
+                checkpoint = {
+                    **saved.checkpoint,
+                    "channel_values": {k: v for k, v in values.items() if k in kept},
+                }
+                await self.checkpoints.saver.aput(
+                    saved.parent_config, checkpoint, saved.metadata, {}
+                )
+        return await original_run(self, event, thread_id, span, fresh=fresh)
+
+    monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
+    monkeypatch.setattr(AgentRunner, "_run", run_after_losing_values)
+    async with Shop(tmp_path, case.services(agent), database_url=url) as shop:
+        await shop.publish(case.world(subject, BENIGN))
+        await shop.publish([case.trigger(subject, 1)])
+    assert crashes == [1]
+    assert lost, "the resumed run read a checkpoint without values its nodes wrote"
+    [suggestion] = shop.of_type(case.suggestion_type)
+    assert len(model.requests) == 2, "the run started again and asked the model again"
     assert suggestion.data.model == "scripted"
 
 
