@@ -133,7 +133,7 @@ class System:
             url=self.settings.database_url,
             data_dir=self.settings.data_dir,
             outage_limit=outage_limit,
-            on_loop=self.settings.sqlite_on_loop,
+            on_loop=self.settings.stores_on_loop,
             scratch=self.settings.sqlite_scratch,
         )
 

@@ -44,7 +44,7 @@ def rebuild_settings(base: Settings, data_dir: Path) -> Settings:
         data_dir=data_dir,
         partitions=1,
         kafka_bootstrap_servers=None,
-        sqlite_on_loop=True,
+        stores_on_loop=True,
         rebuilding=True,
         consumer=dataclasses.replace(
             base.consumer,

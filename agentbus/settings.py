@@ -42,7 +42,7 @@ class Settings:
     partitions: int = 1
     # SQLite's units of work and checkpoints on the event loop, not in threads: for
     # offline replays, whose files nobody else uses and where hand-offs cost most.
-    sqlite_on_loop: bool = False
+    stores_on_loop: bool = False
     # SQLite files the run throws away at its end (an offline replay's, in a folder of
     # its own): written without waiting for the disk. Measured on a replay of steady:
     # 1.35 s -> 1.18 s, the WAL's writes no longer synced at its checkpoints.

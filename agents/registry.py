@@ -8,7 +8,7 @@ from agentbus.service import Service
 from agents import restock, substitute
 
 OPTIONS = AgentRuntimeOptions(
-    memory=lambda env: shared_vector_store(env.settings.data_dir),
+    memory=lambda env: shared_vector_store(env.settings),
     embedder=embedder_from_env,
 )
 

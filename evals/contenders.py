@@ -103,7 +103,7 @@ def _agent(
 ) -> Service:
     options = AgentRuntimeOptions(
         model=model if model is not None else (lambda: None),
-        memory=lambda env: shared_vector_store(env.settings.data_dir),
+        memory=lambda env: shared_vector_store(env.settings),
         embedder=embedder_from_env,
     )
     return agent_service(restock.declaration(offline, remember=remember), options)

@@ -111,7 +111,7 @@ def replay_settings(data_dir: Path) -> Settings:
         consumer=replace(base.consumer, event_time="cause", ack_linger=0.0),
         # The databases are this replay's own (a fresh folder): no thread hand-offs, and
         # nothing to keep after a crash.
-        sqlite_on_loop=True,
+        stores_on_loop=True,
         sqlite_scratch=True,
     )
 

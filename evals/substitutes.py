@@ -341,7 +341,7 @@ def substitute_service(
 ) -> Service:
     options = AgentRuntimeOptions(
         model=model,
-        memory=lambda env: shared_vector_store(env.settings.data_dir),
+        memory=lambda env: shared_vector_store(env.settings),
         embedder=embedder,
     )
     return agent_service(substitute.declaration(), options)

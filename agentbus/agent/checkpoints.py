@@ -136,7 +136,7 @@ class Checkpoints:
             # A replay's checkpoints go with its folder: nothing to keep after a crash.
             synchronous = "OFF" if settings.sqlite_scratch else "NORMAL"
             connection.execute(f"PRAGMA synchronous={synchronous}")
-            threaded = ThreadedSqliteSaver(connection, on_loop=settings.sqlite_on_loop)
+            threaded = ThreadedSqliteSaver(connection, on_loop=settings.stores_on_loop)
             await threaded._off(threaded.setup)
             self._stack.callback(connection.close)
             self._stack.callback(threaded.shutdown)

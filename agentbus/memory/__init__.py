@@ -27,10 +27,11 @@ _OPENAI_DIMS = {
 }
 
 
-def open_vector_store(data_dir: Path, url: str | None) -> VectorStore:
+def open_vector_store(data_dir: Path, url: str | None, *, on_loop: bool = False) -> VectorStore:
     """A Qdrant server when `url` (QDRANT_URL) is given, else the embedded engine under
-    `data_dir / "vectors"`. The server's key comes from QDRANT_API_KEY; on a cluster,
-    QDRANT_SHARDS and QDRANT_REPLICATION_FACTOR shape the collections it creates."""
+    `data_dir / "vectors"` (`on_loop`: called on the event loop, see `EdgeStore`). The
+    server's key comes from QDRANT_API_KEY; on a cluster, QDRANT_SHARDS and
+    QDRANT_REPLICATION_FACTOR shape the collections it creates."""
     if url:
         from agentbus.memory.server import QdrantServerStore
 
@@ -43,7 +44,7 @@ def open_vector_store(data_dir: Path, url: str | None) -> VectorStore:
         )
     from agentbus.memory.edge import EdgeStore
 
-    return EdgeStore(data_dir / "vectors")
+    return EdgeStore(data_dir / "vectors", on_loop=on_loop)
 
 
 def embedder_from_env() -> Embedder:

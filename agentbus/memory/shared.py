@@ -11,16 +11,20 @@ from pathlib import Path
 
 from agentbus.environment import load_environment
 from agentbus.memory import VectorStore, open_vector_store
+from agentbus.settings import Settings
 
 _stores: dict[tuple[str, str | None], VectorStore] = {}
 
 
-def shared_vector_store(data_dir: Path) -> VectorStore:
+def shared_vector_store(settings: Settings) -> VectorStore:
+    """The store of `settings.data_dir`, opened by the first service to ask for it."""
     url = load_environment().qdrant_url
-    key = (str(data_dir.resolve()), url)
+    key = (str(settings.data_dir.resolve()), url)
     store = _stores.get(key)
     if store is None:
-        store = _stores[key] = open_vector_store(data_dir, url)
+        store = _stores[key] = open_vector_store(
+            settings.data_dir, url, on_loop=settings.stores_on_loop
+        )
     return store
 
 

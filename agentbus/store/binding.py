@@ -241,7 +241,7 @@ class StoreBinding:
             env.bus.codec,
             url=env.settings.database_url,
             data_dir=env.settings.data_dir,
-            on_loop=env.settings.sqlite_on_loop,
+            on_loop=env.settings.stores_on_loop,
             scratch=env.settings.sqlite_scratch,
         )
         await database.migrate(self.migrations)

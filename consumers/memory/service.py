@@ -164,7 +164,7 @@ class MemoryWriter:
         if self.embedder is None:
             self.embedder = embedder_from_env()
         if self.store is None:
-            self.store = shared_vector_store(env.settings.data_dir)
+            self.store = shared_vector_store(env.settings)
         await self.store.ensure_collection(COLLECTION, self.embedder.dim, indexed=("sku", "kind"))
         await self.store.ensure_collection(CATALOG, self.embedder.dim, indexed=("sku", "category"))
 

@@ -49,7 +49,7 @@ class AgentCase:
     def runner(self, model: Any = None) -> AgentRunner:
         options = AgentRuntimeOptions(
             model=lambda: model,
-            memory=(lambda env: shared_vector_store(env.settings.data_dir))
+            memory=(lambda env: shared_vector_store(env.settings))
             if self.needs_memory
             else None,
             embedder=embedder_from_env if self.needs_memory else None,

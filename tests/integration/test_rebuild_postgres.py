@@ -68,7 +68,7 @@ def test_check_compares_with_a_live_postgresql_state(live_url: str, tmp_path: Pa
     codec = EventCodec(CATALOG)
     recording.write_bytes(b"".join(codec.encode(event) + b"\n" for event in story))
     base = rebuild_settings(Settings.from_env({}), tmp_path / "unused")
-    live = dataclasses.replace(base, database_url=live_url, sqlite_on_loop=False)
+    live = dataclasses.replace(base, database_url=live_url, stores_on_loop=False)
     for build in (inventory.build, payments.build):
         asyncio.run(rebuild(build(), story, codec, live))
 

@@ -48,11 +48,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # --- the store contract, run against every adapter ---------------------------------
 
 
-@pytest.fixture(params=["edge", "qdrant-client-local"])
+@pytest.fixture(params=["edge", "edge-on-loop", "qdrant-client-local"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[VectorStore]:
     made: VectorStore
-    if request.param == "edge":
-        made = EdgeStore(tmp_path)
+    if request.param.startswith("edge"):
+        made = EdgeStore(tmp_path, on_loop=request.param == "edge-on-loop")
     else:
         # qdrant-client's local mode answers the same calls a server does.
         made = QdrantServerStore(client=AsyncQdrantClient(location=":memory:"))
@@ -203,11 +203,13 @@ def test_edge_store_points_survive_a_process_that_never_closes(tmp_path: Path) -
     assert asyncio.run(reopen()) == 1
 
 
+@pytest.mark.parametrize("on_loop", [False, True], ids=["worker", "on-loop"])
 async def test_edge_store_indexes_in_the_background_and_keeps_writes_made_meanwhile(
-    tmp_path: Path,
+    tmp_path: Path, on_loop: bool
 ) -> None:
-    # A 1 KB threshold makes 32 points of 8 dimensions enough to index.
-    store = EdgeStore(tmp_path, indexing_threshold_kb=1)
+    # A 1 KB threshold makes 32 points of 8 dimensions enough to index. On the loop,
+    # the calls and the worker thread's swap of the indexed copy take turns.
+    store = EdgeStore(tmp_path, indexing_threshold_kb=1, on_loop=on_loop)
     await store.ensure_collection("episodes", 8, indexed=("kind",))
     rng = random.Random(3)
 
