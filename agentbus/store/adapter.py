@@ -12,7 +12,7 @@ tables' own definitions. Nothing else branches on the driver.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -98,3 +98,73 @@ class Adapter(Protocol):
         rows: Sequence[Sequence[Any]],
     ) -> None:
         """Set `columns` of the row each `(key, *values)` names."""
+
+    def add(
+        self,
+        connection: sa.Connection,
+        columns: Sequence[sa.Column[Any]],
+        rows: Sequence[Sequence[Any]],
+        *,
+        skip_existing: bool,
+    ) -> None:
+        """Insert `rows` of `columns` (one table's); with `skip_existing`, a row that
+        conflicts with one there is passed over."""
+
+    def remove(self, connection: sa.Connection, key: sa.Column[Any], keys: Sequence[Any]) -> None:
+        """Delete the rows whose `key` is in `keys`."""
+
+
+Processor = Callable[[Any], Any]
+
+
+def binders(dialect: sa.Dialect, columns: Sequence[sa.Column[Any]]) -> tuple[Processor, ...] | None:
+    """How each column's type writes a value on this dialect, as SQLAlchemy's own
+    statements write it (SQLite keeps times as formatted text, decimals as floats);
+    None when every value goes to the driver as it is."""
+    key = ("bind", dialect.name, dialect.driver, tuple(columns))
+    if key not in _PROCESSORS:
+        found = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+        _PROCESSORS[key] = _all_or_none(found)
+    return _PROCESSORS[key]
+
+
+def readers(
+    dialect: sa.Dialect, columns: Sequence[sa.Column[Any]], kinds: Sequence[Any] | None = None
+) -> tuple[Processor, ...] | None:
+    """How each column's type reads a driver's value back on this dialect, given the
+    driver's type code of each (its cursor's description); None when every value comes
+    back as the driver gives it."""
+    codes = tuple(kinds) if kinds is not None else (None,) * len(columns)
+    key = ("result", dialect.name, dialect.driver, tuple(columns), codes)
+    if key not in _PROCESSORS:
+        found = [
+            c.type.dialect_impl(dialect).result_processor(dialect, code)
+            for c, code in zip(columns, codes, strict=True)
+        ]
+        _PROCESSORS[key] = _all_or_none(found)
+    return _PROCESSORS[key]
+
+
+def processed(
+    rows: Sequence[Sequence[Any]], processors: tuple[Processor, ...] | None
+) -> list[tuple[Any, ...]]:
+    """`rows` with each value through its column's processor (None values stay None)."""
+    if processors is None:
+        return [tuple(row) for row in rows]
+    return [
+        tuple(None if v is None else p(v) for p, v in zip(processors, row, strict=True))
+        for row in rows
+    ]
+
+
+_PROCESSORS: dict[tuple[Any, ...], tuple[Processor, ...] | None] = {}
+
+
+def _all_or_none(found: Sequence[Processor | None]) -> tuple[Processor, ...] | None:
+    if all(p is None for p in found):
+        return None
+    return tuple(p if p is not None else _same for p in found)
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -131,6 +131,24 @@ class Transaction:
         if rows:
             self._adapter.update(self.connection, key, columns, rows)
 
+    def add(
+        self,
+        columns: Sequence[sa.Column[Any]],
+        rows: Sequence[Sequence[Any]],
+        *,
+        skip_existing: bool = False,
+    ) -> None:
+        """Insert `rows`, values of `columns` (one table's) in that order; the columns
+        left out take the database's default. With `skip_existing`, a row that conflicts
+        with one there is passed over; else that fails the unit."""
+        if rows:
+            self._adapter.add(self.connection, columns, rows, skip_existing=skip_existing)
+
+    def remove(self, key: sa.Column[Any], keys: Sequence[Any]) -> None:
+        """Delete the rows of `key`'s table whose key is in `keys`."""
+        if keys:
+            self._adapter.remove(self.connection, key, keys)
+
     def advance(self, positions: Mapping[LogPartition, int]) -> None:
         """Store where each partition is to be read from next. A position never moves
         back: a batch that took its position before another batch of the partition

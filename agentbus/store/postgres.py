@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql
 
 from agentbus.errors import ConfigurationError
 from agentbus.store import tables
-from agentbus.store.adapter import OutboxRow, Unpublished
+from agentbus.store.adapter import OutboxRow, Unpublished, binders, processed, readers
 from agentbus.store.lease import AdvisoryLease, Lease
 from agentbus.store.migrations import Migration, run_migrations, translated_schema
 
@@ -197,7 +197,11 @@ class PostgresAdapter:
     ) -> list[tuple[Any, ...]]:
         names = tuple(column.name for column in columns)
         query = _select(self.schema, key.table.name, names, key.name, lock)
-        return _execute(connection, query, (list(keys),)).fetchall()
+        cursor = _execute(connection, query, (list(keys),))
+        found = cursor.fetchall()
+        kinds = [column.type_code for column in cursor.description or ()]
+        reading = readers(connection.dialect, columns, kinds)
+        return found if reading is None else processed(found, reading)
 
     def update(
         self,
@@ -206,10 +210,45 @@ class PostgresAdapter:
         columns: Sequence[sa.Column[Any]],
         rows: Sequence[Sequence[Any]],
     ) -> None:
-        dialect = connection.dialect
-        typed = tuple((c.name, c.type.compile(dialect=dialect)) for c in (key, *columns))
-        values = [list(column) for column in zip(*rows, strict=True)]
-        _defer(connection, _update(self.schema, key.table.name, typed), values)
+        typed = _typed(connection.dialect, (key, *columns))
+        _defer(
+            connection,
+            _update(self.schema, key.table.name, typed),
+            _arrays(connection, (key, *columns), rows),
+        )
+
+    def add(
+        self,
+        connection: sa.Connection,
+        columns: Sequence[sa.Column[Any]],
+        rows: Sequence[Sequence[Any]],
+        *,
+        skip_existing: bool,
+    ) -> None:
+        typed = _typed(connection.dialect, columns)
+        statement = _insert(self.schema, columns[0].table.name, typed, skip_existing)
+        _defer(connection, statement, _arrays(connection, columns, rows))
+
+    def remove(self, connection: sa.Connection, key: sa.Column[Any], keys: Sequence[Any]) -> None:
+        typed = _typed(connection.dialect, (key,))
+        _defer(connection, _delete(self.schema, key.table.name, typed[0]), (list(keys),))
+
+
+def _typed(dialect: sa.Dialect, columns: Sequence[sa.Column[Any]]) -> tuple[tuple[str, str], ...]:
+    return _types(dialect, tuple(columns))
+
+
+@functools.cache
+def _types(dialect: sa.Dialect, columns: tuple[sa.Column[Any], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple((c.name, c.type.compile(dialect=dialect)) for c in columns)
+
+
+def _arrays(
+    connection: sa.Connection, columns: Sequence[sa.Column[Any]], rows: Sequence[Sequence[Any]]
+) -> list[list[Any]]:
+    """One array per column, each value written as SQLAlchemy's statements write it."""
+    values = processed(rows, binders(connection.dialect, columns))
+    return [list(column) for column in zip(*values, strict=True)]
 
 
 # Statements are built once per schema and shape, and psycopg prepares them by text.
@@ -278,4 +317,25 @@ def _update(schema: str | None, table: str, typed: tuple[tuple[str, str], ...]) 
         sql.SQL(", ").join(names),
         names[0],
         names[0],
+    )
+
+
+@functools.cache
+def _insert(
+    schema: str | None, table: str, typed: tuple[tuple[str, str], ...], skip_existing: bool
+) -> sql.Composed:
+    """`INSERT` from one array per column."""
+    names = [sql.Identifier(name) for name, _ in typed]
+    arrays = sql.SQL(", ").join(sql.SQL("%s::" + kind + "[]") for _, kind in typed)
+    statement = sql.SQL("INSERT INTO {} ({}) SELECT * FROM unnest({})").format(
+        _name(schema, table), sql.SQL(", ").join(names), arrays
+    )
+    return statement + sql.SQL(" ON CONFLICT DO NOTHING") if skip_existing else statement
+
+
+@functools.cache
+def _delete(schema: str | None, table: str, typed: tuple[str, str]) -> sql.Composed:
+    name, kind = typed
+    return sql.SQL("DELETE FROM {} WHERE {} = ANY(%s::" + kind + "[])").format(
+        _name(schema, table), sql.Identifier(name)
     )

@@ -21,7 +21,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import sqlite
 
 from agentbus.store import tables
-from agentbus.store.adapter import OutboxRow, Unpublished
+from agentbus.store.adapter import OutboxRow, Unpublished, binders, processed, readers
 from agentbus.store.lease import FileLease, Lease
 from agentbus.store.migrations import Migration, run_migrations
 
@@ -193,7 +193,8 @@ class SqliteAdapter:
             at = names.index(key.name) if key.name in names else None
             if at is not None:
                 found.sort(key=lambda row: row[at])
-        return found
+        reading = readers(_DIALECT, columns)
+        return found if reading is None else processed(found, reading)
 
     @_wrapped
     def update(
@@ -204,9 +205,33 @@ class SqliteAdapter:
         rows: Sequence[Sequence[Any]],
     ) -> None:
         names = tuple(column.name for column in columns)
+        values = processed(rows, binders(_DIALECT, (key, *columns)))
         _driver(connection).executemany(
-            _update(key.table.name, names, key.name), [(*row[1:], row[0]) for row in rows]
+            _update(key.table.name, names, key.name), [(*row[1:], row[0]) for row in values]
         )
+
+    @_wrapped
+    def add(
+        self,
+        connection: sa.Connection,
+        columns: Sequence[sa.Column[Any]],
+        rows: Sequence[Sequence[Any]],
+        *,
+        skip_existing: bool,
+    ) -> None:
+        names = tuple(column.name for column in columns)
+        _driver(connection).executemany(
+            _insert(columns[0].table.name, names, skip_existing),
+            processed(rows, binders(_DIALECT, columns)),
+        )
+
+    @_wrapped
+    def remove(self, connection: sa.Connection, key: sa.Column[Any], keys: Sequence[Any]) -> None:
+        driver = _driver(connection)
+        step = _ROWS_PER_STATEMENT
+        for start in range(0, len(keys), step):
+            chunk = keys[start : start + step]
+            driver.execute(_delete(key.table.name, key.name, len(chunk)), chunk)
 
 
 def _table(name: str) -> str:
@@ -251,6 +276,20 @@ def _select(table: str, columns: tuple[str, ...], key: str, keys: int) -> str:
 def _update(table: str, columns: tuple[str, ...], key: str) -> str:
     assignments = ", ".join(f'"{c}" = ?' for c in columns)
     return f'UPDATE {_table(table)} SET {assignments} WHERE "{key}" = ?'
+
+
+@functools.cache
+def _insert(table: str, columns: tuple[str, ...], skip_existing: bool) -> str:
+    listed = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join("?" * len(columns))
+    skip = " ON CONFLICT DO NOTHING" if skip_existing else ""
+    return f"INSERT INTO {_table(table)} ({listed}) VALUES ({marks}){skip}"
+
+
+@functools.cache
+def _delete(table: str, key: str, keys: int) -> str:
+    marks = ", ".join("?" * keys)
+    return f'DELETE FROM {_table(table)} WHERE "{key}" IN ({marks})'
 
 
 # -- fresh files --------------------------------------------------------------------

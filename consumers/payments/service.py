@@ -85,17 +85,20 @@ def build(limit: Decimal | None = None) -> Service:
     store = StoreBinding(service, MIGRATIONS)
 
     def decide(tx: Transaction, ctx: Context, order_id: str, cause: Event[Any]) -> None:
-        row = tx.connection.execute(_AMOUNT, {"order": order_id}).first()
-        if row is None or row.outcome is not None:
+        found = tx.rows(_CHARGE, amounts.c.order_id, [order_id])
+        if not found:
+            return
+        stored, currency, outcome = found[0]
+        if outcome is not None:
             return  # one payment per order
-        amount = Decimal(row.amount).quantize(CENT)
+        amount = Decimal(stored).quantize(CENT)
         if amount > cap:
             outcome = "failed"
             ctx.emit(
                 PaymentFailed(
                     order_id=order_id,
                     amount=amount,
-                    currency=row.currency,
+                    currency=currency,
                     reason="limit_exceeded",
                 ),
                 cause=cause,
@@ -103,47 +106,34 @@ def build(limit: Decimal | None = None) -> Service:
         else:
             outcome = "authorized"
             ctx.emit(
-                PaymentAuthorized(order_id=order_id, amount=amount, currency=row.currency),
+                PaymentAuthorized(order_id=order_id, amount=amount, currency=currency),
                 cause=cause,
             )
-        tx.connection.execute(_OUTCOME, {"order": order_id, "outcome": outcome})
+        tx.update(amounts.c.order_id, [amounts.c.outcome], [(order_id, outcome)])
 
     @store.applies(OrderCreated)
     def created(tx: Transaction, event: Event[OrderCreated], ctx: Context) -> None:
         data = event.data
         total = order_total([(line.quantity, line.unit_price) for line in data.lines])
-        tx.connection.execute(
-            tx.once(_new_amount, _new_amount),
-            {"order_id": data.order_id, "amount": total, "currency": data.currency},
-        )
-        waiting = tx.connection.execute(_EARLY, {"order": data.order_id}).first()
-        if waiting is not None:
-            tx.connection.execute(_EARLY_DONE, {"order": data.order_id})
+        tx.add(_AMOUNT, [(data.order_id, total, data.currency)], skip_existing=True)
+        if tx.rows(_EARLY, early.c.order_id, [data.order_id]):
+            tx.remove(early.c.order_id, [data.order_id])
             decide(tx, ctx, data.order_id, event)
 
     @store.applies(InventoryReserved)
     def reserved(tx: Transaction, event: Event[InventoryReserved], ctx: Context) -> None:
         data = event.data
-        if tx.connection.execute(_AMOUNT, {"order": data.order_id}).first() is None:
-            tx.connection.execute(tx.once(_new_early, _new_early), {"order_id": data.order_id})
+        if not tx.rows(_ORDER, amounts.c.order_id, [data.order_id]):
+            tx.add(_EARLY, [(data.order_id,)], skip_existing=True)
             return
         decide(tx, ctx, data.order_id, event)
 
     return service
 
 
-# Built once: every order runs them.
-_AMOUNT = sa.select(amounts).where(amounts.c.order_id == sa.bindparam("order"))
-_OUTCOME = sa.update(amounts).where(amounts.c.order_id == sa.bindparam("order"))
-
-
-_EARLY = sa.select(early).where(early.c.order_id == sa.bindparam("order"))
-_EARLY_DONE = sa.delete(early).where(early.c.order_id == sa.bindparam("order"))
-
-
-def _new_early(tx: Transaction) -> Any:
-    return tx.insert(early).on_conflict_do_nothing(index_elements=[early.c.order_id])
-
-
-def _new_amount(tx: Transaction) -> Any:
-    return tx.insert(amounts).on_conflict_do_nothing(index_elements=[amounts.c.order_id])
+# Every order runs these: through the database's adapter, not SQLAlchemy's execution,
+# which cost a replay a tenth of its time.
+_CHARGE = [amounts.c.amount, amounts.c.currency, amounts.c.outcome]
+_AMOUNT = [amounts.c.order_id, amounts.c.amount, amounts.c.currency]
+_ORDER = [amounts.c.order_id]
+_EARLY = [early.c.order_id]

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -515,6 +516,65 @@ async def test_rows_by_key_read_in_key_order_and_update_in_one_statement(
     assert after[keys[3]] == (3, 0)  # not asked for: unchanged
     assert sum(count for _, count in after.values()) == 300
     assert await database.run(lambda tx: tx.rows([totals.c.key], totals.c.key, [])) == []
+
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("amount", sa.Numeric(14, 2), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("note", sa.String(50), nullable=True, server_default="none"),
+)
+LEDGER = Migration("ledger", 1, "ledger", create_tables(ledger))
+
+
+async def test_rows_added_and_removed_by_the_adapter_read_back_as_sqlalchemys_own(
+    database: Database,
+) -> None:
+    """Decimals, times and a column left to its default go in through the adapter and
+    come back, by the adapter and by SQLAlchemy, as SQLAlchemy's own statements write
+    and read them; a conflict fails the unit unless it asked to skip what is there."""
+    await database.migrate([LEDGER])
+    at = datetime(2026, 12, 7, 9, 30, 15, 250000, tzinfo=UTC)
+    columns = [ledger.c.key, ledger.c.amount, ledger.c.at]
+
+    def fill(tx: Transaction) -> None:
+        tx.add(columns, [("a", Decimal("19.99"), at), ("b", Decimal("0.10"), None)])
+        tx.execute(sa.insert(ledger), {"key": "c", "amount": Decimal("5.25"), "at": at})
+        tx.add(
+            columns, [("a", Decimal("1.00"), None), ("d", Decimal("2.50"), at)], skip_existing=True
+        )
+        tx.update(ledger.c.key, [ledger.c.amount], [("b", Decimal("0.20"))])
+
+    await database.run(fill)
+    readable = [ledger.c.key, ledger.c.amount, ledger.c.at, ledger.c.note]
+    by_adapter = await database.run(
+        lambda tx: tx.rows(readable, ledger.c.key, ["a", "b", "c", "d"])
+    )
+    by_sqlalchemy = await database.read(
+        lambda c: [tuple(r) for r in c.execute(sa.select(*readable).order_by(ledger.c.key))]
+    )
+    assert by_adapter == by_sqlalchemy
+    read_at = by_sqlalchemy[2][2]  # SQLite keeps no zone: SQLAlchemy reads the time naive
+    assert read_at == (at if read_at.tzinfo else at.replace(tzinfo=None))
+    assert by_adapter == [
+        ("a", Decimal("19.99"), read_at, "none"),  # the second "a" was passed over
+        ("b", Decimal("0.20"), None, "none"),
+        ("c", Decimal("5.25"), read_at, "none"),
+        ("d", Decimal("2.50"), read_at, "none"),
+    ]
+    with pytest.raises(sa.exc.IntegrityError):
+        await database.run(
+            lambda tx: tx.add(columns, [("e", Decimal(1), at), ("a", Decimal(2), at)])
+        )
+    assert await database.run(lambda tx: tx.rows([ledger.c.key], ledger.c.key, ["e"])) == []
+
+    def remove(tx: Transaction) -> list[tuple[Any, ...]]:
+        tx.remove(ledger.c.key, ["a", "c", "absent"])
+        return tx.rows([ledger.c.key], ledger.c.key, ["a", "b", "c", "d"])
+
+    assert await database.run(remove) == [("b",), ("d",)]
 
 
 async def test_a_connection_lost_under_a_claim_is_retried_as_the_outage_it_is(
