@@ -49,9 +49,7 @@ class AgentCase:
     def runner(self, model: Any = None) -> AgentRunner:
         options = AgentRuntimeOptions(
             model=lambda: model,
-            memory=(lambda env: shared_vector_store(env.settings))
-            if self.needs_memory
-            else None,
+            memory=(lambda env: shared_vector_store(env.settings)) if self.needs_memory else None,
             embedder=embedder_from_env if self.needs_memory else None,
         )
         return AgentRunner(self.declaration(), options)
