@@ -147,10 +147,17 @@ def readers(
 
 def processed(
     rows: Sequence[Sequence[Any]], processors: tuple[Processor, ...] | None
+) -> Sequence[Sequence[Any]]:
+    """`rows` as the driver takes them: the same rows where no column needs a processor."""
+    if processors is None:
+        return rows
+    return read_back(rows, processors)
+
+
+def read_back(
+    rows: Sequence[Sequence[Any]], processors: tuple[Processor, ...]
 ) -> list[tuple[Any, ...]]:
     """`rows` with each value through its column's processor (None values stay None)."""
-    if processors is None:
-        return [tuple(row) for row in rows]
     return [
         tuple(None if v is None else p(v) for p, v in zip(processors, row, strict=True))
         for row in rows

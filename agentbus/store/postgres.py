@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql
 
 from agentbus.errors import ConfigurationError
 from agentbus.store import tables
-from agentbus.store.adapter import OutboxRow, Unpublished, binders, processed, readers
+from agentbus.store.adapter import OutboxRow, Unpublished, binders, processed, read_back, readers
 from agentbus.store.lease import AdvisoryLease, Lease
 from agentbus.store.migrations import Migration, run_migrations, translated_schema
 
@@ -201,7 +201,7 @@ class PostgresAdapter:
         found = cursor.fetchall()
         kinds = [column.type_code for column in cursor.description or ()]
         reading = readers(connection.dialect, columns, kinds)
-        return found if reading is None else processed(found, reading)
+        return found if reading is None else read_back(found, reading)
 
     def update(
         self,

@@ -21,7 +21,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import sqlite
 
 from agentbus.store import tables
-from agentbus.store.adapter import OutboxRow, Unpublished, binders, processed, readers
+from agentbus.store.adapter import OutboxRow, Unpublished, binders, processed, read_back, readers
 from agentbus.store.lease import FileLease, Lease
 from agentbus.store.migrations import Migration, run_migrations
 
@@ -194,7 +194,7 @@ class SqliteAdapter:
             if at is not None:
                 found.sort(key=lambda row: row[at])
         reading = readers(_DIALECT, columns)
-        return found if reading is None else processed(found, reading)
+        return found if reading is None else read_back(found, reading)
 
     @_wrapped
     def update(
