@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -121,18 +121,10 @@ def project(store: StoreBinding) -> None:
         for line in event.data.lines:
             rows[line.sku] = rows.get(line.sku, 0) + line.quantity
             prices[line.sku] = min(prices.get(line.sku, float("inf")), float(line.unit_price))
-        tx.execute(
-            tx.once(_new_demand, _new_demand),
-            [
-                {
-                    "event_id": event.id,
-                    "sku": sku,
-                    "quantity": quantity,
-                    "at": event.time,
-                    "unit_price": prices[sku],
-                }
-                for sku, quantity in rows.items()
-            ],
+        tx.add(
+            _DEMAND,
+            [(event.id, sku, quantity, event.time, prices[sku]) for sku, quantity in rows.items()],
+            skip_existing=True,
         )
 
     @store.applies(PurchaseOrderCreated)
@@ -157,11 +149,9 @@ def project(store: StoreBinding) -> None:
         tx.execute(_RECEIVED, {"order": event.data.purchase_order_id, "received_at": event.time})
 
 
-# Built once: every order and every delivery runs one.
+# Every order adds its rows through the database's adapter, not SQLAlchemy's execution.
+_DEMAND = [demand.c.event_id, demand.c.sku, demand.c.quantity, demand.c.at, demand.c.unit_price]
+# Built once: every delivery runs one.
 _RECEIVED = sa.update(purchase_orders).where(
     purchase_orders.c.purchase_order_id == sa.bindparam("order")
 )
-
-
-def _new_demand(tx: Transaction) -> Any:
-    return tx.insert(demand).on_conflict_do_nothing()
