@@ -129,14 +129,16 @@ def binders(dialect: sa.Dialect, columns: Sequence[sa.Column[Any]]) -> tuple[Pro
 
 
 def readers(
-    dialect: sa.Dialect, columns: Sequence[sa.Column[Any]], kinds: Sequence[Any] | None = None
+    dialect: sa.Dialect,
+    columns: Sequence[sa.Column[Any]],
+    kinds: Callable[[], Sequence[Any]] | None = None,
 ) -> tuple[Processor, ...] | None:
-    """How each column's type reads a driver's value back on this dialect, given the
-    driver's type code of each (its cursor's description); None when every value comes
-    back as the driver gives it."""
-    codes = tuple(kinds) if kinds is not None else (None,) * len(columns)
-    key = ("result", dialect.name, dialect.driver, tuple(columns), codes)
+    """How each column's type reads a driver's value back on this dialect; None when
+    every value comes back as the driver gives it. `kinds` gives the driver's type code
+    of each column (its cursor's description), asked for only the first time."""
+    key = ("result", dialect.name, dialect.driver, tuple(columns))
     if key not in _PROCESSORS:
+        codes = kinds() if kinds is not None else [None] * len(columns)
         found = [
             c.type.dialect_impl(dialect).result_processor(dialect, code)
             for c, code in zip(columns, codes, strict=True)

@@ -199,8 +199,11 @@ class PostgresAdapter:
         query = _select(self.schema, key.table.name, names, key.name, lock)
         cursor = _execute(connection, query, (list(keys),))
         found = cursor.fetchall()
-        kinds = [column.type_code for column in cursor.description or ()]
-        reading = readers(connection.dialect, columns, kinds)
+        reading = readers(
+            connection.dialect,
+            columns,
+            lambda: [column.type_code for column in cursor.description or ()],
+        )
         return found if reading is None else read_back(found, reading)
 
     def update(
@@ -225,7 +228,7 @@ class PostgresAdapter:
         *,
         skip_existing: bool,
     ) -> None:
-        typed = _typed(connection.dialect, columns)
+        typed = _typed(connection.dialect, tuple(columns))
         statement = _insert(self.schema, columns[0].table.name, typed, skip_existing)
         _defer(connection, statement, _arrays(connection, columns, rows))
 
@@ -234,12 +237,9 @@ class PostgresAdapter:
         _defer(connection, _delete(self.schema, key.table.name, typed[0]), (list(keys),))
 
 
-def _typed(dialect: sa.Dialect, columns: Sequence[sa.Column[Any]]) -> tuple[tuple[str, str], ...]:
-    return _types(dialect, tuple(columns))
-
-
 @functools.cache
-def _types(dialect: sa.Dialect, columns: tuple[sa.Column[Any], ...]) -> tuple[tuple[str, str], ...]:
+def _typed(dialect: sa.Dialect, columns: tuple[sa.Column[Any], ...]) -> tuple[tuple[str, str], ...]:
+    """Each column's name and its type as PostgreSQL spells it, for the arrays' casts."""
     return tuple((c.name, c.type.compile(dialect=dialect)) for c in columns)
 
 

@@ -128,7 +128,7 @@ def build() -> Service:
 
 
 # Every event runs one or two of these: through the database's adapter, not
-# SQLAlchemy's execution, which cost a replay a tenth of its time.
+# SQLAlchemy's execution (with payments', a sixth of an offline replay's CPU).
 _STATUS = [orders.c.status]
 _NEW = [orders.c.order_id, orders.c.status, orders.c.reason, orders.c.customer_id]
 _DECIDED = [orders.c.status, orders.c.reason]

@@ -131,8 +131,8 @@ def build(limit: Decimal | None = None) -> Service:
     return service
 
 
-# Every order runs these: through the database's adapter, not SQLAlchemy's execution,
-# which cost a replay a tenth of its time.
+# Every order runs these: through the database's adapter, not SQLAlchemy's execution
+# (with orders', a sixth of an offline replay's CPU).
 _CHARGE = [amounts.c.amount, amounts.c.currency, amounts.c.outcome]
 _AMOUNT = [amounts.c.order_id, amounts.c.amount, amounts.c.currency]
 _ORDER = [amounts.c.order_id]

@@ -90,16 +90,7 @@ async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
 ) -> None:
     model = ScriptedModel([case.answer("S1")])
     agent = case.runner(model)
-    original = AgentRunner._commit
-    crashes: list[int] = []
-
-    def commit_once_failing(self: AgentRunner, *args: Any) -> None:
-        if not crashes:
-            crashes.append(1)
-            raise RuntimeError("process died between the model call and the commit")
-        original(self, *args)
-
-    monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
+    crashes = commit_failing_once(monkeypatch)
     async with Shop(tmp_path, case.services(agent), broker) as shop:
         await shop.publish(case.world("S1", BENIGN))
         await shop.publish([case.trigger("S1", 1)])
@@ -128,15 +119,9 @@ async def test_a_run_whose_checkpoint_lost_a_value_runs_again_from_the_start(
     subject = f"S{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
     model = ScriptedModel([case.answer(subject), case.answer(subject)])
     agent = case.runner(model)
-    original_commit, original_run = AgentRunner._commit, AgentRunner._run
-    crashes: list[int] = []
+    original_run = AgentRunner._run
+    crashes = commit_failing_once(monkeypatch)
     lost: list[str] = []
-
-    def commit_once_failing(self: AgentRunner, *args: Any) -> None:
-        if not crashes:
-            crashes.append(1)
-            raise RuntimeError("process died between the run and the commit")
-        original_commit(self, *args)
 
     async def run_after_losing_values(
         self: AgentRunner, event: Any, thread_id: str, span: Any, *, fresh: bool
@@ -164,7 +149,6 @@ async def test_a_run_whose_checkpoint_lost_a_value_runs_again_from_the_start(
                 )
         return await original_run(self, event, thread_id, span, fresh=fresh)
 
-    monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
     monkeypatch.setattr(AgentRunner, "_run", run_after_losing_values)
     async with Shop(tmp_path, case.services(agent), database_url=url) as shop:
         await shop.publish(case.world(subject, BENIGN))
@@ -174,6 +158,22 @@ async def test_a_run_whose_checkpoint_lost_a_value_runs_again_from_the_start(
     [suggestion] = shop.of_type(case.suggestion_type)
     assert len(model.requests) == 2, "the run started again and asked the model again"
     assert suggestion.data.model == "scripted"
+
+
+def commit_failing_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first run's commit fails as if the process died after the run; the list
+    records that it did."""
+    original = AgentRunner._commit
+    crashes: list[int] = []
+
+    def commit_once_failing(self: AgentRunner, *args: Any) -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("process died between the run and the commit")
+        original(self, *args)
+
+    monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
+    return crashes
 
 
 class _FirstAnswerNeverComes(ScriptedModel):
