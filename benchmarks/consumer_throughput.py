@@ -261,16 +261,16 @@ async def main() -> None:
         ]
         for round_ in range(args.rounds):
             shift = round_ % len(contenders)
-            for name, variant in contenders[shift:] + contenders[:shift]:
-                if variant is None:
+            for name, runner in contenders[shift:] + contenders[:shift]:
+                if runner is None:
                     await fill(bus, base_queue, args.messages, args.skus)
                     measured = await baseline(
                         args.amqp_url, base_queue, args.messages, args.prefetch
                     )
                 else:
-                    await fill(bus, variant.queue, args.messages, args.skus)
-                    observe(variant.traced)
-                    measured = await variant.run(args.messages)
+                    await fill(bus, runner.queue, args.messages, args.skus)
+                    observe(runner.traced)
+                    measured = await runner.run(args.messages)
                 results[name].append(measured)
             print(
                 f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in results.items()),
