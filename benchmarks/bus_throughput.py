@@ -131,10 +131,20 @@ async def main() -> None:
     runtime: list[float] = []
     try:
         for round_ in range(args.rounds):
-            await fill(bus, base_queue, args.messages, args.keys)
-            baseline.append(await run_baseline(args.url, base_queue, args.messages, args.prefetch))
-            await fill(bus, runtime_queue, args.messages, args.keys)
-            runtime.append(await run_runtime(bus, runtime_queue, args.messages, args.prefetch))
+            # Which goes first alternates: a variant run second reads differently from the
+            # same one run first (measured in consumer_throughput), and neither should
+            # always have the advantage.
+            for turn in (0, 1) if round_ % 2 == 0 else (1, 0):
+                if turn == 0:
+                    await fill(bus, base_queue, args.messages, args.keys)
+                    baseline.append(
+                        await run_baseline(args.url, base_queue, args.messages, args.prefetch)
+                    )
+                else:
+                    await fill(bus, runtime_queue, args.messages, args.keys)
+                    runtime.append(
+                        await run_runtime(bus, runtime_queue, args.messages, args.prefetch)
+                    )
             print(
                 f"round {round_ + 1}: baseline {baseline[-1]:.0f} msg/s, "
                 f"runtime {runtime[-1]:.0f} msg/s",
