@@ -10,8 +10,10 @@ Given memory (`memory_days` beyond the eight weeks), it also looks for the
 patterns of `tools.demand_patterns` (promotions, days of the month, the same
 time last year), each used only where the memory shows it beyond chance. The
 model then fits the ordinary level (the past divided by the patterns'
-multipliers) and the forecast carries the patterns' multipliers ahead. Where no
-pattern is found the forecast is exactly the one made without memory.
+multipliers) and the forecast carries the patterns' multipliers ahead. Where none
+is found, memory still shows a fall too slow to tell from noise in eight weeks if
+it holds steadily over sixteen (`forecasting.fall`); otherwise the forecast is
+exactly the one made without memory.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ def demand_forecast(
         remembered = _remembering(units, prices, latest_price, now, horizon_days, engine)
         if remembered is not None:
             return remembered
+        if len(units) > WINDOW_DAYS:
+            falling = forecasting.fall(units, horizon_days)
+            if falling is not None:
+                seen = min(len(units), forecasting.FALL_WEEKS * forecasting.WEEK)
+                return Forecast(falling.method, engine, seen, falling.mean, falling.sd)
     recent = units[-WINDOW_DAYS:]
     fitted = forecasting.fit(recent, horizon_days)
     return Forecast(fitted.method, engine, len(recent), fitted.mean, fitted.sd)

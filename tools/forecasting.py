@@ -17,7 +17,8 @@ demand. Both answer in the same form, so the tool and the policy do not know whi
 one ran; `engine()` says which.
 
 Neither handles a calendar: cycles of a month or a year, and promotions, are
-memory's (`tools.demand_patterns`).
+memory's (`tools.demand_patterns`). So is a fall too slow to show in eight weeks:
+`fall` looks for a steady one over sixteen.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Any
 
@@ -37,6 +38,9 @@ WEEK = 7
 TREND_T = 2.0
 LEVEL_DAYS = 28
 Z_80 = 1.2816
+FALL_WEEKS = 16  # how far back memory is searched for a steady fall
+SLOPE_PRIOR = 0.02  # sd of the daily log-slope demand is expected to have, before the data
+STEADY = 1.5  # the most scatter around a fall, against Poisson counts', that reads as one
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,35 @@ def trending(y: Sequence[float] | np.ndarray) -> bool:
     """A trend clear of the noise: the log-linear slope over TREND_T standard errors."""
     found = trend(y)
     return found is not None and abs(found.z) >= TREND_T
+
+
+def fall(series: Sequence[float], horizon: int) -> Fit | None:
+    """A steady fall over up to FALL_WEEKS whole weeks, carried ahead; None where none shows.
+
+    What memory adds to the eight weeks the models see: a fall too slow to tell from noise
+    in eight weeks stands out over sixteen. It is the log-linear Poisson regression of the
+    whole weeks (`trend`), taken where its slope stands TREND_T standard errors below flat
+    and the days scatter around it no more than STEADY times as Poisson counts would (the
+    end of a season or a step down fits a line badly, and is left to the patterns and the
+    level). The slope is shrunk toward flat by its own uncertainty (a normal prior of sd
+    SLOPE_PRIOR a day) before it is carried ahead. Only falls: a rise is the models', whose
+    additive trend does not compound.
+    """
+    y = np.asarray(series, dtype=float)[-FALL_WEEKS * WEEK :]
+    if float((y[-2 * LEVEL_DAYS :] == 0).mean()) >= INTERMITTENT:
+        return None
+    found = trend(y)
+    if found is None or found.z > -TREND_T or found.dispersion > STEADY:
+        return None
+    uncertainty = float(found.covariance[1, 1])
+    slope = found.slope * SLOPE_PRIOR**2 / (SLOPE_PRIOR**2 + uncertainty)
+    projected = _projected(replace(found, slope=slope), horizon)
+    weeks = len(y) // WEEK
+    return Fit(
+        f"a fall of {-slope:.1%} a day over {weeks} weeks (log-linear)",
+        projected.mean,
+        projected.sd,
+    )
 
 
 def _projected(found: Trend, horizon: int) -> Fit:

@@ -129,6 +129,43 @@ def test_busy_weekdays_are_no_monthly_pattern_though_they_fall_on_the_same_dates
         assert remembering.daily == plain.daily
 
 
+def test_with_memory_a_fall_too_slow_for_eight_weeks_is_followed_over_sixteen() -> None:
+    """Demand shrinking 0.5% a day: over the models' eight weeks the fall stays within the
+    noise, so the forecast is the level of four weeks, which lags it; memory's sixteen weeks
+    show it, and the forecast follows it down."""
+    start = NOW - 112 * DAY
+
+    def rate(at: datetime) -> float:
+        return float(8 * 0.995 ** ((at - start).total_seconds() / 86400))
+
+    truth = sum(rate(NOW + (d + 0.5) * DAY) for d in range(14))
+    for seed in range(3, 8):
+        connection = projection(lambda at, rng: poisson(rate(at), rng), 112, seed=seed)
+        plain = demand_forecast(connection, "S", NOW, 14)
+        remembering = demand_forecast(connection, "S", NOW, 14, memory_days=730)
+        assert plain.method.startswith("mean of the last")
+        assert "fall" in remembering.method
+        off = abs(total(remembering.as_dict(), 14) - truth)
+        assert off < abs(total(plain.as_dict(), 14) - truth)
+
+
+def test_the_end_of_a_busy_spell_is_no_fall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six weeks at three times the demand, then ten weeks at the usual: a line through
+    them slopes down, but the days scatter around it far more than counts do around one
+    fall, so memory leaves the forecast to the level."""
+    busy_until = NOW - 70 * DAY
+    connection = projection(lambda at, rng: poisson(18 if at < busy_until else 6, rng), 112, seed=4)
+    plain = demand_forecast(connection, "S", NOW, 14)
+    remembering = demand_forecast(connection, "S", NOW, 14, memory_days=730)
+    assert remembering.daily == plain.daily
+    # What holds it back is the scatter: read as a fall, the spell's end would drag the
+    # forecast under the level it has settled at.
+    monkeypatch.setattr(forecasting, "STEADY", float("inf"))
+    misread = demand_forecast(connection, "S", NOW, 14, memory_days=730)
+    assert "fall" in misread.method
+    assert total(misread.as_dict(), 14) < 0.8 * total(plain.as_dict(), 14)
+
+
 def test_with_memory_last_years_season_is_expected_before_it_shows() -> None:
     season_start = NOW - 365 * DAY + 3 * DAY
 
