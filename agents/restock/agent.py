@@ -160,7 +160,10 @@ def build_graph(
             notes.append(f"quantity {quantity} clamped to {clamped} (bounds 1..{limit})")
             proposal["quantity"] = clamped
         confidence = float(proposal["confidence"])
-        proposal["confidence"] = min(max(confidence, 0.0), 1.0)
+        if not 0.0 <= confidence <= 1.0:
+            bounded = min(max(confidence, 0.0), 1.0)
+            notes.append(f"confidence {confidence:g} clamped to {bounded:g} (bounds 0..1)")
+            proposal["confidence"] = bounded
         rationale = str(proposal["rationale"])[:MAX_RATIONALE] or "No rationale given."
         if notes:
             rationale += " [checked by code: " + "; ".join(notes) + "]"

@@ -25,7 +25,15 @@ class RestockProposal(BaseModel):
         max_length=MAX_RATIONALE,
         description="Why, in two to four sentences, with the numbers used.",
     )
-    confidence: float = Field(ge=0.0, le=1.0, description="0 to 1.")
+    # The bounds are told to the model but not enforced here: grammar-constrained
+    # servers (llama.cpp) cannot bound a JSON number, a small model then answers 1.2
+    # or 85 twice running, and a good quantity would be thrown away for it. The guard
+    # clamps it and says so in the rationale, as it does a quantity over the cap.
+    confidence: float = Field(
+        description="0 to 1.",
+        allow_inf_nan=False,
+        json_schema_extra={"minimum": 0.0, "maximum": 1.0},
+    )
     evidence: list[Annotated[str, Field(max_length=MAX_ID)]] = Field(
         max_length=MAX_EVIDENCE, description="Ids of the events the proposal rests on."
     )

@@ -73,6 +73,7 @@ def restock_bounds(suggestion: Event[Any]) -> None:
     assert data.quantity == 3 * 40, "a million units clamped to the cap"
     assert "clamped" in data.rationale
     assert data.confidence == 1.0
+    assert "confidence 7 clamped to 1" in data.rationale
     assert data.evidence[0] == data.trigger_event_id
     assert all(not e.startswith("made-up") for e in data.evidence)
 

@@ -51,9 +51,15 @@ def test_an_answer_past_its_bounds_does_not_validate() -> None:
         {"evidence": ["e"] * (MAX_EVIDENCE + 1)},
         {"evidence": ["e" * 65]},
         {"quantity": 0},
-        {"confidence": 1.5},
+        {"confidence": float("nan")},
     ):
         with pytest.raises(ValidationError):
             RestockProposal.model_validate({**good, **wrong})
+    # A confidence out of 0..1 is the guard's to clamp (a grammar cannot bound a JSON
+    # number, so a small model's 1.2 would otherwise cost its whole answer), while the
+    # schema the model reads still names the bounds.
+    assert RestockProposal.model_validate({**good, "confidence": 1.5}).confidence == 1.5
+    confidence = strict_json_schema(RestockProposal)["properties"]["confidence"]
+    assert (confidence["minimum"], confidence["maximum"]) == (0.0, 1.0)
     with pytest.raises(ValidationError):
         SubstituteRanking.model_validate({"ranking": ["A"] * (MAX_RANKED + 1)})
