@@ -16,8 +16,6 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, TypedDict
 
-from langgraph.types import Command
-
 __all__ = ["CHANNEL", "POLICY", "Accounting", "Run"]
 
 POLICY = "policy"
@@ -114,4 +112,8 @@ def with_calls(update: Any, calls: Sequence[Call]) -> Any:
     if isinstance(update, dict):
         return {**update, CHANNEL: delta}
     # A model instance, a Command or a list of them: LangGraph applies a list's items in turn.
+    # (Imported here, where a graph already runs: LangGraph is not loaded by processes that
+    # only name agents.)
+    from langgraph.types import Command
+
     return [*(update if isinstance(update, list) else [update]), Command(update={CHANNEL: delta})]

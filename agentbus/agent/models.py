@@ -6,7 +6,7 @@ from pathlib import Path
 
 from agentbus.environment import load_environment
 from agentbus.errors import ConfigurationError
-from agentbus.llm import CassetteModel, Model, openai_model_from_env
+from agentbus.llm import CassetteModel, Model
 
 
 def model_from_env() -> Model | None:
@@ -20,6 +20,8 @@ def model_from_env() -> Model | None:
     choice = env.model or ("openai" if env.openai_api_key else "policy")
     if choice == "policy":
         return None
+    from agentbus.llm.openai_model import openai_model_from_env  # the client, only when asked for
+
     if choice == "openai":
         return openai_model_from_env()
     kind, _, path = choice.partition(":")

@@ -18,11 +18,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy as sa
-from langgraph.graph import StateGraph
-from langgraph.typing import StateT
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from pydantic import BaseModel
 
@@ -44,6 +42,15 @@ from agentbus.service import Context, Service, ServiceEnv
 from agentbus.settings import ModelSettings
 from agentbus.store import Migration, StoreBinding, Transaction
 from agentbus.telemetry import tracer
+
+if TYPE_CHECKING:
+    from langgraph.graph import StateGraph
+    from langgraph.typing import StateT
+else:
+    # LangGraph is imported where a graph is built, not where an agent is declared: it
+    # takes about a second to import, and an application's other processes (a service,
+    # a CLI command) load every agent's declaration. mypy checks against LangGraph's own.
+    StateT = TypeVar("StateT")
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
-
-from langgraph.graph import END, START, StateGraph
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from agentbus.agent import Agent, Prompt, Run, RunContext, evidence_known, quote
 from agentbus.envelope import Event
@@ -26,6 +24,9 @@ from events.decisions import RESTOCK as DECISIONS
 from tools import forecast
 from tools import restock as tools
 from tools.projections.restock import MIGRATIONS, project
+
+if TYPE_CHECKING:
+    from langgraph.graph import StateGraph
 
 NAME = "restock-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -180,6 +181,10 @@ def build_graph(
             notes.append("evidence ids of unknown events dropped")
         proposal["evidence"] = evidence
         return {"proposal": proposal, "guard_notes": notes}
+
+    # LangGraph is imported here, as the graph is built: the processes of the application
+    # that never run this agent load its declaration without it (about a second).
+    from langgraph.graph import END, START, StateGraph
 
     graph: StateGraph[RestockState] = StateGraph(RestockState)
     graph.add_node("gather", gather)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
-
-from langgraph.graph import END, START, StateGraph
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from agentbus.agent import Agent, Prompt, Run, RunContext, quote
 from agentbus.envelope import Event
@@ -25,6 +23,9 @@ from events import OrderRejected, Substitute, SubstituteSuggested
 from events.decisions import SUBSTITUTE as DECISIONS
 from tools import substitute as tools
 from tools.projections.substitute import MIGRATIONS, project
+
+if TYPE_CHECKING:
+    from langgraph.graph import StateGraph
 
 NAME = "substitute-agent"
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
@@ -113,6 +114,10 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
         scored = {s["sku"]: s for s in state.get("scored", [])}
         chosen = [scored[sku] for sku in dict.fromkeys(state.get("ranking", [])) if sku in scored]
         return {"substitutes": chosen[:MAX_SUBSTITUTES]}
+
+    # LangGraph is imported here, as the graph is built: the processes of the application
+    # that never run this agent load its declaration without it (about a second).
+    from langgraph.graph import END, START, StateGraph
 
     graph: StateGraph[SubstituteState] = StateGraph(SubstituteState)
     graph.add_node("gather", gather)

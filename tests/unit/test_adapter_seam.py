@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agentbus", "events", "tools", "agents", "consumers", "evals")
 ADAPTERS = {"agentbus/store/sqlite.py", "agentbus/store/postgres.py"}
 # Where the database is chosen from the settings, each picks the implementation of a
-# port once, as `open_database` picks an adapter: LangGraph's own checkpointers.
-CHOOSERS = {"agentbus/agent/checkpoints.py"}
+# port once, as `open_database` picks an adapter: LangGraph's own checkpointers (the
+# SQLite one in a module of its own, imported only where it is chosen).
+CHOOSERS = {"agentbus/agent/checkpoints.py", "agentbus/agent/sqlite_checkpoints.py"}
 DRIVERS = ("sqlite3", "psycopg", "psycopg_pool", "aiosqlite", "asyncpg")
 NAMES = {"sqlite", "postgresql", "postgres"}
 
