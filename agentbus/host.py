@@ -15,7 +15,6 @@ from agentbus.partitions import AdvisoryRoster, FileRoster, PartitionedConsumer,
 from agentbus.retry import dead_letter_queue
 from agentbus.service import Service, ServiceEnv
 from agentbus.settings import Settings
-from agentbus.store import postgres as postgres_store
 
 _tuned = False
 # The youngest generation is collected every 50,000 allocations instead of 700. A
@@ -70,6 +69,8 @@ class Host:
             return Consumer(service, self.bus, settings.consumer)
         roster: Roster
         if settings.database_url:
+            from agentbus.store import postgres as postgres_store  # only on PostgreSQL
+
             roster = AdvisoryRoster(postgres_store.engine(settings.database_url), service.name)
         else:
             roster = FileRoster(settings.data_dir, service.name)

@@ -1,8 +1,9 @@
-"""Loading the application stays light: LangGraph and the openai client wait for use.
+"""Loading the application stays light: LangGraph, the openai client and psycopg wait for use.
 
 Every process of an application (each service, each CLI command) imports every
-agent's declaration; the two libraries took about 1.5 s of that start. They are
-imported where a graph is built and where a model is called.
+agent's declaration; the first two took about 1.5 s of that start. They are
+imported where a graph is built and where a model is called, psycopg where a
+PostgreSQL database is opened.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("langgraph", "langchain_core", "openai")
+HEAVY = ("langgraph", "langchain_core", "openai", "psycopg")
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -26,7 +27,7 @@ def loaded_after(statement: str) -> list[str]:
     return found
 
 
-def test_the_cli_and_the_application_load_without_langgraph_or_openai() -> None:
+def test_the_cli_and_the_application_load_without_langgraph_openai_or_psycopg() -> None:
     assert loaded_after("import agentbus.cli, consumers.app") == []
 
 
