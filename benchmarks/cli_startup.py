@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-HEAVY = ("langgraph", "langchain_core", "openai", "psycopg", "statsforecast")
+HEAVY = ("fastapi", "langgraph", "langchain_core", "openai", "psycopg", "statsforecast")
 PROBE = (
     "import json, sys\nimport agentbus.cli, consumers.app\n"
     f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"

@@ -3,7 +3,7 @@ in one process, on one database."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -13,7 +13,6 @@ from agentbus.ops import AppServer
 from agentbus.service import Context, Service, ServiceEnv
 from agentbus.store import Apply as StoreApply
 from agentbus.store import StoreBinding, Transaction
-from consumers.api.app import ApiContext, build_app
 from consumers.api.auth import Tokens
 from consumers.api.decision_store import DecisionStore
 from consumers.api.projections import APPLIERS, Apply
@@ -22,6 +21,9 @@ from consumers.review import readmodel
 from consumers.review.deciding import Reviewing
 from events import CATALOG
 from events.decisions import DECISIONS
+
+if TYPE_CHECKING:
+    from consumers.api.app import ApiContext
 
 WRITES = ("order.created", "order.cancelled", "product.upserted", "stock.received")
 
@@ -68,6 +70,10 @@ class HttpApi:
             self.reviewing.settle_from(tx, event)
 
     def context(self) -> ApiContext:
+        # FastAPI is imported as the server starts: every process of the shop loads this
+        # service's declaration, and only this one serves HTTP.
+        from consumers.api.app import ApiContext
+
         return ApiContext(
             database=lambda: self.store.database,
             wake_relay=lambda: self.store.relay.wake(),
@@ -84,6 +90,8 @@ class HttpApi:
 
     async def _start(self, env: ServiceEnv) -> None:
         await self.decisions.open(env, self.codec)
+        from consumers.api.app import build_app
+
         app = build_app(self.context())
         self.server = AppServer(app, self.port, bind=self.bind, what="the API")
         await self.server.start()

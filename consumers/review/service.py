@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentbus.envelope import Event, EventCodec
 from agentbus.environment import load_environment
@@ -15,9 +15,11 @@ from consumers.review import readmodel
 from consumers.review.auth import AuthConfig
 from consumers.review.deciding import Reviewing
 from consumers.review.notify import WebhookSender, notice_text
-from consumers.review.routes import Console, build_app
 from events import CATALOG, InventoryLow, OrderCreated, PurchaseOrderCreated
 from events.decisions import DECISIONS
+
+if TYPE_CHECKING:
+    from consumers.review.routes import Console
 
 NAME = readmodel.NAME
 
@@ -132,6 +134,10 @@ class ReviewConsole:
                 )
             except ValueError as exc:
                 raise ConfigurationError(f"REVIEW_WEBHOOK_SECRET: {exc}") from None
+        # The web stack is imported as the console starts: every process of the shop loads
+        # this service's declaration, and only this one serves pages.
+        from consumers.review.routes import Console, build_app
+
         self.console = Console(
             database=lambda: self.store.database,
             wake_relay=self.store.relay.wake,
