@@ -81,6 +81,17 @@ async def leaders(nodes: tuple[str, ...] = NODES) -> dict[str, str]:
     return found
 
 
+async def online_members(queue: str) -> int:
+    """How many of a quorum queue's members run: a kill that leaves fewer than a majority
+    of them stops the queue until a node comes back."""
+    out = await on_any_node("list_queues", "name", "online", "--quiet", "--no-table-headers")
+    for line in out.splitlines():
+        name, _, online = line.partition("\t")
+        if name == queue:
+            return online.count("@")
+    return 0
+
+
 def beam_pid(node: str) -> int:
     """The node's Erlang VM, as its pid file names it."""
     number = node.split("@")[0].removeprefix("agentbus-c")

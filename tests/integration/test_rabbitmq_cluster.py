@@ -33,6 +33,7 @@ from tests.integration.rabbit_cluster import (
     beam_pid,
     bring_up,
     leaders,
+    online_members,
     spread,
 )
 from tests.support.servers import answers
@@ -68,7 +69,9 @@ async def test_a_consumer_moves_to_the_next_node_when_its_node_is_killed(
     lost one is still down (a classic delay queue, which lives on one node, would hold
     the restore until that node is back)."""
     exchange = f"agentbus.test.move.{os.getpid()}"
-    specs = topology("agentbus.test.move", ("move.*",), RetryPolicy(max_attempts=3))
+    # Queues of this run's own: a run that failed before deleting its queues leaves them
+    # on the cluster, with whatever members were running then.
+    specs = topology(f"agentbus.test.move.{os.getpid()}", ("move.*",), RetryPolicy(max_attempts=3))
     consumer = RabbitTransport(spread(cluster_url, 2), exchange=exchange)  # on the third node
     producer = RabbitTransport(cluster_url, exchange=exchange)
     await consumer.start()
@@ -88,6 +91,9 @@ async def test_a_consumer_moves_to_the_next_node_when_its_node_is_killed(
         assert consumer.broker_info.port == 5683
         await producer.publish(message(b"before"))
         await _until(lambda: got == [b"before"], 10)
+        # Every member of the queue running first: a node the test before brought back may
+        # still be starting its member, and a kill leaving one of three stops the queue.
+        await _until_members(specs[0].name, len(NODES), 60)
 
         os.kill(beam_pid(NODES[2]), signal.SIGKILL)
         killed = time.monotonic()
@@ -117,6 +123,14 @@ def test_a_command_takes_the_next_address_when_the_first_does_not_answer(
     assert json.loads(result.stdout) == []
     assert "127.0.0.1:1: " in result.stderr
     assert "trying 127.0.0.1:5682" in result.stderr
+
+
+async def _until_members(queue: str, count: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (found := await online_members(queue)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{queue}: {found} of {count} members running after {seconds} s")
+        await asyncio.sleep(0.5)
 
 
 async def _until(check: Callable[[], bool], seconds: float) -> None:
