@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -270,7 +272,19 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                 )
             elif snapshot.next:
                 span.set_attribute("agentbus.run.resumed", True)
-                result = await self._graph.ainvoke(None, config, output_keys=keys)
+                try:
+                    result = await self._graph.ainvoke(None, config, output_keys=keys)
+                except Exception as exc:
+                    if _outside_the_graph(exc):
+                        raise  # kept: the retry resumes from the same checkpoint
+                    # A checkpoint can also schedule a node without the value its
+                    # predecessor wrote (seen once under PostgreSQL restarts: the guard
+                    # ran without the proposal, on every delivery, until the trigger was
+                    # dead-lettered). One run afresh; a second failure is the agent's own.
+                    await self._discard(thread_id, span, f"resumed run failed: {exc!r}")
+                    result = await self._graph.ainvoke(
+                        self.agent.initial_state(event), config, output_keys=keys
+                    )
             else:
                 span.set_attribute("agentbus.run.reused", True)
                 result = snapshot.values  # every channel, the accounting's included
@@ -451,6 +465,15 @@ def _lost_channels(checkpoint: Mapping[str, Any], keys: Sequence[str]) -> list[s
     value kept apart from the checkpoint's row (PostgreSQL's blobs) that did not land."""
     values, versions = checkpoint["channel_values"], checkpoint["channel_versions"]
     return [key for key in keys if key in versions and key not in values]
+
+
+def _outside_the_graph(exc: Exception) -> bool:
+    """A failure of what a run leans on (a database or a network, or one the agent calls
+    transient), not of the run's own steps: starting afresh would not mend it."""
+    if isinstance(exc, TransientError | OSError | sa.exc.SQLAlchemyError | sqlite3.Error):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded only where PostgreSQL is used
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 def _suggestion_id(agent: str, trigger_id: str) -> str:

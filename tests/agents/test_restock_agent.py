@@ -6,11 +6,19 @@ injection, resuming) are in test_agent_contract.py."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
+import sqlalchemy.exc
+from langgraph.checkpoint.base.id import uuid6
+
 from agentbus.agent import AgentRuntimeOptions
-from agentbus.agent.runtime import AgentRunner
+from agentbus.agent.runtime import AgentRunner, _outside_the_graph
+from agentbus.errors import TransientError
 from agentbus.llm import MalformedOutput, ScriptedModel, Usage
 from agents.restock import declaration
 from agents.restock.proposal import RestockProposal
@@ -140,3 +148,73 @@ def new_approval(recommendation_id: str, reviewer: str, n: int) -> Any:
         source="/tests",
         id=f"approval-{n}",
     )
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_a_run_resumed_at_the_guard_without_the_proposal_runs_again_from_the_start(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A chaos run with database restarts dead-lettered a trigger after 30 deliveries,
+    each failing in the guard on `KeyError: 'proposal'`: the checkpoint it resumed from
+    scheduled the guard without the decide node's proposal, value and version both gone.
+    The resumed run fails; the run starts afresh once and suggests.
+
+    The checkpoint is broken by hand, through the saver: a database restart cannot be
+    timed to land inside a run's checkpoint writes."""
+    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
+    sku = f"SKU-{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
+    model = ScriptedModel([proposal(30), proposal(30)])
+    agent = runner(model)
+    original_run, original_commit = AgentRunner._run, AgentRunner._commit
+    broken: list[str] = []
+
+    def commit_failing_once(self: AgentRunner, *args: Any) -> None:
+        if not broken:
+            raise RuntimeError("process died between the run and the commit")
+        original_commit(self, *args)
+
+    async def run_from_a_broken_checkpoint(
+        self: AgentRunner, event: Any, thread_id: str, span: Any, *, fresh: bool
+    ) -> Any:
+        if not fresh and not broken:
+            config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+            history = [s async for s in self._graph.aget_state_history(config)]
+            before_guard = next(s for s in history if s.next == ("guard",))
+            saved = await self.checkpoints.saver.aget_tuple(before_guard.config)
+            checkpoint = dict(saved.checkpoint)
+            for key in ("channel_values", "channel_versions"):
+                checkpoint[key] = {k: v for k, v in checkpoint[key].items() if k != "proposal"}
+            checkpoint["id"] = str(uuid6())  # newer than the run's last: resumed from
+            await self.checkpoints.saver.aput(config, checkpoint, saved.metadata, {})
+            resumed = await self._graph.aget_state(config)
+            assert resumed.next == ("guard",)
+            assert "proposal" not in resumed.values
+            broken.append(thread_id)
+        return await original_run(self, event, thread_id, span, fresh=fresh)
+
+    monkeypatch.setattr(AgentRunner, "_commit", commit_failing_once)
+    monkeypatch.setattr(AgentRunner, "_run", run_from_a_broken_checkpoint)
+    async with Shop(tmp_path, [agent.service], database_url=url) as shop:
+        await shop.publish([product(sku), *[order(f"{sku}-o{d}", sku, 2, d) for d in range(5)]])
+        await shop.publish([low(sku, 1)])
+    assert broken, "the run resumed from a checkpoint without the proposal"
+    [suggestion] = shop.of_type("restock.recommended")
+    assert suggestion.data.quantity == 30
+    assert len(model.requests) == 2, "the run started again and asked the model again"
+
+
+def test_a_resumed_run_failing_on_what_it_leans_on_keeps_its_checkpoint() -> None:
+    # Starting afresh mends a checkpoint, not a database that is down or a network:
+    # those keep the checkpoint, and the retry resumes from it without asking again.
+    kept = [
+        TransientError("model busy"),
+        ConnectionResetError(),
+        TimeoutError(),
+        sqlite3.OperationalError("database is locked"),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("gone")),
+        psycopg.OperationalError("the server closed the connection"),
+    ]
+    assert all(_outside_the_graph(exc) for exc in kept)
+    assert not any(_outside_the_graph(exc) for exc in (KeyError("proposal"), ValueError()))
