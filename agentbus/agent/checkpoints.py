@@ -22,9 +22,12 @@ class Checkpoints:
         self.agent = agent
         self._stack = contextlib.AsyncExitStack()
         self.saver: Any = None
+        # What the chosen saver's driver raises: a database's failure, not a run's.
+        self.driver_errors: tuple[type[Exception], ...] = ()
 
     async def open(self, settings: Settings) -> Any:
         if settings.database_url:
+            import psycopg
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
             from psycopg.rows import dict_row
             from psycopg_pool import AsyncConnectionPool
@@ -43,6 +46,7 @@ class Checkpoints:
             self._stack.push_async_callback(pool.close)
             saver: Any = AsyncPostgresSaver(pool)
             await saver.setup()
+            self.driver_errors = (psycopg.Error,)
         else:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
             path = settings.data_dir / f"{self.agent.replace('-', '_')}_checkpoints.db"
@@ -58,6 +62,7 @@ class Checkpoints:
             self._stack.callback(connection.close)
             self._stack.callback(threaded.shutdown)
             saver = threaded
+            self.driver_errors = (sqlite3.Error,)
         self.saver = saver
         return saver
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sqlite3
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -275,7 +273,7 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                 try:
                     result = await self._graph.ainvoke(None, config, output_keys=keys)
                 except Exception as exc:
-                    if _outside_the_graph(exc):
+                    if _outside_the_graph(exc, self.checkpoints.driver_errors):
                         raise  # kept: the retry resumes from the same checkpoint
                     # A checkpoint can also schedule a node without the value its
                     # predecessor wrote (seen once under PostgreSQL restarts: the guard
@@ -467,13 +465,11 @@ def _lost_channels(checkpoint: Mapping[str, Any], keys: Sequence[str]) -> list[s
     return [key for key in keys if key in versions and key not in values]
 
 
-def _outside_the_graph(exc: Exception) -> bool:
-    """A failure of what a run leans on (a database or a network, or one the agent calls
-    transient), not of the run's own steps: starting afresh would not mend it."""
-    if isinstance(exc, TransientError | OSError | sa.exc.SQLAlchemyError | sqlite3.Error):
-        return True
-    psycopg = sys.modules.get("psycopg")  # loaded only where PostgreSQL is used
-    return psycopg is not None and isinstance(exc, psycopg.Error)
+def _outside_the_graph(exc: Exception, driver_errors: tuple[type[Exception], ...]) -> bool:
+    """A failure of what a run leans on (a database, the checkpointer's own driver, a
+    network, or one the agent calls transient), not of the run's own steps: starting
+    afresh would not mend it."""
+    return isinstance(exc, (TransientError, OSError, sa.exc.SQLAlchemyError, *driver_errors))
 
 
 def _suggestion_id(agent: str, trigger_id: str) -> str:

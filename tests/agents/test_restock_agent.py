@@ -5,6 +5,7 @@ injection, resuming) are in test_agent_contract.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import uuid
@@ -17,9 +18,11 @@ import sqlalchemy.exc
 from langgraph.checkpoint.base.id import uuid6
 
 from agentbus.agent import AgentRuntimeOptions
+from agentbus.agent.checkpoints import Checkpoints
 from agentbus.agent.runtime import AgentRunner, _outside_the_graph
 from agentbus.errors import TransientError
 from agentbus.llm import MalformedOutput, ScriptedModel, Usage
+from agentbus.settings import Settings
 from agents.restock import declaration
 from agents.restock.proposal import RestockProposal
 from consumers import purchasing
@@ -205,16 +208,28 @@ async def test_a_run_resumed_at_the_guard_without_the_proposal_runs_again_from_t
     assert len(model.requests) == 2, "the run started again and asked the model again"
 
 
-def test_a_resumed_run_failing_on_what_it_leans_on_keeps_its_checkpoint() -> None:
+async def test_a_resumed_run_failing_on_what_it_leans_on_keeps_its_checkpoint(
+    tmp_path: Path,
+) -> None:
     # Starting afresh mends a checkpoint, not a database that is down or a network:
     # those keep the checkpoint, and the retry resumes from it without asking again.
-    kept = [
-        TransientError("model busy"),
-        ConnectionResetError(),
-        TimeoutError(),
-        sqlite3.OperationalError("database is locked"),
-        sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("gone")),
-        psycopg.OperationalError("the server closed the connection"),
-    ]
-    assert all(_outside_the_graph(exc) for exc in kept)
-    assert not any(_outside_the_graph(exc) for exc in (KeyError("proposal"), ValueError()))
+    settings = dataclasses.replace(Settings.from_env({}), data_dir=tmp_path, database_url=None)
+    checkpoints = Checkpoints("restock-agent")
+    await checkpoints.open(settings)
+    try:
+        drivers = checkpoints.driver_errors
+        kept = [
+            TransientError("model busy"),
+            ConnectionResetError(),
+            TimeoutError(),
+            sqlite3.OperationalError("database is locked"),  # the checkpointer's own
+            sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("gone")),  # the store's
+        ]
+        assert all(_outside_the_graph(exc, drivers) for exc in kept)
+        assert not any(
+            _outside_the_graph(exc, drivers) for exc in (KeyError("proposal"), ValueError())
+        )
+        # A PostgreSQL error is not this SQLite checkpointer's.
+        assert not _outside_the_graph(psycopg.OperationalError("closed"), drivers)
+    finally:
+        await checkpoints.close()
