@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from agentbus.agent.runtime import AgentRunner
 from agentbus.envelope import Event, new_event
 from agentbus.service import Service
 from agentbus.testing import Harness
@@ -83,3 +86,19 @@ def low(sku: str, n: int, *, day: int = 10, max_stock: int = 40) -> Event[Any]:
         id=f"low-{sku}-{n}",
         time=START + timedelta(days=day, minutes=n),
     )
+
+
+def commit_failing_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first run's commit fails as if the process died after the run; the list
+    records that it did."""
+    original = AgentRunner._commit
+    crashes: list[int] = []
+
+    def commit_once_failing(self: AgentRunner, *args: Any) -> None:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("process died between the run and the commit")
+        original(self, *args)
+
+    monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
+    return crashes
