@@ -248,12 +248,16 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
         the calls of the nodes it runs again."""
         config = {"configurable": {"thread_id": thread_id}}
         keys = self._output_keys
+
+        async def from_the_start() -> Any:
+            return await self._graph.ainvoke(
+                self.agent.initial_state(event), config, output_keys=keys
+            )
+
         if fresh:
             # The run's row was written just now, before any checkpoint could be:
             # nothing to resume, so no need to ask the checkpointer.
-            result = await self._graph.ainvoke(
-                self.agent.initial_state(event), config, output_keys=keys
-            )
+            result = await from_the_start()
         else:
             # A checkpoint can keep its row and lose a value kept apart from it (seen
             # under PostgreSQL restarts): resumed, the run would fail the same way on
@@ -265,9 +269,7 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                 await self._discard(thread_id, span, f"no value for {', '.join(lost)}")
             snapshot = await self._graph.aget_state(config)
             if snapshot.created_at is None:
-                result = await self._graph.ainvoke(
-                    self.agent.initial_state(event), config, output_keys=keys
-                )
+                result = await from_the_start()
             elif snapshot.next:
                 span.set_attribute("agentbus.run.resumed", True)
                 try:
@@ -280,9 +282,7 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                     # ran without the proposal, on every delivery, until the trigger was
                     # dead-lettered). One run afresh; a second failure is the agent's own.
                     await self._discard(thread_id, span, f"resumed run failed: {exc!r}")
-                    result = await self._graph.ainvoke(
-                        self.agent.initial_state(event), config, output_keys=keys
-                    )
+                    result = await from_the_start()
             else:
                 span.set_attribute("agentbus.run.reused", True)
                 result = snapshot.values  # every channel, the accounting's included
