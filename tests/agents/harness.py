@@ -3,7 +3,7 @@ one's transport."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -101,4 +101,27 @@ def commit_failing_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         original(self, *args)
 
     monkeypatch.setattr(AgentRunner, "_commit", commit_once_failing)
+    return crashes
+
+
+def damaged_before_resuming(
+    monkeypatch: pytest.MonkeyPatch,
+    damage: Callable[[AgentRunner, Event[Any], str], Awaitable[None]],
+) -> list[int]:
+    """The first run's commit fails, as if the process died after the run; before the run
+    resumes, `damage(runner, trigger, thread_id)` does to its checkpoint what a fault
+    could. The list records the crash."""
+    crashes = commit_failing_once(monkeypatch)
+    original = AgentRunner._run
+    damaged: list[str] = []
+
+    async def run(
+        self: AgentRunner, event: Event[Any], thread_id: str, span: Any, *, fresh: bool
+    ) -> Any:
+        if not fresh and not damaged:
+            damaged.append(thread_id)
+            await damage(self, event, thread_id)
+        return await original(self, event, thread_id, span, fresh=fresh)
+
+    monkeypatch.setattr(AgentRunner, "_run", run)
     return crashes
