@@ -6,22 +6,47 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 
-def demo(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+Done = subprocess.CompletedProcess[str]
+
+
+def demo(data: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "AGENTBUS_DATA": str(data)}
     for name in ("AMQP_URL", "DATABASE_URL", "OPENAI_API_KEY", "AGENTBUS_MODEL"):
         env.pop(name, None)
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "agentbus", "demo", *args],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
-        check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Done]]:
+    """Both ways of running the demo, started together: each is one process on its own
+    data, mostly waiting on its own steps, so the two take little longer than one."""
+    started = {
+        "json": demo(tmp_path_factory.mktemp("json"), "--json", "--trace"),
+        "tables": demo(tmp_path_factory.mktemp("tables"), "--trace"),
+    }
+    try:
+        done = {}
+        for name, process in started.items():
+            out, err = process.communicate(timeout=300)
+            done[name] = Done(process.args, process.returncode, out, err)
+        yield done
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def walk(spans: list[dict[str, Any]], chain: list[str]) -> list[str]:
@@ -37,8 +62,8 @@ def walk(spans: list[dict[str, Any]], chain: list[str]) -> list[str]:
     return reached
 
 
-def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path) -> None:
-    done = demo(tmp_path, "--json", "--trace")
+def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(demos: dict[str, Done]) -> None:
+    done = demos["json"]
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     orders = summary["orders"]
@@ -98,8 +123,8 @@ def test_demo_summarises_the_shop_and_shows_one_suggestions_trace(tmp_path: Path
     assert nodes[3] == "publish agentbus.events:restock.recommended"
 
 
-def test_demo_prints_tables_and_the_trace_tree(tmp_path: Path) -> None:
-    done = demo(tmp_path, "--trace")
+def test_demo_prints_tables_and_the_trace_tree(demos: dict[str, Done]) -> None:
+    done = demos["tables"]
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     for heading in ("Orders", "Stock", "Restock suggestions", "The trace of one suggestion"):

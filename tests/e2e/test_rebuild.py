@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -121,24 +122,33 @@ def _one_line_error(result: subprocess.CompletedProcess[str], needle: str) -> No
 
 def test_bad_input_is_one_line(recorded: tuple[Path, Path], tmp_path: Path) -> None:
     data, recording = recorded
-    _one_line_error(agentbus("rebuild", "warehouse", str(recording), data=data), "warehouse")
-    _one_line_error(agentbus("rebuild", "review", str(recording), data=data), "cannot be rebuilt")
     missing = tmp_path / "missing.jsonl"
-    _one_line_error(agentbus("rebuild", "inventory", str(missing), data=data), "missing.jsonl")
     broken = tmp_path / "broken.jsonl"
     broken.write_text(recording.read_text().splitlines()[0] + "\n{not json\n")
-    _one_line_error(agentbus("rebuild", "inventory", str(broken), data=data), "broken.jsonl:2")
-    _one_line_error(
-        agentbus("rebuild", "inventory", str(recording), "--check", data=tmp_path / "nowhere"),
-        "no live database",
-    )
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_text("x")
-    _one_line_error(
-        agentbus("rebuild", "inventory", str(recording), "--into", str(full), data=data),
-        "not an empty folder",
-    )
+    cases = [
+        (("rebuild", "warehouse", str(recording)), data, "warehouse"),
+        (("rebuild", "review", str(recording)), data, "cannot be rebuilt"),
+        (("rebuild", "inventory", str(missing)), data, "missing.jsonl"),
+        (("rebuild", "inventory", str(broken)), data, "broken.jsonl:2"),
+        (
+            ("rebuild", "inventory", str(recording), "--check"),
+            tmp_path / "nowhere",
+            "no live database",
+        ),
+        (
+            ("rebuild", "inventory", str(recording), "--into", str(full)),
+            data,
+            "not an empty folder",
+        ),
+    ]
+    # Separate processes that change nothing: run side by side.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda case: agentbus(*case[0], data=case[1]), cases))
+    for (_, _, needle), result in zip(cases, results, strict=True):
+        _one_line_error(result, needle)
 
 
 def test_a_recording_holding_events_twice_rebuilds_the_same_state(

@@ -402,6 +402,9 @@ class Chaos:
     leader_kills: int = 0
     node_stops: int = 0
     rebuild_check: bool = False
+    # With the rebuild check: change a live row by hand afterwards and check again, to
+    # see the check name it (a second rebuild of the whole recording).
+    tamper_check: bool = True
     recoveries: list[Recovery] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
 
@@ -502,6 +505,7 @@ class Chaos:
                         shop.data_dir,
                         shop.database_url,
                         {event.id for event in stream.events},
+                        tamper=self.tamper_check,
                     )
             finally:
                 if self.cluster is not None:

@@ -10,7 +10,8 @@ states must equal an independent oracle's: no order lost, no outcome wrong, no
 stock level applied twice, no trigger with two suggestions. On RabbitMQ a
 recorder, SIGKILLed with inventory, records the run, and `agentbus rebuild inventory
 --check` on its recording must find the live state exactly, then exit 1 naming
-the row changed by hand. The long run is `benchmarks/chaos_exactly_once.py`.
+the row changed by hand (on SQLite; test_rebuild_postgres.py checks that on
+PostgreSQL). The long run is `benchmarks/chaos_exactly_once.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pytest
 from tests.integration.chaos import Chaos, KafkaBroker
 from tests.integration.chaos_broker import RECORDER
 
-EVENTS = 1500
+# About 700 orders a run, reaching every branch of the saga on each seed below; the
+# long run (10,000 events and more) is the benchmark's.
+EVENTS = 1000
 KILLS = 4
 
 
@@ -54,9 +57,9 @@ def check(report: dict[str, Any], faults: dict[str, int]) -> None:
     assert outcomes.get("rejected:cancelled", 0) > 0, outcomes
 
 
-def check_rebuild(report: dict[str, Any]) -> None:
-    """The recording of the run rebuilds inventory's live state exactly, and a row
-    changed by hand is named."""
+def check_rebuild(report: dict[str, Any], *, tampered: bool = True) -> None:
+    """The recording of the run rebuilds inventory's live state exactly, and (when
+    `tampered`) a row changed by hand is named."""
     rebuilt = report["rebuild"]
     [inventory_killed] = [f for f in report["faults"] if f["target"] == "inventory"]
     assert inventory_killed["also_killed"] == [RECORDER], report["faults"]
@@ -64,6 +67,8 @@ def check_rebuild(report: dict[str, Any]) -> None:
     assert rebuilt["check"]["differences"] == [], rebuilt
     # The recorder was killed too, and lost nothing the run published.
     assert rebuilt["published_not_recorded"] == 0, rebuilt
+    if not tampered:
+        return
     after = rebuilt["check_after_tamper"]
     assert after["exit_code"] == 1, rebuilt
     assert [d.split(":")[0] for d in after["differences"]] == [
@@ -101,10 +106,11 @@ async def test_exactly_once_on_postgres_under_faults(
         broker_restarts=1,
         database_restarts=1,
         rebuild_check=True,
+        tamper_check=False,  # a second rebuild; test_rebuild_postgres.py names a changed row
     )
     report = await chaos.run(EVENTS, KILLS)
     check(report, {"connections_closed": 1, "broker_restart": 1, "database_restart": 1})
-    check_rebuild(report)
+    check_rebuild(report, tampered=False)
 
 
 @pytest.mark.kafka
