@@ -64,6 +64,7 @@ def transport_for(
             prefix=settings.kafka_prefix,
             partitions=settings.kafka_partitions,
             replication=settings.kafka_replication,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
             event_types=event_types,
             client_id=name.replace(" ", "-"),
         )

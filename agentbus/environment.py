@@ -66,6 +66,14 @@ class Environment(BaseModel):
     kafka_replication: int = var(
         1, "AGENTBUS_KAFKA_REPLICATION", "replicas of the topics the platform creates", ge=1
     )
+    kafka_session_timeout_ms: int = var(
+        10_000,
+        "AGENTBUS_KAFKA_SESSION_TIMEOUT_MS",
+        "how long a group member may go unheard before the broker moves its partitions to "
+        "the others: a process that died (or restarted) holds them that long; the broker "
+        "accepts 6000-1800000 unless configured otherwise",
+        ge=1_000,
+    )
     database_url: SecretStr | None = var(
         None,
         "DATABASE_URL",

@@ -52,6 +52,7 @@ class Settings:
     kafka_prefix: str = ""
     kafka_partitions: int = 6
     kafka_replication: int = 1
+    kafka_session_timeout_ms: int = 10_000
     # Rebuilding a service's state from a recording: a service then has no effect
     # outside its database (no mail sent) and makes no decisions on a timer, since its
     # state must come from the recorded events alone.
@@ -90,6 +91,7 @@ class Settings:
             kafka_prefix=env.kafka_prefix,
             kafka_partitions=env.kafka_partitions,
             kafka_replication=env.kafka_replication,
+            kafka_session_timeout_ms=env.kafka_session_timeout_ms,
         )
 
 

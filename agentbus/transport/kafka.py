@@ -60,6 +60,7 @@ class KafkaTransport:
         event_types: Iterable[str] = (),
         client_id: str = "agentbus",
         metadata_max_age_ms: int = METADATA_MAX_AGE_MS,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.prefix = prefix
@@ -68,6 +69,7 @@ class KafkaTransport:
         self._event_types = tuple(event_types)
         self._client_id = client_id
         self._metadata_max_age_ms = metadata_max_age_ms
+        self.session_timeout_ms = session_timeout_ms
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
@@ -287,6 +289,9 @@ class KafkaTransport:
             auto_offset_reset="earliest",
             metadata_max_age_ms=self._metadata_max_age_ms,
             max_poll_records=max(1, prefetch),
+            session_timeout_ms=self.session_timeout_ms,
+            # Three heartbeats to a session, as the client's defaults have it (3 s to 10 s).
+            heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
         )
         member = GroupMember(
             consumer,

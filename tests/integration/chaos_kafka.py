@@ -71,7 +71,13 @@ class KafkaBroker:
         return self.harness.prefix
 
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "AGENTBUS_KAFKA_PREFIX": self.prefix}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "AGENTBUS_KAFKA_PREFIX": self.prefix,
+            # The broker's least: a SIGKILLed member's partitions wait this long for the
+            # group to move them (at the default 10 s, 40 s of a run with four kills).
+            "AGENTBUS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        }
 
     def transport(self, name: str) -> KafkaTransport:
         return KafkaTransport(

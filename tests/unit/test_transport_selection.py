@@ -19,11 +19,13 @@ def test_kafka_bootstrap_servers_select_kafka_with_its_settings() -> None:
             "AGENTBUS_KAFKA_PREFIX": "shop1.",
             "AGENTBUS_KAFKA_PARTITIONS": "12",
             "AGENTBUS_KAFKA_REPLICATION": "3",
+            "AGENTBUS_KAFKA_SESSION_TIMEOUT_MS": "6000",
         }
     )
     transport = broker_transport(config, None, name="agentbus run all", event_types=["a.b"])
     assert isinstance(transport, KafkaTransport)
     assert (transport.prefix, transport.partitions, transport.replication) == ("shop1.", 12, 3)
+    assert transport.session_timeout_ms == 6000
     assert transport.broker_info.system == "kafka"
     assert transport.broker_info.header_prefix == "ce_"
     assert transport.broker_info.retries == "in_place"
@@ -32,6 +34,7 @@ def test_kafka_bootstrap_servers_select_kafka_with_its_settings() -> None:
 def test_kafka_defaults_are_six_partitions_one_replica_no_prefix() -> None:
     config = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092"})
     assert (config.kafka_prefix, config.kafka_partitions, config.kafka_replication) == ("", 6, 1)
+    assert config.kafka_session_timeout_ms == 10_000
 
 
 def test_without_kafka_amqp_url_selects_rabbitmq_and_an_explicit_url_wins() -> None:
