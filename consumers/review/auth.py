@@ -12,6 +12,7 @@ end when the process does. Nothing here ever logs a password, hash or token.
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import hashlib
 import hmac
@@ -90,6 +91,9 @@ class AuthConfig:
     # stored it; consulted only while the configured hash is still that older one.
     upgrades: dict[str, tuple[str, str]] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        _decoy()  # made with the console, so no sign-in takes longer for making it
+
     def stored_hash(self, user: str) -> str | None:
         configured = self.users.get(user)
         if configured is None:
@@ -121,7 +125,7 @@ class AuthConfig:
             return user if verify_password(password, stored) else None
         if self.token and user in ("", TOKEN_USER):
             return TOKEN_USER if hmac.compare_digest(password, self.token) else None
-        verify_password(password, _DECOY)  # same cost: no timing hint of who exists
+        verify_password(password, _decoy())  # same cost: no timing hint of who exists
         return None
 
     @classmethod
@@ -148,7 +152,11 @@ def parse_users(text: str) -> dict[str, str]:
     return users
 
 
-_DECOY = hash_password("decoy")
+@functools.cache
+def _decoy() -> str:
+    # An argon2id hash takes about 0.17 s of CPU: made where sign-ins are checked, not
+    # on import, which every process of the application (each service, each command) does.
+    return hash_password("decoy")
 
 
 def new_csrf_token() -> str:
