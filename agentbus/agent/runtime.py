@@ -210,10 +210,23 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
             except Exception as exc:
                 span.set_attribute("error.type", type(exc).__qualname__)
                 raise
-            state, accounting = finished
-            _record_usage(span, accounting, answered_by_model=model is not None)
+            state, accounting, from_checkpoint = finished
             run = Run(_suggestion_id(self.agent.name, event.id), accounting)
-            data = self.agent.suggest(state, event, run)
+            try:
+                data = self.agent.suggest(state, event, run)
+            except Exception as exc:
+                if not from_checkpoint or _outside_the_graph(exc, self.checkpoints.driver_errors):
+                    raise
+                # A run finished in its checkpoint can lack a value its nodes wrote (seen
+                # under PostgreSQL restarts: the proposal, on every delivery, until the
+                # trigger was dead-lettered). One run afresh, as for a resumed run.
+                await self._discard(thread_id, span, f"suggesting from it failed: {exc!r}")
+                state, accounting, _ = await asyncio.wait_for(
+                    self._run(event, thread_id, span, fresh=True), self._run_timeout
+                )
+                run = Run(run.suggestion_id, accounting)
+                data = self.agent.suggest(state, event, run)
+            _record_usage(span, accounting, answered_by_model=model is not None)
             # The suggestion's publish span hangs under this run, not beside it.
             emitted = None if data is None else ctx.emit(data, cause=event, within=span)
             span.set_attribute("agentbus.run.suggested", emitted is not None)
@@ -242,10 +255,11 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
 
     async def _run(
         self, event: Event[TriggerT], thread_id: str, span: Span, *, fresh: bool
-    ) -> tuple[StateT, Accounting]:
+    ) -> tuple[StateT, Accounting, bool]:
         """The final state and the run's accounting, both as checkpointed: a resumed run
         has the accounting of the nodes done before, from the checkpoint, and adds only
-        the calls of the nodes it runs again."""
+        the calls of the nodes it runs again. True last when the state came from a
+        checkpoint (a run resumed or already finished) rather than a run from the start."""
         config = {"configurable": {"thread_id": thread_id}}
         keys = self._output_keys
 
@@ -254,6 +268,7 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                 self.agent.initial_state(event), config, output_keys=keys
             )
 
+        from_checkpoint = False
         if fresh:
             # The run's row was written just now, before any checkpoint could be:
             # nothing to resume, so no need to ask the checkpointer.
@@ -274,6 +289,7 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
                 span.set_attribute("agentbus.run.resumed", True)
                 try:
                     result = await self._graph.ainvoke(None, config, output_keys=keys)
+                    from_checkpoint = True
                 except Exception as exc:
                     if _outside_the_graph(exc, self.checkpoints.driver_errors):
                         raise  # kept: the retry resumes from the same checkpoint
@@ -286,11 +302,12 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
             else:
                 span.set_attribute("agentbus.run.reused", True)
                 result = snapshot.values  # every channel, the accounting's included
+                from_checkpoint = True
         if not isinstance(result, dict):
             span.set_status(StatusCode.ERROR)
             raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
         accounting = Accounting.of(result.pop(CHANNEL, None))
-        return self._as_state(result), accounting
+        return self._as_state(result), accounting, from_checkpoint
 
     def _plan(self, tx: Transaction, event: Event[Any]) -> str:
         connection = tx.connection

@@ -198,6 +198,46 @@ async def test_a_run_resumed_at_the_guard_without_the_proposal_runs_again_from_t
     assert len(model.requests) == 2, "the run started again and asked the model again"
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_a_finished_run_without_the_proposal_in_its_checkpoint_runs_again(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The same fault at the run's last checkpoint (seen in a later chaos run: 30
+    deliveries, each `KeyError: 'proposal'`): the run is finished, nothing is resumed,
+    and the suggestion is made from the checkpoint's values, which lack the proposal.
+    The run starts afresh once and suggests."""
+    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
+    sku = f"SKU-{uuid.uuid4().hex[:8]}"
+    model = ScriptedModel([proposal(30), proposal(30)])
+    agent = runner(model)
+    broken: list[str] = []
+
+    async def drop_the_proposal(runner: AgentRunner, event: Any, thread_id: str) -> None:
+        config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        saved = await runner.checkpoints.saver.aget_tuple(config)
+        checkpoint = dict(saved.checkpoint)
+        for key in ("channel_values", "channel_versions"):
+            checkpoint[key] = {k: v for k, v in checkpoint[key].items() if k != "proposal"}
+        checkpoint["id"] = str(uuid6())
+        await runner.checkpoints.saver.aput(config, checkpoint, saved.metadata, {})
+        finished = await runner._graph.aget_state(config)
+        assert finished.next == ()
+        assert "proposal" not in finished.values
+        broken.append(thread_id)
+
+    crashes = damaged_before_resuming(monkeypatch, drop_the_proposal)
+    async with Shop(tmp_path, [agent.service], database_url=url) as shop:
+        await shop.publish([product(sku), *[order(f"{sku}-o{d}", sku, 2, d) for d in range(5)]])
+        await shop.publish([low(sku, 1)])
+    assert crashes == [1]
+    assert broken, "the run's last checkpoint lost the proposal"
+    [suggestion] = shop.of_type("restock.recommended")
+    assert suggestion.data.quantity == 30
+    assert len(model.requests) == 2, "the run started again and asked the model again"
+
+
 async def test_a_resumed_run_failing_on_what_it_leans_on_keeps_its_checkpoint(
     tmp_path: Path,
 ) -> None:
