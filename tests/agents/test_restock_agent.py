@@ -156,13 +156,20 @@ def new_approval(recommendation_id: str, reviewer: str, n: int) -> Any:
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-async def test_a_run_resumed_at_the_guard_without_the_proposal_runs_again_from_the_start(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+@pytest.mark.parametrize("lost_at", [("guard",), ()], ids=["before_the_guard", "when_finished"])
+async def test_a_checkpoint_without_the_proposal_runs_again_from_the_start(
+    backend: str,
+    lost_at: tuple[str, ...],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """A chaos run with database restarts dead-lettered a trigger after 30 deliveries,
-    each failing in the guard on `KeyError: 'proposal'`: the checkpoint it resumed from
-    scheduled the guard without the decide node's proposal, value and version both gone.
-    The resumed run fails; the run starts afresh once and suggests.
+    """Chaos runs with database restarts dead-lettered a trigger after 30 deliveries,
+    each failing on `KeyError: 'proposal'`: the checkpoint the run went on from lacked
+    the decide node's proposal, value and version both. Once it was the checkpoint that
+    scheduled the guard (the resumed run fails in the guard), once the run's last (the
+    run is finished, and the suggestion is made from values without the proposal).
+    Either way the run starts afresh once and suggests.
 
     The checkpoint is broken by hand, through the saver: a database restart cannot be
     timed to land inside a run's checkpoint writes."""
@@ -175,16 +182,16 @@ async def test_a_run_resumed_at_the_guard_without_the_proposal_runs_again_from_t
     async def drop_the_proposal(runner: AgentRunner, event: Any, thread_id: str) -> None:
         config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
         history = [s async for s in runner._graph.aget_state_history(config)]
-        before_guard = next(s for s in history if s.next == ("guard",))
-        saved = await runner.checkpoints.saver.aget_tuple(before_guard.config)
+        chosen = next(s for s in history if s.next == lost_at)
+        saved = await runner.checkpoints.saver.aget_tuple(chosen.config)
         checkpoint = dict(saved.checkpoint)
         for key in ("channel_values", "channel_versions"):
             checkpoint[key] = {k: v for k, v in checkpoint[key].items() if k != "proposal"}
-        checkpoint["id"] = str(uuid6())  # newer than the run's last: resumed from
+        checkpoint["id"] = str(uuid6())  # newer than the run's last: gone on from
         await runner.checkpoints.saver.aput(config, checkpoint, saved.metadata, {})
-        resumed = await runner._graph.aget_state(config)
-        assert resumed.next == ("guard",)
-        assert "proposal" not in resumed.values
+        found = await runner._graph.aget_state(config)
+        assert found.next == lost_at
+        assert "proposal" not in found.values
         broken.append(thread_id)
 
     crashes = damaged_before_resuming(monkeypatch, drop_the_proposal)
@@ -192,47 +199,7 @@ async def test_a_run_resumed_at_the_guard_without_the_proposal_runs_again_from_t
         await shop.publish([product(sku), *[order(f"{sku}-o{d}", sku, 2, d) for d in range(5)]])
         await shop.publish([low(sku, 1)])
     assert crashes == [1]
-    assert broken, "the run resumed from a checkpoint without the proposal"
-    [suggestion] = shop.of_type("restock.recommended")
-    assert suggestion.data.quantity == 30
-    assert len(model.requests) == 2, "the run started again and asked the model again"
-
-
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-async def test_a_finished_run_without_the_proposal_in_its_checkpoint_runs_again(
-    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> None:
-    """The same fault at the run's last checkpoint (seen in a later chaos run: 30
-    deliveries, each `KeyError: 'proposal'`): the run is finished, nothing is resumed,
-    and the suggestion is made from the checkpoint's values, which lack the proposal.
-    The run starts afresh once and suggests."""
-    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
-    sku = f"SKU-{uuid.uuid4().hex[:8]}"
-    model = ScriptedModel([proposal(30), proposal(30)])
-    agent = runner(model)
-    broken: list[str] = []
-
-    async def drop_the_proposal(runner: AgentRunner, event: Any, thread_id: str) -> None:
-        config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-        saved = await runner.checkpoints.saver.aget_tuple(config)
-        checkpoint = dict(saved.checkpoint)
-        for key in ("channel_values", "channel_versions"):
-            checkpoint[key] = {k: v for k, v in checkpoint[key].items() if k != "proposal"}
-        checkpoint["id"] = str(uuid6())
-        await runner.checkpoints.saver.aput(config, checkpoint, saved.metadata, {})
-        finished = await runner._graph.aget_state(config)
-        assert finished.next == ()
-        assert "proposal" not in finished.values
-        broken.append(thread_id)
-
-    crashes = damaged_before_resuming(monkeypatch, drop_the_proposal)
-    async with Shop(tmp_path, [agent.service], database_url=url) as shop:
-        await shop.publish([product(sku), *[order(f"{sku}-o{d}", sku, 2, d) for d in range(5)]])
-        await shop.publish([low(sku, 1)])
-    assert crashes == [1]
-    assert broken, "the run's last checkpoint lost the proposal"
+    assert broken, "the run went on from a checkpoint without the proposal"
     [suggestion] = shop.of_type("restock.recommended")
     assert suggestion.data.quantity == 30
     assert len(model.requests) == 2, "the run started again and asked the model again"
