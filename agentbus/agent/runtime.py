@@ -210,23 +210,8 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
             except Exception as exc:
                 span.set_attribute("error.type", type(exc).__qualname__)
                 raise
-            state, accounting, from_checkpoint = finished
-            run = Run(_suggestion_id(self.agent.name, event.id), accounting)
-            try:
-                data = self.agent.suggest(state, event, run)
-            except Exception as exc:
-                if not from_checkpoint or _outside_the_graph(exc, self.checkpoints.driver_errors):
-                    raise
-                # A run finished in its checkpoint can lack a value its nodes wrote (seen
-                # under PostgreSQL restarts: the proposal, on every delivery, until the
-                # trigger was dead-lettered). One run afresh, as for a resumed run.
-                await self._discard(thread_id, span, f"suggesting from it failed: {exc!r}")
-                state, accounting, _ = await asyncio.wait_for(
-                    self._run(event, thread_id, span, fresh=True), self._run_timeout
-                )
-                run = Run(run.suggestion_id, accounting)
-                data = self.agent.suggest(state, event, run)
-            _record_usage(span, accounting, answered_by_model=model is not None)
+            run, data = finished
+            _record_usage(span, run.accounting, answered_by_model=model is not None)
             # The suggestion's publish span hangs under this run, not beside it.
             emitted = None if data is None else ctx.emit(data, cause=event, within=span)
             span.set_attribute("agentbus.run.suggested", emitted is not None)
@@ -255,59 +240,57 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
 
     async def _run(
         self, event: Event[TriggerT], thread_id: str, span: Span, *, fresh: bool
-    ) -> tuple[StateT, Accounting, bool]:
-        """The final state and the run's accounting, both as checkpointed: a resumed run
-        has the accounting of the nodes done before, from the checkpoint, and adds only
-        the calls of the nodes it runs again. True last when the state came from a
-        checkpoint (a run resumed or already finished) rather than a run from the start."""
+    ) -> tuple[Run, SuggestionT | None]:
+        """The run's accounting and what it suggests. The accounting is as checkpointed:
+        a resumed run has that of the nodes done before, from the checkpoint, and adds
+        only the calls of the nodes it runs again."""
         config = {"configurable": {"thread_id": thread_id}}
         keys = self._output_keys
 
-        async def from_the_start() -> Any:
-            return await self._graph.ainvoke(
-                self.agent.initial_state(event), config, output_keys=keys
+        def suggested(result: Any) -> tuple[Run, SuggestionT | None]:
+            if not isinstance(result, dict):
+                span.set_status(StatusCode.ERROR)
+                raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
+            accounting = Accounting.of(result.pop(CHANNEL, None))
+            run = Run(_suggestion_id(self.agent.name, event.id), accounting)
+            return run, self.agent.suggest(self._as_state(result), event, run)
+
+        async def from_the_start() -> tuple[Run, SuggestionT | None]:
+            return suggested(
+                await self._graph.ainvoke(self.agent.initial_state(event), config, output_keys=keys)
             )
 
-        from_checkpoint = False
         if fresh:
             # The run's row was written just now, before any checkpoint could be:
             # nothing to resume, so no need to ask the checkpointer.
-            result = await from_the_start()
-        else:
-            # A checkpoint can keep its row and lose a value kept apart from it (seen
-            # under PostgreSQL restarts): resumed, the run would fail the same way on
-            # every delivery, or suggest nothing. Its effects commit only after the run,
-            # so starting afresh is safe; it costs the model calls again.
-            saved = await self.checkpoints.saver.aget_tuple(config)
-            lost = [] if saved is None else _lost_channels(saved.checkpoint, keys)
-            if lost:
-                await self._discard(thread_id, span, f"no value for {', '.join(lost)}")
-            snapshot = await self._graph.aget_state(config)
-            if snapshot.created_at is None:
-                result = await from_the_start()
-            elif snapshot.next:
+            return await from_the_start()
+        # A checkpoint can keep its row and lose a value kept apart from it (seen under
+        # PostgreSQL restarts): resumed, the run would fail the same way on every
+        # delivery, or suggest nothing. Its effects commit only after the run, so
+        # starting afresh is safe; it costs the model calls again.
+        saved = await self.checkpoints.saver.aget_tuple(config)
+        lost = [] if saved is None else _lost_channels(saved.checkpoint, keys)
+        if lost:
+            await self._discard(thread_id, span, f"no value for {', '.join(lost)}")
+        snapshot = await self._graph.aget_state(config)
+        if snapshot.created_at is None:
+            return await from_the_start()
+        try:
+            if snapshot.next:
                 span.set_attribute("agentbus.run.resumed", True)
-                try:
-                    result = await self._graph.ainvoke(None, config, output_keys=keys)
-                    from_checkpoint = True
-                except Exception as exc:
-                    if _outside_the_graph(exc, self.checkpoints.driver_errors):
-                        raise  # kept: the retry resumes from the same checkpoint
-                    # A checkpoint can also schedule a node without the value its
-                    # predecessor wrote (seen once under PostgreSQL restarts: the guard
-                    # ran without the proposal, on every delivery, until the trigger was
-                    # dead-lettered). One run afresh; a second failure is the agent's own.
-                    await self._discard(thread_id, span, f"resumed run failed: {exc!r}")
-                    result = await from_the_start()
-            else:
-                span.set_attribute("agentbus.run.reused", True)
-                result = snapshot.values  # every channel, the accounting's included
-                from_checkpoint = True
-        if not isinstance(result, dict):
-            span.set_status(StatusCode.ERROR)
-            raise TypeError(f"graph of {self.agent.name} returned {type(result).__name__}")
-        accounting = Accounting.of(result.pop(CHANNEL, None))
-        return self._as_state(result), accounting, from_checkpoint
+                return suggested(await self._graph.ainvoke(None, config, output_keys=keys))
+            span.set_attribute("agentbus.run.reused", True)
+            return suggested(snapshot.values)  # every channel, the accounting's included
+        except Exception as exc:
+            if _outside_the_graph(exc, self.checkpoints.driver_errors):
+                raise  # kept: the retry resumes from the same checkpoint
+            # A checkpoint can also lack a value its nodes wrote, version and all (seen
+            # under PostgreSQL restarts: the proposal, once in the checkpoint that
+            # scheduled the guard, once in the run's last; every delivery failed until
+            # the trigger was dead-lettered). One run afresh; a second failure is the
+            # agent's own.
+            await self._discard(thread_id, span, f"going on from it failed: {exc!r}")
+            return await from_the_start()
 
     def _plan(self, tx: Transaction, event: Event[Any]) -> str:
         connection = tx.connection
