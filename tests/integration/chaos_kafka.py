@@ -31,6 +31,9 @@ from tests.integration.chaos_broker import AGENT, SERVICES, StoredPositions
 from tests.integration.chaos_processes import ServiceProcess, command
 
 SERVICES_COMMAND = str(Path(__file__).resolve().parents[2] / "deploy/dev/services")
+# The broker's least: a SIGKILLed member's partitions wait this long for the group to
+# move them (at the default 10 s, 40 s of a run with four kills).
+SESSION_TIMEOUT_MS = 6000
 Partition = tuple[str, int]
 
 
@@ -74,9 +77,7 @@ class KafkaBroker:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "AGENTBUS_KAFKA_PREFIX": self.prefix,
-            # The broker's least: a SIGKILLed member's partitions wait this long for the
-            # group to move them (at the default 10 s, 40 s of a run with four kills).
-            "AGENTBUS_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "AGENTBUS_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
         }
 
     def transport(self, name: str) -> KafkaTransport:
@@ -247,10 +248,13 @@ async def kill_mid_batch(
 
     The victim is frozen first, while the segment is still being published: from then on
     what reaches its partitions stays unsettled, however fast this machine drains the
-    rest. The kill follows once every member owes records, or after a few seconds
-    (well inside the group's 10 s session, so the frozen member is still in it)."""
+    rest. The kill follows once every member owes records, or after a third of the
+    group's session: the frozen member's last heartbeat can be a third of a session old
+    already (heartbeats come three to a session), so it is still in the group then,
+    with a third to spare. Waiting 5 s at a 6 s session, the group could drop the frozen
+    member first (a CI run timed out so), and then no kill could follow."""
     victim.freeze()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + SESSION_TIMEOUT_MS / 3000
     while True:
         [group] = (await broker.groups([service])).values()
         unsettled = await broker.unsettled(service, stored)
