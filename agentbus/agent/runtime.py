@@ -264,10 +264,10 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
             # The run's row was written just now, before any checkpoint could be:
             # nothing to resume, so no need to ask the checkpointer.
             return await from_the_start()
-        # A checkpoint can keep its row and lose a value kept apart from it (seen under
-        # PostgreSQL restarts): resumed, the run would fail the same way on every
-        # delivery, or suggest nothing. Its effects commit only after the run, so
-        # starting afresh is safe; it costs the model calls again.
+        # A checkpoint whose row names a value it does not hold (PostgreSQL keeps values
+        # apart from the row) would fail the same way on every delivery, or suggest
+        # nothing. Its effects commit only after the run, so starting afresh is safe;
+        # it costs the model calls again.
         saved = await self.checkpoints.saver.aget_tuple(config)
         lost = [] if saved is None else _lost_channels(saved.checkpoint, keys)
         if lost:
@@ -276,7 +276,10 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
         if snapshot.created_at is None:
             return await from_the_start()
         try:
-            if snapshot.next:
+            # `tasks`, not `next`: `next` leaves out a task whose writes are saved while
+            # the checkpoint after it is not (saved in the background, lost with the
+            # process or the database), so a run stopped there would read as finished.
+            if snapshot.tasks:
                 span.set_attribute("agentbus.run.resumed", True)
                 return suggested(await self._graph.ainvoke(None, config, output_keys=keys))
             span.set_attribute("agentbus.run.reused", True)
@@ -284,11 +287,10 @@ class AgentRunner(Generic[TriggerT, StateT, SuggestionT]):
         except Exception as exc:
             if _outside_the_graph(exc, self.checkpoints.driver_errors):
                 raise  # kept: the retry resumes from the same checkpoint
-            # A checkpoint can also lack a value its nodes wrote, version and all (seen
-            # under PostgreSQL restarts: the proposal, once in the checkpoint that
-            # scheduled the guard, once in the run's last; every delivery failed until
-            # the trigger was dead-lettered). One run afresh; a second failure is the
-            # agent's own.
+            # A checkpoint the run cannot go on from (one an earlier version of the
+            # agent wrote, whose state lacks what this one reads, say) would fail the
+            # same way on every delivery until the trigger is dead-lettered. One run
+            # afresh; a second failure is the agent's own.
             await self._discard(thread_id, span, f"going on from it failed: {exc!r}")
             return await from_the_start()
 

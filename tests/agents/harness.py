@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from agentbus.agent.runtime import AgentRunner
+from agentbus.agent.sqlite_checkpoints import ThreadedSqliteSaver
 from agentbus.envelope import Event, new_event
 from agentbus.service import Service
 from agentbus.testing import Harness
@@ -125,3 +126,21 @@ def damaged_before_resuming(
 
     monkeypatch.setattr(AgentRunner, "_run", run)
     return crashes
+
+
+async def lose_checkpoints_after(saver: Any, thread_id: str, checkpoint_id: str) -> None:
+    """Delete the thread's checkpoints newer than `checkpoint_id`, keeping every task's
+    saved writes: what a kill or a database restart leaves when a step's writes landed
+    and the checkpoint after the step did not (LangGraph saves checkpoints in the
+    background while the next step runs)."""
+    statement = "DELETE FROM checkpoints WHERE thread_id = %s AND checkpoint_id > %s"
+    if isinstance(saver, ThreadedSqliteSaver):
+
+        def delete() -> None:
+            with saver.cursor() as cursor:
+                cursor.execute(statement.replace("%s", "?"), (thread_id, checkpoint_id))
+
+        await saver._off(delete)
+        return
+    async with saver.conn.connection() as connection:  # PostgreSQL's saver: a pool
+        await connection.execute(statement, (thread_id, checkpoint_id))

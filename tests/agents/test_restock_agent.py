@@ -164,15 +164,16 @@ async def test_a_checkpoint_without_the_proposal_runs_again_from_the_start(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    """Chaos runs with database restarts dead-lettered a trigger after 30 deliveries,
-    each failing on `KeyError: 'proposal'`: the checkpoint the run went on from lacked
-    the decide node's proposal, value and version both. Once it was the checkpoint that
-    scheduled the guard (the resumed run fails in the guard), once the run's last (the
-    run is finished, and the suggestion is made from values without the proposal).
-    Either way the run starts afresh once and suggests.
+    """A checkpoint the run cannot go on from: its state lacks the decide node's
+    proposal, value and version both (as one written by an earlier version of the
+    agent, with another state, could). Whether it is the checkpoint that scheduled the
+    guard (the resumed run fails in the guard) or the run's last (the suggestion is
+    made from values without the proposal), the run starts afresh once and suggests,
+    rather than fail on every delivery until the trigger is dead-lettered.
 
-    The checkpoint is broken by hand, through the saver: a database restart cannot be
-    timed to land inside a run's checkpoint writes."""
+    The checkpoint is broken by hand, through the saver. (Chaos runs that dead-lettered
+    triggers on `KeyError: 'proposal'` had another cause: a step whose checkpoint was
+    lost, tested in test_agent_contract.py.)"""
     url = request.getfixturevalue("database_url") if backend == "postgresql" else None
     sku = f"SKU-{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
     model = ScriptedModel([proposal(30), proposal(30)])
