@@ -36,6 +36,7 @@ class ServiceProcess:
         *,
         command: Sequence[str] | None = None,
         ready: str = "running ",
+        log: Path | None = None,
     ) -> None:
         self.service = service
         self.args = tuple(args)
@@ -43,6 +44,7 @@ class ServiceProcess:
         self.env = env
         self.command = ("run", service, *self.args) if command is None else tuple(command)
         self.ready = ready
+        self.log = log  # every line of its stderr, across restarts, when set
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=40)
         self._running = asyncio.Event()
@@ -98,6 +100,9 @@ class ServiceProcess:
         while line := await process.stderr.readline():
             text = line.decode(errors="replace").rstrip()
             self.tail.append(text)
+            if self.log is not None:
+                with self.log.open("a") as out:
+                    out.write(text + "\n")
             if text.startswith(self.ready):
                 running.set()
 
