@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,25 @@ async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
     assert suggestion.data.model == "scripted"
 
 
+async def resumed_after_damage(
+    case: AgentCase,
+    agent: AgentRunner,
+    subject: str,
+    damage: Callable[[AgentRunner, Any, str], Awaitable[None]],
+    database_url: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Shop:
+    """The shop after one trigger for `subject`, whose first run dies before its commit
+    and whose checkpoint `damage` breaks before the run resumes."""
+    crashes = damaged_before_resuming(monkeypatch, damage)
+    async with Shop(tmp_path, case.services(agent), database_url=database_url) as shop:
+        await shop.publish(case.world(subject, BENIGN))
+        await shop.publish([case.trigger(subject, 1)])
+    assert crashes == [1]
+    return shop
+
+
 @by_name
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -146,11 +166,7 @@ async def test_a_run_whose_checkpoint_lost_a_value_runs_again_from_the_start(
             }
             await runner.checkpoints.saver.aput(saved.parent_config, checkpoint, saved.metadata, {})
 
-    crashes = damaged_before_resuming(monkeypatch, lose_values)
-    async with Shop(tmp_path, case.services(agent), database_url=url) as shop:
-        await shop.publish(case.world(subject, BENIGN))
-        await shop.publish([case.trigger(subject, 1)])
-    assert crashes == [1]
+    shop = await resumed_after_damage(case, agent, subject, lose_values, url, tmp_path, monkeypatch)
     assert lost, "the resumed run read a checkpoint without values its nodes wrote"
     [suggestion] = shop.of_type(case.suggestion_type)
     assert len(model.requests) == 2, "the run started again and asked the model again"
@@ -198,11 +214,9 @@ async def test_a_run_stopped_after_a_step_whose_checkpoint_was_lost_goes_on_afte
         assert [task.name for task in found.tasks] == [landed]
         lost.append(thread_id)
 
-    crashes = damaged_before_resuming(monkeypatch, lose_what_followed)
-    async with Shop(tmp_path, case.services(agent), database_url=url) as shop:
-        await shop.publish(case.world(subject, BENIGN))
-        await shop.publish([case.trigger(subject, 1)])
-    assert crashes == [1]
+    shop = await resumed_after_damage(
+        case, agent, subject, lose_what_followed, url, tmp_path, monkeypatch
+    )
     assert lost, "the run went on from a checkpoint whose step had landed"
     assert not [r for r in caplog.records if "discarded" in r.getMessage()]
     [suggestion] = shop.of_type(case.suggestion_type)
