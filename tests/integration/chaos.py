@@ -362,6 +362,8 @@ class Recovery:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# Faults whose tests ask that each lands on work in flight.
+IN_FLIGHT_FAULTS = frozenset({"rebalance", "leader_kill", "node_stop"})
 FAULT_NAMES = {"postgresql": "database_restart", "rebalance": "rebalance_mid_batch"}
 
 
@@ -605,10 +607,11 @@ class Chaos:
                     # read): taken now, the kill can follow the segment at once.
                     await self._prime_rebalance(reader)
                 publishing = asyncio.create_task(_publish_in_batches(bus, chunk))
-                if not rebalance:
+                if segment == len(plan) or plan[segment] not in IN_FLIGHT_FAULTS:
                     await publishing
-                # else the kill comes while the segment still flows in: with work in
-                # flight on every member for sure, not only if the poll is quick.
+                # else the fault comes while the segment still flows in: with work in
+                # flight for sure, not only if the machine is slow to drain it (a
+                # leader's node killed after the segment found every order decided).
                 placed += [e.data.order_id for e in chunk if e.type == "order.created"]
                 if segment == len(plan):
                     break
