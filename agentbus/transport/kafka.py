@@ -43,6 +43,9 @@ from agentbus.transport.kafka_records import (
 from agentbus.transport.kafka_registry import read_queues, record_queue, registry_topic
 
 TOPIC_ALREADY_EXISTS = 36
+# How long a topic just created may take to show in the broker's metadata before the
+# clients are let at it anyway (they retry, logging each miss as an error).
+VISIBLE_WITHIN_S = 10.0
 # A pattern subscription notices topics created after it started this often.
 METADATA_MAX_AGE_MS = 30_000
 
@@ -183,10 +186,39 @@ class KafkaTransport:
             response = await admin.create_topics(wanted)
         except KafkaError as exc:
             raise BrokerUnavailable(f"creating topics failed: {exc}") from exc
+        created = []
         for name, code, *_ in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise BrokerUnavailable(f"creating topic {name!r} failed: error code {code}")
+            if code == 0:
+                created.append(name)
+        await self._visible(created)
         self._topics.update(topic.name for topic in wanted)
+
+    async def _visible(self, topics: list[str]) -> None:
+        """Wait until topics just created have a leader for every partition in the
+        metadata the broker answers with. The controller answers the creation first;
+        a producer or consumer asking before the metadata follows gets "unknown topic",
+        which aiokafka logs as an error on every retry: alarming on a first start that
+        is going well."""
+        _, admin = self._require()
+        waiting = set(topics)
+        deadline = asyncio.get_running_loop().time() + VISIBLE_WITHIN_S
+        while waiting and asyncio.get_running_loop().time() < deadline:
+            try:
+                described = await admin.describe_topics(sorted(waiting))
+            except KafkaError:
+                described = []
+            for topic in described:
+                partitions = topic.get("partitions") or []
+                if (
+                    topic.get("error_code") == 0
+                    and partitions
+                    and all(p.get("leader", -1) >= 0 for p in partitions)
+                ):
+                    waiting.discard(topic.get("topic"))
+            if waiting:
+                await asyncio.sleep(0.05)
 
     async def _known(self, topic: str) -> bool:
         if topic in self._topics:
