@@ -57,6 +57,9 @@ class SubstituteState(TypedDict, total=False):
 
 def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
     threshold = min_score(ctx.embedder)  # read once, as the graph is built
+    # Each step reads what the steps before it wrote by key: a state without it (a
+    # checkpoint from another version of the agent) fails the run, which then starts
+    # afresh, rather than reading as "nothing to suggest".
 
     async def gather(state: SubstituteState) -> SubstituteState:
         order_id = state["order_id"]
@@ -70,7 +73,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
         return {"missing": missing, "candidates": stocked["in_stock"]}
 
     async def recall(state: SubstituteState) -> SubstituteState:
-        missing, candidates = state.get("missing"), state.get("candidates", [])
+        missing, candidates = state["missing"], state["candidates"]
         if not missing or not candidates:
             return {"scored": []}
         by_sku = {c["sku"]: c for c in candidates}
@@ -88,7 +91,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
         return {"scored": [s for s in scored if s["score"] >= threshold]}
 
     async def decide(state: SubstituteState) -> SubstituteState:
-        scored = state.get("scored", [])
+        scored = state["scored"]
 
         def by_similarity() -> SubstituteRanking:
             return SubstituteRanking(ranking=[s["sku"] for s in scored[:MAX_SUBSTITUTES]])
@@ -100,7 +103,7 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
                 ChatMessage("system", PROMPT.render(max_substitutes=str(MAX_SUBSTITUTES))),
                 ChatMessage(
                     "user",
-                    "Data:\n" + quote({"missing": state.get("missing"), "candidates": scored}),
+                    "Data:\n" + quote({"missing": state["missing"], "candidates": scored}),
                 ),
             ),
             output=ranking_of([s["sku"] for s in scored]),
@@ -111,8 +114,8 @@ def build_graph(ctx: RunContext) -> StateGraph[SubstituteState]:
 
     async def guard(state: SubstituteState) -> SubstituteState:
         # Only SKUs among the in-stock, similar candidates, once each, at most a few.
-        scored = {s["sku"]: s for s in state.get("scored", [])}
-        chosen = [scored[sku] for sku in dict.fromkeys(state.get("ranking", [])) if sku in scored]
+        scored = {s["sku"]: s for s in state["scored"]}
+        chosen = [scored[sku] for sku in dict.fromkeys(state["ranking"]) if sku in scored]
         return {"substitutes": chosen[:MAX_SUBSTITUTES]}
 
     # LangGraph is imported here, as the graph is built: the processes of the application
@@ -156,8 +159,7 @@ def message(missing: Mapping[str, Any], order_id: str, substitutes: list[dict[st
 def suggest(
     state: SubstituteState, event: Event[OrderRejected], run: Run
 ) -> SubstituteSuggested | None:
-    substitutes = state.get("substitutes") or []
-    missing = state.get("missing")
+    substitutes, missing = state["substitutes"], state["missing"]
     if not substitutes or not missing:
         return None  # nothing similar in stock: nothing to suggest
     return SubstituteSuggested(

@@ -2,8 +2,8 @@
 one suggestion per trigger whatever the duplicates, storms coalesced, event text
 fenced as data and model output held within bounds, and a run that dies before
 its commit resumed without asking the model again (also when the checkpoint after
-its last finished step was lost), unless its checkpoint lost a value, when it starts
-afresh.
+its last finished step was lost), unless its checkpoint lost a value or what its
+steps wrote, when it starts afresh.
 
 Real services on SQLite, on the in-process broker and, for the outcomes a broker
 could break (duplicates, a run resumed after a failed commit), on the real Kafka
@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from langgraph.checkpoint.base.id import uuid6
 
 from agentbus.agent.prompts import END_FENCE, FENCE
 from agentbus.agent.runtime import AgentRunner
@@ -222,6 +223,63 @@ async def test_a_run_stopped_after_a_step_whose_checkpoint_was_lost_goes_on_afte
     [suggestion] = shop.of_type(case.suggestion_type)
     case.within_bounds(suggestion)
     assert len(model.requests) == (1 if landed in ("decide", "guard") else 2)
+
+
+@by_name
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+@pytest.mark.parametrize("lost_at", [("guard",), ()], ids=["before_the_guard", "when_finished"])
+async def test_a_checkpoint_without_what_the_steps_wrote_runs_again_from_the_start(
+    case: AgentCase,
+    backend: str,
+    lost_at: tuple[str, ...],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A checkpoint the run cannot go on from: its state lacks what the steps wrote,
+    values and versions both (as one written by an earlier version of the agent, with
+    another state, could). Whether it is the checkpoint that scheduled the guard or the
+    run's last, the run starts afresh once and suggests: it neither fails on every
+    delivery until the trigger is dead-lettered nor reads the gaps as "nothing to
+    suggest". The checkpoint is broken by hand, through the saver."""
+    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
+    subject = f"S{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
+    model = ScriptedModel([case.answer(subject), case.answer(subject)])
+    agent = case.runner(model)
+    dropped: list[str] = []
+
+    async def drop_what_the_steps_wrote(runner: AgentRunner, event: Any, thread_id: str) -> None:
+        config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        history = [s async for s in runner._graph.aget_state_history(config)]
+        chosen = next(s for s in history if s.next == lost_at)
+        saved = await runner.checkpoints.saver.aget_tuple(chosen.config)
+        kept = set(runner.agent.initial_state(event))
+        # The agent's state fields only: the channels that schedule the steps, and the
+        # runtime's own, stay as they were.
+        written = {
+            k
+            for k in saved.checkpoint["channel_values"]
+            if k not in kept and not k.startswith(("branch:", "__", "agentbus."))
+        }
+        checkpoint = dict(saved.checkpoint)
+        for key in ("channel_values", "channel_versions"):
+            checkpoint[key] = {k: v for k, v in checkpoint[key].items() if k not in written}
+        checkpoint["id"] = str(uuid6())  # newer than the run's last: gone on from
+        await runner.checkpoints.saver.aput(config, checkpoint, saved.metadata, {})
+        found = await runner._graph.aget_state(config)
+        assert found.next == lost_at
+        assert not written & set(found.values)
+        dropped.extend(sorted(written))
+
+    shop = await resumed_after_damage(
+        case, agent, subject, drop_what_the_steps_wrote, url, tmp_path, monkeypatch
+    )
+    assert dropped, "the run went on from a checkpoint that kept what its steps wrote"
+    [suggestion] = shop.of_type(case.suggestion_type)
+    assert suggestion.data.model == "scripted"
+    assert len(model.requests) == 2, "the run started again and asked the model again"
 
 
 class _FirstAnswerNeverComes(ScriptedModel):
