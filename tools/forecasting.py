@@ -8,7 +8,9 @@ What a series shows decides the model, each part tested before it is used:
   last four weeks, the estimate a buyer checks on paper;
 - a trend (a log-linear Poisson regression whose slope stands TREND_T standard
   errors from zero) or days of the week that differ (an analysis of variance at
-  the 1% level): statsforecast's AutoETS, with a trend where the test found one.
+  the 1% level): statsforecast's AutoETS, with a trend where the test found one;
+  should its forecast head the other way from the regression's trend, the two
+  readings disagree and the level above stands.
 
 `statsforecast` (the `forecast` extra) runs AutoETS and ADIDA when installed.
 Without it a small fallback in numpy stands in: the regression's own trend carried
@@ -101,19 +103,38 @@ def _fit(y: np.ndarray, horizon: int) -> Fit:
     if not sloped and not seasonal:
         # Nothing but a level: the mean of the last weeks is as good an estimate as any
         # model's, and the one a buyer can check on paper.
-        recent = y[-LEVEL_DAYS:]
-        mean, sd = float(recent.mean()), float(recent.std())
-        return Fit(f"mean of the last {len(recent)} days", (mean,) * horizon, (sd,) * horizon)
+        return _level(y, horizon)
     if sloped and not seasonal and found is not None and _models() is None:
         # Without the library, the regression's own trend is carried ahead.
         return _projected(found, horizon)
     models = _models()
     if models is not None:
         try:
-            return _ets(models, y, horizon)
+            fitted = _ets(models, y, horizon)
         except Exception:  # a series the library cannot fit gets the fallback
-            pass
+            return _holt(y, horizon)
+        if sloped and found is not None and _against(fitted, found):
+            # The model was chosen for the trend the weeks show, and its own runs the
+            # other way (its smoothing reads a lull after a rise as a fall): two readings
+            # of the weeks that disagree on the direction say no more than the level.
+            level = _level(y, horizon)
+            return replace(level, method=f"{level.method} (the trends disagreed)")
+        return fitted
     return _holt(y, horizon)
+
+
+def _level(y: np.ndarray, horizon: int) -> Fit:
+    recent = y[-LEVEL_DAYS:]
+    mean, sd = float(recent.mean()), float(recent.std())
+    return Fit(f"mean of the last {len(recent)} days", (mean,) * horizon, (sd,) * horizon)
+
+
+def _against(fitted: Fit, found: Trend) -> bool:
+    """Whether a forecast heads the other way from a trend found in the data."""
+    if len(fitted.mean) < 2:
+        return False
+    heading = float(np.polyfit(np.arange(len(fitted.mean)), fitted.mean, 1)[0])
+    return heading * found.slope < 0
 
 
 def weekly(y: Sequence[float] | np.ndarray) -> bool:

@@ -94,6 +94,26 @@ def test_a_trend_is_followed(engine: str) -> None:
     assert total(forecast, 10) > last_weeks * 10
 
 
+# Eight weeks of a product whose demand rose by half and held there for the last week:
+# a recording written from the contract alone, where AutoETS's trend (fitted to the
+# lull) headed down to a third of the level while the weeks' regression rose.
+RISEN_THEN_HELD = [
+    5, 6, 5, 9, 5, 6, 4, 6, 2, 5, 6, 3, 5, 7, 7, 6, 5, 4, 4, 5, 5, 8, 6, 5, 4, 11, 2, 6,
+    12, 9, 7, 10, 14, 8, 9, 8, 13, 6, 11, 12, 9, 11, 9, 14, 7, 18, 11, 7, 7, 7, 9, 8, 8, 9,
+    7, 11,
+]  # fmt: skip
+
+
+def test_a_model_heading_against_the_trend_the_weeks_show_is_not_followed() -> None:
+    if forecasting.engine() == "fallback":
+        pytest.skip("AutoETS is the library's (the forecast extra): the fallback has none")
+    assert forecasting.trending(RISEN_THEN_HELD)
+    fitted = forecasting.fit(RISEN_THEN_HELD, 26)
+    last_weeks = sum(RISEN_THEN_HELD[-28:]) / 28
+    assert "disagreed" in fitted.method
+    assert min(fitted.mean) > last_weeks * 0.9, "the forecast fell below the level"
+
+
 def test_busy_weekdays_are_forecast_busier(engine: str) -> None:
     connection = projection(lambda at, rng: poisson(15 if at.weekday() >= 5 else 4, rng), 56)
     # NOW is Friday noon: day 0 holds Friday's order, days 1 and 2 the weekend's.
