@@ -127,6 +127,16 @@ async def resumed_after_damage(
     return shop
 
 
+async def checkpoint_before(
+    runner: AgentRunner, thread_id: str, steps: tuple[str, ...]
+) -> tuple[Any, Any]:
+    """The thread's config and its checkpoint whose next steps are `steps` (() for the
+    run's last)."""
+    config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    history = [s async for s in runner._graph.aget_state_history(config)]
+    return config, next(s for s in history if s.next == steps)
+
+
 @by_name
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -205,9 +215,7 @@ async def test_a_run_stopped_after_a_step_whose_checkpoint_was_lost_goes_on_afte
     lost: list[str] = []
 
     async def lose_what_followed(runner: AgentRunner, event: Any, thread_id: str) -> None:
-        config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-        history = [s async for s in runner._graph.aget_state_history(config)]
-        scheduled = next(s for s in history if s.next == (landed,))
+        config, scheduled = await checkpoint_before(runner, thread_id, (landed,))
         checkpoint_id = scheduled.config["configurable"]["checkpoint_id"]
         await lose_checkpoints_after(runner.checkpoints.saver, thread_id, checkpoint_id)
         found = await runner._graph.aget_state(config)
@@ -251,9 +259,7 @@ async def test_a_checkpoint_without_what_the_steps_wrote_runs_again_from_the_sta
     dropped: list[str] = []
 
     async def drop_what_the_steps_wrote(runner: AgentRunner, event: Any, thread_id: str) -> None:
-        config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-        history = [s async for s in runner._graph.aget_state_history(config)]
-        chosen = next(s for s in history if s.next == lost_at)
+        config, chosen = await checkpoint_before(runner, thread_id, lost_at)
         saved = await runner.checkpoints.saver.aget_tuple(chosen.config)
         kept = set(runner.agent.initial_state(event))
         # The agent's state fields only: the channels that schedule the steps, and the
