@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 from langgraph.checkpoint.base.id import uuid6
+from pydantic import BaseModel
 
 from agentbus.agent.prompts import END_FENCE, FENCE
 from agentbus.agent.runtime import AgentRunner
@@ -108,6 +109,21 @@ async def test_a_run_that_dies_before_commit_resumes_without_asking_again(
     assert suggestion.data.model == "scripted"
 
 
+def answering_twice(
+    case: AgentCase,
+    backend: str,
+    request: pytest.FixtureRequest,
+    answer: Callable[[str], BaseModel],
+) -> tuple[str | None, str, ScriptedModel, AgentRunner]:
+    """What a checkpoint-damage test starts from: PostgreSQL's URL (None: SQLite), a
+    subject of its own (checkpoints on PostgreSQL outlive the test), and a runner whose
+    model has `answer` ready twice (a run from the start asks again)."""
+    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
+    subject = f"S{uuid.uuid4().hex[:8]}"
+    model = ScriptedModel([answer(subject), answer(subject)])
+    return url, subject, model, case.runner(model)
+
+
 async def resumed_after_damage(
     case: AgentCase,
     agent: AgentRunner,
@@ -151,10 +167,7 @@ async def test_a_run_whose_checkpoint_lost_a_value_runs_again_from_the_start(
     """A checkpoint whose row names channels it holds no value for (PostgreSQL keeps
     the values apart, as blobs). Resumed from it, the run would fail on every delivery,
     or suggest nothing; it starts afresh instead."""
-    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
-    subject = f"S{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
-    model = ScriptedModel([case.answer(subject), case.answer(subject)])
-    agent = case.runner(model)
+    url, subject, model, agent = answering_twice(case, backend, request, case.answer)
     lost: list[str] = []
 
     async def lose_values(runner: AgentRunner, event: Any, thread_id: str) -> None:
@@ -208,10 +221,7 @@ async def test_a_run_stopped_after_a_step_whose_checkpoint_was_lost_goes_on_afte
     from the start, asking the model again. Resumed, the saved writes are applied and
     the run goes on after the step: the guard holds the out-of-bounds answer, and a
     model answer in the saved writes is not asked for again."""
-    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
-    subject = f"S{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
-    model = ScriptedModel([case.hostile_answer(subject), case.hostile_answer(subject)])
-    agent = case.runner(model)
+    url, subject, model, agent = answering_twice(case, backend, request, case.hostile_answer)
     lost: list[str] = []
 
     async def lose_what_followed(runner: AgentRunner, event: Any, thread_id: str) -> None:
@@ -252,10 +262,7 @@ async def test_a_checkpoint_without_what_the_steps_wrote_runs_again_from_the_sta
     run's last, the run starts afresh once and suggests: it neither fails on every
     delivery until the trigger is dead-lettered nor reads the gaps as "nothing to
     suggest". The checkpoint is broken by hand, through the saver."""
-    url = request.getfixturevalue("database_url") if backend == "postgresql" else None
-    subject = f"S{uuid.uuid4().hex[:8]}"  # checkpoints on PostgreSQL outlive the test
-    model = ScriptedModel([case.answer(subject), case.answer(subject)])
-    agent = case.runner(model)
+    url, subject, model, agent = answering_twice(case, backend, request, case.answer)
     dropped: list[str] = []
 
     async def drop_what_the_steps_wrote(runner: AgentRunner, event: Any, thread_id: str) -> None:
